@@ -1,0 +1,133 @@
+//! Hook call cost: the LRU built-in through wasm versus the same crate called natively.
+//!
+//! Prints, for 16, 64 and 1,000 loaded models, the median and p99 of one `choose-eviction`
+//! call: through wasm on a reused pooled instance (the host's normal path), through wasm with a
+//! fresh instance per call, and natively (including the input copy a wasm call also makes).
+//! Run with `cargo bench --bench hook_call`.
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use modelyard::engine::types as host;
+use modelyard::engine::{EngineSettings, PolicyEngine, sample};
+use modelyard_policy::EvictionPolicy;
+use modelyard_policy::types as guest;
+
+fn to_guest(m: &host::Model) -> guest::Model {
+    guest::Model {
+        id: m.id.clone(),
+        aliases: m.aliases.clone(),
+        state: match m.state {
+            host::ModelState::Unloaded => guest::ModelState::Unloaded,
+            host::ModelState::Loading => guest::ModelState::Loading,
+            host::ModelState::Ready => guest::ModelState::Ready,
+            host::ModelState::Unloading => guest::ModelState::Unloading,
+            host::ModelState::Failed => guest::ModelState::Failed,
+        },
+        device: m.device.clone(),
+        size_bytes: m.size_bytes,
+        size_measured: m.size_measured,
+        context_tokens: m.context_tokens,
+        tags: m.tags.clone(),
+        priority: m.priority,
+        pinned: m.pinned,
+        last_used_ms: m.last_used_ms,
+        loaded_at_ms: m.loaded_at_ms,
+        use_count: m.use_count,
+        load_count: m.load_count,
+        in_flight: m.in_flight,
+        queued: m.queued,
+        errors: m.errors,
+        mean_load_ms: m.mean_load_ms,
+        mean_latency_ms: m.mean_latency_ms,
+    }
+}
+
+fn to_guest_request(r: &host::EvictionRequest) -> guest::EvictionRequest {
+    guest::EvictionRequest {
+        incoming: to_guest(&r.incoming),
+        needed_bytes: r.needed_bytes,
+        device: r.device.clone(),
+        priority: r.priority,
+        loaded: r.loaded.iter().map(to_guest).collect(),
+        demand: r
+            .demand
+            .iter()
+            .map(|d| guest::TaskDemand { task: d.task.clone(), requests: d.requests })
+            .collect(),
+        telemetry: guest::Telemetry {
+            now_ms: r.telemetry.now_ms,
+            devices: r
+                .telemetry
+                .devices
+                .iter()
+                .map(|d| guest::Device {
+                    name: d.name.clone(),
+                    total_bytes: d.total_bytes,
+                    free_bytes: d.free_bytes,
+                    utilization_percent: d.utilization_percent,
+                })
+                .collect(),
+            cpu_percent: r.telemetry.cpu_percent,
+        },
+    }
+}
+
+/// Median and p99 of `iterations` timed runs of `f`, after a warm-up.
+fn measure(iterations: usize, mut f: impl FnMut()) -> (Duration, Duration) {
+    for _ in 0..iterations / 10 + 1 {
+        f();
+    }
+    let mut samples: Vec<Duration> = (0..iterations)
+        .map(|_| {
+            let t = Instant::now();
+            f();
+            t.elapsed()
+        })
+        .collect();
+    samples.sort();
+    (samples[samples.len() / 2], samples[samples.len() * 99 / 100])
+}
+
+fn micros(d: Duration) -> String {
+    format!("{:.1}", d.as_secs_f64() * 1e6)
+}
+
+fn main() {
+    let deadline = EngineSettings { hook_deadline: Duration::from_secs(1), ..Default::default() };
+    let reused = PolicyEngine::new(deadline.clone()).expect("engine");
+    let fresh = PolicyEngine::new(EngineSettings { recycle_after: 1, ..deadline }).expect("engine");
+    let lru_reused = reused.builtin("lru").expect("built-in").expect("loads");
+    let lru_fresh = fresh.builtin("lru").expect("built-in").expect("loads");
+
+    println!("choose-eviction, LRU built-in; µs per call");
+    println!(
+        "{:>7} | {:>12} {:>9} | {:>12} {:>9} | {:>12} {:>9} | {:>13}",
+        "models", "wasm median", "wasm p99", "fresh median", "fresh p99", "native median",
+        "native p99", "wasm / native"
+    );
+    for n in [16usize, 64, 1000] {
+        let iterations = if n >= 1000 { 2_000 } else { 20_000 };
+        let req = sample::eviction_request(n);
+        let guest_req = to_guest_request(&req);
+        let (wm, wp) = measure(iterations, || {
+            black_box(lru_reused.choose_eviction(black_box(&req)).expect("decides"));
+        });
+        let (fm, fp) = measure(iterations / 4, || {
+            black_box(lru_fresh.choose_eviction(black_box(&req)).expect("decides"));
+        });
+        let (nm, np) = measure(iterations, || {
+            black_box(modelyard_policy_lru::Lru::choose_eviction(black_box(guest_req.clone())));
+        });
+        println!(
+            "{n:>7} | {:>12} {:>9} | {:>12} {:>9} | {:>13} {:>10} | {:>12.1}x",
+            micros(wm),
+            micros(wp),
+            micros(fm),
+            micros(fp),
+            micros(nm),
+            micros(np),
+            wm.as_secs_f64() / nm.as_secs_f64()
+        );
+    }
+}

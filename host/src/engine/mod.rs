@@ -1,0 +1,203 @@
+//! The policy engine: narrows wasmtime to what modelyard's policies need and makes every hook
+//! call safe to make on the request path.
+//!
+//! It owns one wasmtime `Engine` (component model, pooling allocator, epoch interruption), the
+//! only `bindgen!` ([`bindings`]), and the compiled [`Policy`] components. It promises that a
+//! hook call always returns a usable decision: a guest that traps, runs past its deadline,
+//! exceeds its memory cap or answers something the host's rules forbid is contained, counted,
+//! and replaced by a native default ([`fallback`]); repeated failures quarantine the policy.
+//! It knows nothing of HTTP, processes or models' real state: callers hand it plain records.
+
+mod bindings;
+pub mod builtin;
+mod error;
+pub mod fallback;
+mod hooks;
+mod policy;
+pub mod sample;
+mod sandbox;
+pub mod tokens;
+mod validate;
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use wasmtime::component::{HasSelf, Linker};
+
+pub use bindings::types;
+pub use error::{LoadError, PolicyError};
+pub use hooks::{Decided, DecidedBy, Hooks};
+pub use policy::{HookStats, Policy, PolicySource};
+use sandbox::GuestState;
+
+/// The contract version this host speaks.
+pub const CONTRACT_VERSION: &str = "0.1.0";
+
+/// How long one hook call may run before it is stopped.
+pub const DEFAULT_HOOK_DEADLINE: Duration = Duration::from_millis(5);
+/// Linear memory one guest instance may grow to.
+pub const DEFAULT_MEMORY_CAP: usize = 256 << 20;
+/// Consecutive failed calls after which a policy is quarantined until it is replaced.
+pub const DEFAULT_QUARANTINE_AFTER: u32 = 5;
+/// Calls one instance serves before it is discarded for a fresh one (any failure discards it
+/// at once), so that state a guest leaks cannot build up.
+pub const DEFAULT_RECYCLE_AFTER: u32 = 256;
+/// Idle instances kept ready per policy.
+pub const DEFAULT_WARM_INSTANCES: usize = 4;
+/// The period of the epoch ticker that enforces deadlines.
+pub const EPOCH_TICK: Duration = Duration::from_millis(1);
+
+/// Guest instances alive at once across all policies (in calls and kept warm).
+const MAX_INSTANCES: u32 = 128;
+
+/// The three decisions a policy can make.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Hook {
+    ChooseEviction,
+    SelectModel,
+    CompressContext,
+}
+
+impl Hook {
+    pub const ALL: [Hook; 3] = [Hook::ChooseEviction, Hook::SelectModel, Hook::CompressContext];
+
+    /// The hook's name in the contract.
+    pub fn name(self) -> &'static str {
+        match self {
+            Hook::ChooseEviction => "choose-eviction",
+            Hook::SelectModel => "select-model",
+            Hook::CompressContext => "compress-context",
+        }
+    }
+
+    /// The contract interface that exports it.
+    pub fn interface(self) -> &'static str {
+        match self {
+            Hook::ChooseEviction => "eviction",
+            Hook::SelectModel => "selection",
+            Hook::CompressContext => "compression",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+impl fmt::Display for Hook {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The limits every guest runs under.
+#[derive(Debug, Clone)]
+pub struct EngineSettings {
+    pub hook_deadline: Duration,
+    pub memory_cap: usize,
+    pub quarantine_after: u32,
+    pub recycle_after: u32,
+    pub warm_instances: usize,
+}
+
+impl Default for EngineSettings {
+    fn default() -> Self {
+        Self {
+            hook_deadline: DEFAULT_HOOK_DEADLINE,
+            memory_cap: DEFAULT_MEMORY_CAP,
+            quarantine_after: DEFAULT_QUARANTINE_AFTER,
+            recycle_after: DEFAULT_RECYCLE_AFTER,
+            warm_instances: DEFAULT_WARM_INSTANCES,
+        }
+    }
+}
+
+impl EngineSettings {
+    /// Epoch ticks a call may run: at least the deadline, at most one tick more.
+    fn deadline_ticks(&self) -> u64 {
+        let tick = EPOCH_TICK.as_micros().max(1);
+        u64::try_from(self.hook_deadline.as_micros().div_ceil(tick)).unwrap_or(u64::MAX).max(1) + 1
+    }
+}
+
+/// wasmtime 48 has its own error type, which is not a `std::error::Error`.
+fn from_wasmtime(e: wasmtime::Error) -> anyhow::Error {
+    anyhow::anyhow!("{e:#}")
+}
+
+/// One wasmtime engine and linker, configured once, shared by every policy.
+#[derive(Clone)]
+pub struct PolicyEngine {
+    inner: Arc<EngineInner>,
+}
+
+struct EngineInner {
+    engine: wasmtime::Engine,
+    linker: Linker<GuestState>,
+    settings: EngineSettings,
+}
+
+impl fmt::Debug for PolicyEngine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PolicyEngine").field("settings", &self.inner.settings).finish()
+    }
+}
+
+impl PolicyEngine {
+    /// Builds the engine and starts its epoch ticker (a thread that ends with the engine).
+    pub fn new(settings: EngineSettings) -> anyhow::Result<Self> {
+        let mut pool = wasmtime::PoolingAllocationConfig::new();
+        pool.total_component_instances(MAX_INSTANCES)
+            .total_core_instances(MAX_INSTANCES * 8)
+            .total_memories(MAX_INSTANCES * 2)
+            .total_tables(MAX_INSTANCES * 8)
+            .max_core_instances_per_component(64)
+            .max_memories_per_component(8)
+            .max_tables_per_component(64)
+            .max_memory_size(settings.memory_cap);
+        let mut config = wasmtime::Config::new();
+        config
+            .wasm_component_model(true)
+            .concurrency_support(false)
+            .epoch_interruption(true)
+            .allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
+        let engine = wasmtime::Engine::new(&config)
+            .map_err(from_wasmtime)
+            .context("configuring wasmtime")?;
+
+        let mut linker = Linker::<GuestState>::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(from_wasmtime)?;
+        bindings::Policy::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
+            .map_err(from_wasmtime)?;
+
+        let weak = engine.weak();
+        std::thread::Builder::new()
+            .name("modelyard-epoch".into())
+            .spawn(move || {
+                while let Some(engine) = weak.upgrade() {
+                    engine.increment_epoch();
+                    drop(engine);
+                    std::thread::sleep(EPOCH_TICK);
+                }
+            })
+            .context("starting the epoch ticker")?;
+
+        Ok(Self { inner: Arc::new(EngineInner { engine, linker, settings }) })
+    }
+
+    pub fn settings(&self) -> &EngineSettings {
+        &self.inner.settings
+    }
+
+    /// Compiles and checks a policy component; see [`Policy::load`].
+    pub fn load(&self, name: &str, source: PolicySource, bytes: &[u8]) -> Result<Policy, LoadError> {
+        Policy::load(self, name, source, bytes)
+    }
+
+    /// Loads a built-in policy by name (`lru`, `lfu`, `priority`, `specialization`, `hybrid`).
+    pub fn builtin(&self, name: &str) -> Option<Result<Policy, LoadError>> {
+        builtin::bytes(name).map(|bytes| self.load(name, PolicySource::Builtin, bytes))
+    }
+}

@@ -1,0 +1,20 @@
+//! The host's local token estimate, used where no tokenizer answer is at hand.
+//!
+//! English text averages about four bytes per token on the tokenizers of today's small models;
+//! rounding up keeps the estimate on the safe side of a context window.
+
+/// Bytes per token assumed by [`estimate`].
+pub const BYTES_PER_TOKEN: usize = 4;
+
+/// Tokens a chat message costs beyond its content (role markers, separators).
+pub const MESSAGE_OVERHEAD_TOKENS: u32 = 4;
+
+/// Estimated tokens in `text`.
+pub fn estimate(text: &str) -> u32 {
+    u32::try_from(text.len().div_ceil(BYTES_PER_TOKEN)).unwrap_or(u32::MAX)
+}
+
+/// Estimated tokens of a chat message with this content.
+pub fn estimate_message(content: &str) -> u32 {
+    estimate(content).saturating_add(MESSAGE_OVERHEAD_TOKENS)
+}

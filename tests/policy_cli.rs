@@ -1,0 +1,101 @@
+//! `modelyard policy check` accepts the built-ins and names the problem with anything else.
+
+use std::path::Path;
+use std::process::Command;
+
+use crate::util::guest_path;
+
+fn check(file: &Path) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_modelyard"))
+        .args(["policy", "check"])
+        .arg(file)
+        .output()
+        .expect("run modelyard");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+#[test]
+fn check_accepts_every_builtin() {
+    let expected = [
+        ("lru", "choose-eviction, compress-context"),
+        ("lfu", "choose-eviction, compress-context"),
+        ("priority", "choose-eviction, compress-context"),
+        ("specialization", "choose-eviction, select-model, compress-context"),
+        ("hybrid", "choose-eviction, compress-context"),
+    ];
+    for (name, hooks) in expected {
+        let (ok, out) = check(&guest_path(&format!("modelyard-policy-{name}")));
+        assert!(ok, "{name}: {out}");
+        assert!(out.contains("contract: modelyard:policy@0.1.0"), "{out}");
+        assert!(out.contains(&format!("exports:  {hooks}")), "{name}: {out}");
+        assert!(out.contains("choose-eviction: evict"), "{name}: {out}");
+        assert!(!out.contains("FAILED"), "{out}");
+    }
+}
+
+#[test]
+fn check_rejects_a_file_that_is_not_wasm() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("notes.wasm");
+    std::fs::write(&file, "just text").unwrap();
+    let (ok, out) = check(&file);
+    assert!(!ok);
+    assert!(out.contains("not a WebAssembly file"), "{out}");
+}
+
+#[test]
+fn check_rejects_a_core_module() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("core.wasm");
+    std::fs::write(&file, b"\0asm\x01\0\0\0").unwrap();
+    let (ok, out) = check(&file);
+    assert!(!ok);
+    assert!(out.contains("core WebAssembly module, not a component"), "{out}");
+}
+
+#[test]
+fn check_rejects_a_component_built_against_another_contract() {
+    let (ok, out) = check(&guest_path("modelyard-policy-foreign"));
+    assert!(!ok);
+    assert!(out.contains("does not match contract modelyard:policy@0.1.0"), "{out}");
+    assert!(out.contains("choose-eviction"), "{out}");
+}
+
+#[test]
+fn check_rejects_a_missing_file() {
+    let (ok, out) = check(Path::new("no/such/policy.wasm"));
+    assert!(!ok);
+    assert!(out.contains("cannot read"), "{out}");
+}
+
+#[test]
+fn check_accepts_the_evil_guest_on_plain_input() {
+    // Its failure modes are driven by input the sample does not contain: it answers like LRU.
+    let (ok, out) = check(&guest_path("modelyard-policy-evil"));
+    assert!(ok, "{out}");
+    assert!(out.contains("exports:  choose-eviction, select-model, compress-context"), "{out}");
+}
+
+#[test]
+fn list_shows_builtins_and_rejects_bad_files() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(guest_path("modelyard-policy-lru"), dir.path().join("mine.wasm")).unwrap();
+    std::fs::write(dir.path().join("broken.wasm"), "nope").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_modelyard"))
+        .args(["policy", "list", "--dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    for name in ["lru", "lfu", "priority", "specialization", "hybrid"] {
+        assert!(text.contains(name), "{text}");
+    }
+    assert!(text.contains("mine.wasm") && text.contains("broken.wasm"), "{text}");
+    assert!(text.contains("rejected: broken: not a WebAssembly file"), "{text}");
+}
