@@ -18,8 +18,17 @@ const GUESTS: [&str; 7] = [
 
 fn main() {
     let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("set by cargo"));
-    let root = manifest.parent().expect("host/ sits in the workspace").to_path_buf();
-    for dir in ["policies", "sdk/rust/src", "sdk/rust/build.rs", "wit", "Cargo.lock"] {
+    let root = manifest
+        .parent()
+        .expect("host/ sits in the workspace")
+        .to_path_buf();
+    for dir in [
+        "policies",
+        "sdk/rust/src",
+        "sdk/rust/build.rs",
+        "wit",
+        "Cargo.lock",
+    ] {
         println!("cargo:rerun-if-changed={}", root.join(dir).display());
     }
     // A target dir of its own: the outer build holds the lock on the main one.
@@ -27,13 +36,25 @@ fn main() {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.current_dir(&root)
-        .args(["build", "--profile", "guest", "--target", "wasm32-wasip2", "--target-dir"])
+        .args([
+            "build",
+            "--profile",
+            "guest",
+            "--target",
+            "wasm32-wasip2",
+            "--target-dir",
+        ])
         .arg(&target_dir);
     for guest in GUESTS {
         cmd.args(["-p", guest]);
     }
     // The outer build's flags are for the host target, not the guests.
-    for var in ["RUSTFLAGS", "CARGO_ENCODED_RUSTFLAGS", "CARGO_BUILD_RUSTFLAGS", "CARGO_TARGET_DIR"] {
+    for var in [
+        "RUSTFLAGS",
+        "CARGO_ENCODED_RUSTFLAGS",
+        "CARGO_BUILD_RUSTFLAGS",
+        "CARGO_TARGET_DIR",
+    ] {
         cmd.env_remove(var);
     }
     for (key, _) in std::env::vars() {

@@ -6,9 +6,7 @@ use std::time::Duration;
 
 use modelyard::engine::sample;
 use modelyard::engine::types::{CompressionRequest, EvictionDecision, EvictionRequest, Request};
-use modelyard::engine::{
-    DecidedBy, EngineSettings, Hook, Hooks, Policy, PolicyError, fallback,
-};
+use modelyard::engine::{DecidedBy, EngineSettings, Hook, Hooks, Policy, PolicyError, fallback};
 
 use crate::util::{builtin, engine, evil, relaxed};
 
@@ -19,7 +17,10 @@ fn evict_request(mode: &str) -> EvictionRequest {
 }
 
 fn select_request(mode: &str) -> Request {
-    Request { model: format!("evil:{mode}"), ..sample::request() }
+    Request {
+        model: format!("evil:{mode}"),
+        ..sample::request()
+    }
 }
 
 fn compress_request(mode: &str) -> CompressionRequest {
@@ -31,39 +32,57 @@ fn compress_request(mode: &str) -> CompressionRequest {
 }
 
 fn with_deadline(ms: u64) -> EngineSettings {
-    EngineSettings { hook_deadline: Duration::from_millis(ms), ..relaxed() }
+    EngineSettings {
+        hook_deadline: Duration::from_millis(ms),
+        ..relaxed()
+    }
 }
 
 fn with_memory_cap(bytes: usize) -> EngineSettings {
-    EngineSettings { memory_cap: bytes, ..relaxed() }
+    EngineSettings {
+        memory_cap: bytes,
+        ..relaxed()
+    }
 }
 
 #[test]
 fn deadline_obeyed() {
     let e = engine(with_deadline(5_000));
     let decision = evil(&e).choose_eviction(&evict_request("work"));
-    assert!(matches!(decision, Ok(EvictionDecision::Evict(_))), "{decision:?}");
+    assert!(
+        matches!(decision, Ok(EvictionDecision::Evict(_))),
+        "{decision:?}"
+    );
 }
 
 #[test]
 fn deadline_violated() {
     let e = engine(with_deadline(2));
     let decision = evil(&e).choose_eviction(&evict_request("work"));
-    assert!(matches!(decision, Err(PolicyError::Deadline { .. })), "{decision:?}");
+    assert!(
+        matches!(decision, Err(PolicyError::Deadline { .. })),
+        "{decision:?}"
+    );
 }
 
 #[test]
 fn memory_cap_obeyed() {
     let e = engine(with_memory_cap(64 << 20));
     let decision = evil(&e).choose_eviction(&evict_request("alloc"));
-    assert!(matches!(decision, Ok(EvictionDecision::Evict(_))), "{decision:?}");
+    assert!(
+        matches!(decision, Ok(EvictionDecision::Evict(_))),
+        "{decision:?}"
+    );
 }
 
 #[test]
 fn memory_cap_violated() {
     let e = engine(with_memory_cap(8 << 20));
     let decision = evil(&e).choose_eviction(&evict_request("alloc"));
-    assert!(matches!(decision, Err(PolicyError::OutOfMemory { .. })), "{decision:?}");
+    assert!(
+        matches!(decision, Err(PolicyError::OutOfMemory { .. })),
+        "{decision:?}"
+    );
 }
 
 #[test]
@@ -93,12 +112,23 @@ fn evil_eviction_modes_are_contained_and_fall_back() {
             panic!("{mode}: not a fallback: {decided:?}");
         };
         assert_eq!(error.kind(), kind, "{mode}: {error}");
-        assert_eq!(decided.value, fallback::choose_eviction(&req), "{mode}: fallback decides");
+        assert_eq!(
+            decided.value,
+            fallback::choose_eviction(&req),
+            "{mode}: fallback decides"
+        );
         let stats = evil.stats(Hook::ChooseEviction);
-        assert_eq!(stats.failures.load(Ordering::Relaxed), i as u64 + 1, "{mode} counted");
+        assert_eq!(
+            stats.failures.load(Ordering::Relaxed),
+            i as u64 + 1,
+            "{mode} counted"
+        );
         // The same policy, on good input, still works: no poisoned instance is reused.
         let good = hooks.choose_eviction(&sample::eviction_request(8));
-        assert!(matches!(good.by, DecidedBy::Policy(_)), "{mode}: next call {good:?}");
+        assert!(
+            matches!(good.by, DecidedBy::Policy(_)),
+            "{mode}: next call {good:?}"
+        );
     }
 }
 
@@ -115,14 +145,22 @@ fn evil_selection_and_compression_modes_are_contained() {
     hooks.set_all(&evil);
     let candidates = sample::loaded(4);
     let telemetry = sample::telemetry(1_000, 4 << 30, 0);
-    for (mode, kind) in [("loop", "deadline"), ("trap", "trap"), ("garbage", "invalid_decision")] {
+    for (mode, kind) in [
+        ("loop", "deadline"),
+        ("trap", "trap"),
+        ("garbage", "invalid_decision"),
+    ] {
         let req = select_request(mode);
         let decided = hooks.select_model(&req, &candidates, &telemetry);
         let DecidedBy::Fallback(Some(error)) = &decided.by else {
             panic!("select {mode}: {decided:?}");
         };
         assert_eq!(error.kind(), kind, "select {mode}");
-        assert_eq!(decided.value, fallback::select_model(&req, &candidates), "select {mode}");
+        assert_eq!(
+            decided.value,
+            fallback::select_model(&req, &candidates),
+            "select {mode}"
+        );
     }
     for (mode, kind) in [
         ("oom", "out_of_memory"),
@@ -138,25 +176,44 @@ fn evil_selection_and_compression_modes_are_contained() {
         assert_eq!(error.kind(), kind, "compress {mode}");
         assert_eq!(decided.value, fallback::compress_context(&req));
     }
-    assert_eq!(evil.stats(Hook::SelectModel).failures.load(Ordering::Relaxed), 3);
-    assert_eq!(evil.stats(Hook::CompressContext).failures.load(Ordering::Relaxed), 4);
+    assert_eq!(
+        evil.stats(Hook::SelectModel)
+            .failures
+            .load(Ordering::Relaxed),
+        3
+    );
+    assert_eq!(
+        evil.stats(Hook::CompressContext)
+            .failures
+            .load(Ordering::Relaxed),
+        4
+    );
 }
 
 #[test]
 fn a_good_policy_keeps_working_beside_a_failing_one() {
-    let e = engine(EngineSettings { hook_deadline: Duration::from_millis(50), ..relaxed() });
+    let e = engine(EngineSettings {
+        hook_deadline: Duration::from_millis(50),
+        ..relaxed()
+    });
     let evil = evil(&e);
     let lru = builtin(&e, "lru");
     for mode in ["loop", "trap", "oom"] {
         assert!(evil.choose_eviction(&evict_request(mode)).is_err());
         let decision = lru.choose_eviction(&sample::eviction_request(8));
-        assert!(matches!(decision, Ok(EvictionDecision::Evict(_))), "after {mode}: {decision:?}");
+        assert!(
+            matches!(decision, Ok(EvictionDecision::Evict(_))),
+            "after {mode}: {decision:?}"
+        );
     }
 }
 
 #[test]
 fn repeated_failures_quarantine_until_replaced() {
-    let settings = EngineSettings { quarantine_after: 3, ..relaxed() };
+    let settings = EngineSettings {
+        quarantine_after: 3,
+        ..relaxed()
+    };
     let e = engine(settings);
     let first = evil(&e);
     for _ in 0..3 {
@@ -164,19 +221,33 @@ fn repeated_failures_quarantine_until_replaced() {
     }
     assert!(first.is_quarantined());
     let good = first.choose_eviction(&sample::eviction_request(8));
-    assert!(matches!(good, Err(PolicyError::Quarantined { .. })), "{good:?}");
+    assert!(
+        matches!(good, Err(PolicyError::Quarantined { .. })),
+        "{good:?}"
+    );
     let hooks = Hooks::new();
     hooks.set(Hook::ChooseEviction, Some(first));
-    assert!(hooks.choose_eviction(&sample::eviction_request(8)).fell_back());
+    assert!(
+        hooks
+            .choose_eviction(&sample::eviction_request(8))
+            .fell_back()
+    );
     // Replacing the policy lifts it.
     let replacement = evil(&e);
     hooks.set(Hook::ChooseEviction, Some(replacement));
-    assert!(!hooks.choose_eviction(&sample::eviction_request(8)).fell_back());
+    assert!(
+        !hooks
+            .choose_eviction(&sample::eviction_request(8))
+            .fell_back()
+    );
 }
 
 #[test]
 fn a_success_resets_the_failure_streak() {
-    let e = engine(EngineSettings { quarantine_after: 3, ..relaxed() });
+    let e = engine(EngineSettings {
+        quarantine_after: 3,
+        ..relaxed()
+    });
     let p: std::sync::Arc<Policy> = evil(&e);
     for _ in 0..5 {
         assert!(p.choose_eviction(&evict_request("trap")).is_err());

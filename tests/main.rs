@@ -1,5 +1,7 @@
 //! modelyard's one integration-test binary.
 
+#![allow(clippy::unwrap_used)] // a panic is how a test fails
+
 // Shared helpers: engines with test limits, guest files built by the host's build script.
 mod util;
 

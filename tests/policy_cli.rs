@@ -25,7 +25,10 @@ fn check_accepts_every_builtin() {
         ("lru", "choose-eviction, compress-context"),
         ("lfu", "choose-eviction, compress-context"),
         ("priority", "choose-eviction, compress-context"),
-        ("specialization", "choose-eviction, select-model, compress-context"),
+        (
+            "specialization",
+            "choose-eviction, select-model, compress-context",
+        ),
         ("hybrid", "choose-eviction, compress-context"),
     ];
     for (name, hooks) in expected {
@@ -55,14 +58,20 @@ fn check_rejects_a_core_module() {
     std::fs::write(&file, b"\0asm\x01\0\0\0").unwrap();
     let (ok, out) = check(&file);
     assert!(!ok);
-    assert!(out.contains("core WebAssembly module, not a component"), "{out}");
+    assert!(
+        out.contains("core WebAssembly module, not a component"),
+        "{out}"
+    );
 }
 
 #[test]
 fn check_rejects_a_component_built_against_another_contract() {
     let (ok, out) = check(&guest_path("modelyard-policy-foreign"));
     assert!(!ok);
-    assert!(out.contains("does not match contract modelyard:policy@0.1.0"), "{out}");
+    assert!(
+        out.contains("does not match contract modelyard:policy@0.1.0"),
+        "{out}"
+    );
     assert!(out.contains("choose-eviction"), "{out}");
 }
 
@@ -78,13 +87,20 @@ fn check_accepts_the_evil_guest_on_plain_input() {
     // Its failure modes are driven by input the sample does not contain: it answers like LRU.
     let (ok, out) = check(&guest_path("modelyard-policy-evil"));
     assert!(ok, "{out}");
-    assert!(out.contains("exports:  choose-eviction, select-model, compress-context"), "{out}");
+    assert!(
+        out.contains("exports:  choose-eviction, select-model, compress-context"),
+        "{out}"
+    );
 }
 
 #[test]
 fn list_shows_builtins_and_rejects_bad_files() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::copy(guest_path("modelyard-policy-lru"), dir.path().join("mine.wasm")).unwrap();
+    std::fs::copy(
+        guest_path("modelyard-policy-lru"),
+        dir.path().join("mine.wasm"),
+    )
+    .unwrap();
     std::fs::write(dir.path().join("broken.wasm"), "nope").unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_modelyard"))
         .args(["policy", "list", "--dir"])
@@ -96,6 +112,12 @@ fn list_shows_builtins_and_rejects_bad_files() {
     for name in ["lru", "lfu", "priority", "specialization", "hybrid"] {
         assert!(text.contains(name), "{text}");
     }
-    assert!(text.contains("mine.wasm") && text.contains("broken.wasm"), "{text}");
-    assert!(text.contains("rejected: broken: not a WebAssembly file"), "{text}");
+    assert!(
+        text.contains("mine.wasm") && text.contains("broken.wasm"),
+        "{text}"
+    );
+    assert!(
+        text.contains("rejected: broken: not a WebAssembly file"),
+        "{text}"
+    );
 }

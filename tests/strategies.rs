@@ -48,7 +48,11 @@ fn lru_evicts_least_recently_used_just_enough() {
     let mut models = three();
     models[0].pinned = true;
     models[2].in_flight = 1;
-    assert_eq!(evicts(&lru, &need(1, models)), ["b"], "pinned and busy models are skipped");
+    assert_eq!(
+        evicts(&lru, &need(1, models)),
+        ["b"],
+        "pinned and busy models are skipped"
+    );
 }
 
 #[test]
@@ -56,11 +60,17 @@ fn lru_waits_for_busy_models_and_rejects_when_nothing_can_free() {
     let (_e, lru) = setup("lru");
     let mut busy = loaded("a", 100);
     busy.in_flight = 2;
-    assert_eq!(lru.choose_eviction(&need(1, vec![busy])).unwrap(), EvictionDecision::Wait);
+    assert_eq!(
+        lru.choose_eviction(&need(1, vec![busy])).unwrap(),
+        EvictionDecision::Wait
+    );
     let mut pinned = loaded("a", 100);
     pinned.pinned = true;
     let decision = lru.choose_eviction(&need(1, vec![pinned])).unwrap();
-    assert!(matches!(decision, EvictionDecision::Reject(_)), "{decision:?}");
+    assert!(
+        matches!(decision, EvictionDecision::Reject(_)),
+        "{decision:?}"
+    );
 }
 
 #[test]
@@ -72,7 +82,10 @@ fn lfu_evicts_least_used_ties_by_recency() {
     b.use_count = 2;
     let mut c = loaded("c", 200);
     c.use_count = 2;
-    assert_eq!(evicts(&lfu, &need(1, vec![a.clone(), b.clone(), c.clone()])), ["c"]);
+    assert_eq!(
+        evicts(&lfu, &need(1, vec![a.clone(), b.clone(), c.clone()])),
+        ["c"]
+    );
     assert_eq!(evicts(&lfu, &need(3, vec![a, b, c])), ["c", "b", "a"]);
 }
 
@@ -90,7 +103,10 @@ fn priority_evicts_lowest_first_and_never_above_the_request() {
     assert_eq!(evicts(&prio, &need(2, models.clone())), ["c", "a"]);
     // A priority-0 load may not push out the priority-1 model, even when short of room.
     let decision = prio.choose_eviction(&need(3, models.clone())).unwrap();
-    assert!(matches!(decision, EvictionDecision::Reject(_)), "{decision:?}");
+    assert!(
+        matches!(decision, EvictionDecision::Reject(_)),
+        "{decision:?}"
+    );
     // A priority-1 load may.
     let mut req = need(3, models);
     req.priority = 1;
@@ -114,7 +130,9 @@ fn select(policy: &Policy, model: &str, task: Option<&str>, text: &str) -> Selec
         ..sample::request()
     };
     let telemetry = sample::telemetry(1_000, 8 * GIB, 4 * GIB);
-    policy.select_model(&req, &candidates(), &telemetry).expect("valid selection")
+    policy
+        .select_model(&req, &candidates(), &telemetry)
+        .expect("valid selection")
 }
 
 #[test]
@@ -124,12 +142,31 @@ fn specialization_scores_tags_and_resolves_names() {
         Selection::Model(id) => id,
         Selection::Reject(why) => panic!("rejected: {why}"),
     };
-    assert_eq!(pick("auto", Some("code"), "hello"), "coder", "exact tag scores 1.0");
-    assert_eq!(pick("auto", Some("summarize"), "hello"), "generalist", "general scores 0.7");
-    assert_eq!(pick("auto", None, "Fix this python function please"), "coder", "task read from text");
+    assert_eq!(
+        pick("auto", Some("code"), "hello"),
+        "coder",
+        "exact tag scores 1.0"
+    );
+    assert_eq!(
+        pick("auto", Some("summarize"), "hello"),
+        "generalist",
+        "general scores 0.7"
+    );
+    assert_eq!(
+        pick("auto", None, "Fix this python function please"),
+        "coder",
+        "task read from text"
+    );
     assert_eq!(pick("c", None, "hi"), "coder", "alias");
-    assert_eq!(pick("chatter", Some("code"), "hi"), "chatter", "an explicit id wins");
-    assert!(matches!(select(&spec, "nope", None, "hi"), Selection::Reject(_)));
+    assert_eq!(
+        pick("chatter", Some("code"), "hi"),
+        "chatter",
+        "an explicit id wins"
+    );
+    assert!(matches!(
+        select(&spec, "nope", None, "hi"),
+        Selection::Reject(_)
+    ));
 }
 
 #[test]
@@ -138,7 +175,10 @@ fn specialization_breaks_ties_toward_the_loaded_model() {
     let mut cold = model("a-cold", 1, &["code"]);
     cold.state = ModelState::Unloaded;
     let warm = model("b-warm", 1, &["code"]);
-    let req = Request { task: Some("code".into()), ..sample::request() };
+    let req = Request {
+        task: Some("code".into()),
+        ..sample::request()
+    };
     let telemetry = sample::telemetry(1_000, 8 * GIB, 4 * GIB);
     let chosen = spec.select_model(&req, &[cold, warm], &telemetry).unwrap();
     assert_eq!(chosen, Selection::Model("b-warm".into()));
@@ -152,7 +192,10 @@ fn specialization_keeps_models_current_demand_needs() {
     let mut chat = model("chatter", 1, &["chat"]);
     chat.last_used_ms = 300;
     let mut req = need(1, vec![coder, chat]);
-    req.demand = vec![TaskDemand { task: "code".into(), requests: 10 }];
+    req.demand = vec![TaskDemand {
+        task: "code".into(),
+        requests: 10,
+    }];
     assert_eq!(evicts(&spec, &req), ["chatter"], "LRU would evict coder");
 }
 
@@ -182,7 +225,11 @@ fn hybrid_prefers_evicting_unreliable_and_rarely_reloaded_models() {
     thrashed.load_count = 5;
     let mut req = need(1, vec![thrashed, steady]);
     req.telemetry.now_ms = 2_000;
-    assert_eq!(evicts(&hybrid, &req), ["steady"], "a model reloaded often is kept");
+    assert_eq!(
+        evicts(&hybrid, &req),
+        ["steady"],
+        "a model reloaded often is kept"
+    );
 }
 
 #[test]
@@ -192,25 +239,52 @@ fn every_builtin_evicts_just_enough_and_never_pinned_or_busy() {
         let policy = builtin(&e, name);
         let req = sample::eviction_request(16);
         let ids = evicts(&policy, &req);
-        let chosen: Vec<&Model> =
-            ids.iter().map(|id| req.loaded.iter().find(|m| &m.id == id).unwrap()).collect();
-        assert!(chosen.iter().all(|m| !m.pinned && m.in_flight == 0), "{name}: {ids:?}");
+        let chosen: Vec<&Model> = ids
+            .iter()
+            .map(|id| req.loaded.iter().find(|m| &m.id == id).unwrap())
+            .collect();
+        assert!(
+            chosen.iter().all(|m| !m.pinned && m.in_flight == 0),
+            "{name}: {ids:?}"
+        );
         let freed: u64 = chosen.iter().map(|m| m.size_bytes).sum();
         let smallest = chosen.iter().map(|m| m.size_bytes).min().unwrap_or(0);
-        assert!(freed >= req.needed_bytes, "{name} frees too little: {ids:?}");
-        assert!(freed - smallest < req.needed_bytes, "{name} evicts more than needed: {ids:?}");
+        assert!(
+            freed >= req.needed_bytes,
+            "{name} frees too little: {ids:?}"
+        );
+        assert!(
+            freed - smallest < req.needed_bytes,
+            "{name} evicts more than needed: {ids:?}"
+        );
     }
 }
 
 fn check_compression(name: &str, policy: &Policy, req: &CompressionRequest) {
     let kept = policy.compress_context(req).expect("valid").expect("fits");
     let total: u32 = kept.iter().map(|m| m.tokens).sum();
-    assert!(total <= req.budget_tokens, "{name}: {total} > {}", req.budget_tokens);
-    assert_eq!(kept.first(), req.messages.first(), "{name} keeps the system prompt");
-    assert_eq!(kept.last(), req.messages.last(), "{name} keeps the newest user turn");
+    assert!(
+        total <= req.budget_tokens,
+        "{name}: {total} > {}",
+        req.budget_tokens
+    );
+    assert_eq!(
+        kept.first(),
+        req.messages.first(),
+        "{name} keeps the system prompt"
+    );
+    assert_eq!(
+        kept.last(),
+        req.messages.last(),
+        "{name} keeps the newest user turn"
+    );
     // What is kept besides those is the newest run of turns, in order.
     let tail = &req.messages[req.messages.len() - (kept.len() - 1)..];
-    assert_eq!(&kept[1..], tail, "{name} keeps the newest turns, contiguous");
+    assert_eq!(
+        &kept[1..],
+        tail,
+        "{name} keeps the newest turns, contiguous"
+    );
     assert!(kept.len() < req.messages.len(), "{name} dropped something");
 }
 

@@ -53,7 +53,10 @@ fn to_guest_request(r: &host::EvictionRequest) -> guest::EvictionRequest {
         demand: r
             .demand
             .iter()
-            .map(|d| guest::TaskDemand { task: d.task.clone(), requests: d.requests })
+            .map(|d| guest::TaskDemand {
+                task: d.task.clone(),
+                requests: d.requests,
+            })
             .collect(),
         telemetry: guest::Telemetry {
             now_ms: r.telemetry.now_ms,
@@ -86,7 +89,10 @@ fn measure(iterations: usize, mut f: impl FnMut()) -> (Duration, Duration) {
         })
         .collect();
     samples.sort();
-    (samples[samples.len() / 2], samples[samples.len() * 99 / 100])
+    (
+        samples[samples.len() / 2],
+        samples[samples.len() * 99 / 100],
+    )
 }
 
 fn micros(d: Duration) -> String {
@@ -94,30 +100,49 @@ fn micros(d: Duration) -> String {
 }
 
 fn main() {
-    let deadline = EngineSettings { hook_deadline: Duration::from_secs(1), ..Default::default() };
+    let deadline = EngineSettings {
+        hook_deadline: Duration::from_secs(1),
+        ..Default::default()
+    };
     let reused = PolicyEngine::new(deadline.clone()).expect("engine");
-    let fresh = PolicyEngine::new(EngineSettings { recycle_after: 1, ..deadline }).expect("engine");
+    let fresh = PolicyEngine::new(EngineSettings {
+        recycle_after: 1,
+        ..deadline
+    })
+    .expect("engine");
     let lru_reused = reused.builtin("lru").expect("built-in").expect("loads");
     let lru_fresh = fresh.builtin("lru").expect("built-in").expect("loads");
 
     println!("choose-eviction, LRU built-in; µs per call");
     println!(
         "{:>7} | {:>12} {:>9} | {:>12} {:>9} | {:>12} {:>9} | {:>13}",
-        "models", "wasm median", "wasm p99", "fresh median", "fresh p99", "native median",
-        "native p99", "wasm / native"
+        "models",
+        "wasm median",
+        "wasm p99",
+        "fresh median",
+        "fresh p99",
+        "native median",
+        "native p99",
+        "wasm / native"
     );
     for n in [16usize, 64, 1000] {
         let iterations = if n >= 1000 { 2_000 } else { 20_000 };
         let req = sample::eviction_request(n);
         let guest_req = to_guest_request(&req);
         let (wm, wp) = measure(iterations, || {
-            black_box(lru_reused.choose_eviction(black_box(&req)).expect("decides"));
+            black_box(
+                lru_reused
+                    .choose_eviction(black_box(&req))
+                    .expect("decides"),
+            );
         });
         let (fm, fp) = measure(iterations / 4, || {
             black_box(lru_fresh.choose_eviction(black_box(&req)).expect("decides"));
         });
         let (nm, np) = measure(iterations, || {
-            black_box(modelyard_policy_lru::Lru::choose_eviction(black_box(guest_req.clone())));
+            black_box(modelyard_policy_lru::Lru::choose_eviction(black_box(
+                guest_req.clone(),
+            )));
         });
         println!(
             "{n:>7} | {:>12} {:>9} | {:>12} {:>9} | {:>13} {:>10} | {:>12.1}x",

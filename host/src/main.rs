@@ -7,7 +7,11 @@ use clap::{Parser, Subcommand};
 use modelyard::policy_cmd;
 
 #[derive(Debug, Parser)]
-#[command(name = "modelyard", version, about = "Local LLMs behind one endpoint, scheduled by wasm policies")]
+#[command(
+    name = "modelyard",
+    version,
+    about = "Local LLMs behind one endpoint, scheduled by wasm policies"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

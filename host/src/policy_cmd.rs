@@ -10,8 +10,7 @@ use anyhow::Context as _;
 use crate::engine::types::{EvictionDecision, Selection};
 use crate::engine::{
     CONTRACT_VERSION, EngineSettings, Hook, LoadError, Policy, PolicyEngine, PolicyError,
-    PolicySource,
-    builtin, sample,
+    PolicySource, builtin, sample,
 };
 
 /// Where users drop their policies.
@@ -47,7 +46,11 @@ pub fn check(file: &Path) -> anyhow::Result<ExitCode> {
             }
         }
     }
-    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 /// Prints the built-in policies and every `.wasm` in `dir` with its hooks or why it is refused.
@@ -76,7 +79,10 @@ pub fn list(dir: &Path) -> anyhow::Result<ExitCode> {
         println!("  (no .wasm files)");
     }
     for path in files {
-        let shown = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let shown = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         match load_file(&engine, &path) {
             Ok(p) => println!("  {shown:<16} {}", hook_list(&p)),
             Err(e) => println!("  {shown:<16} rejected: {e}"),
@@ -87,14 +93,24 @@ pub fn list(dir: &Path) -> anyhow::Result<ExitCode> {
 
 /// Loads a policy file, named after its stem.
 pub fn load_file(engine: &PolicyEngine, path: &Path) -> Result<Policy, LoadError> {
-    let bytes = std::fs::read(path)
-        .map_err(|source| LoadError::Read { path: path.display().to_string(), source })?;
-    let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let bytes = std::fs::read(path).map_err(|source| LoadError::Read {
+        path: path.display().to_string(),
+        source,
+    })?;
+    let name = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
     engine.load(&name, PolicySource::File(path.to_path_buf()), &bytes)
 }
 
 fn hook_list(policy: &Policy) -> String {
-    policy.hooks().iter().map(|h| h.name()).collect::<Vec<_>>().join(", ")
+    policy
+        .hooks()
+        .iter()
+        .map(|h| h.name())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Runs `hook` on the sample scenario and describes the answer.

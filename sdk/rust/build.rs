@@ -25,7 +25,11 @@ fn main() {
             .filter(|(i, _)| mask & (1 << i) != 0)
             .map(|(_, h)| *h)
             .collect();
-        let pattern = chosen.iter().map(|(h, _)| *h).collect::<Vec<_>>().join(", ");
+        let pattern = chosen
+            .iter()
+            .map(|(h, _)| *h)
+            .collect::<Vec<_>>()
+            .join(", ");
         let mut world = String::from(
             "package modelyard:guest; world guest { import modelyard:policy/host@0.1.0; ",
         );

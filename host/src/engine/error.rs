@@ -6,7 +6,10 @@ use super::Hook;
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     #[error("{path}: cannot read: {source}")]
-    Read { path: String, source: std::io::Error },
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("{name}: not a WebAssembly file (no `\\0asm` header)")]
     NotWasm { name: String },
     #[error(
@@ -22,22 +25,45 @@ pub enum LoadError {
         "{name}: exports no hook of modelyard:policy@{version} (it exports: {exports}); \
          build it against this contract's `wit/`"
     )]
-    NoHooks { name: String, version: &'static str, exports: String },
-    #[error("{name}: its `{hook}` export does not match contract modelyard:policy@{version}: {detail}")]
-    Contract { name: String, hook: Hook, version: &'static str, detail: String },
+    NoHooks {
+        name: String,
+        version: &'static str,
+        exports: String,
+    },
+    #[error(
+        "{name}: its `{hook}` export does not match contract modelyard:policy@{version}: {detail}"
+    )]
+    Contract {
+        name: String,
+        hook: Hook,
+        version: &'static str,
+        detail: String,
+    },
 }
 
 /// Why one hook call did not produce a usable decision. The hook then falls back.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum PolicyError {
     #[error("policy {policy} trapped in {hook}: {message}")]
-    Trap { policy: String, hook: Hook, message: String },
+    Trap {
+        policy: String,
+        hook: Hook,
+        message: String,
+    },
     #[error("policy {policy} ran past its {deadline_ms} ms deadline in {hook}")]
-    Deadline { policy: String, hook: Hook, deadline_ms: u64 },
+    Deadline {
+        policy: String,
+        hook: Hook,
+        deadline_ms: u64,
+    },
     #[error("policy {policy} exceeded its memory cap in {hook}")]
     OutOfMemory { policy: String, hook: Hook },
     #[error("policy {policy} gave an invalid {hook} decision: {reason}")]
-    InvalidDecision { policy: String, hook: Hook, reason: String },
+    InvalidDecision {
+        policy: String,
+        hook: Hook,
+        reason: String,
+    },
     #[error("policy {policy} is quarantined after repeated failures")]
     Quarantined { policy: String, hook: Hook },
     #[error("policy {policy} does not export {hook}")]

@@ -15,7 +15,10 @@ fn evictable(m: &Model) -> bool {
 pub fn choose_eviction(req: &EvictionRequest) -> EvictionDecision {
     let mut ranked: Vec<&Model> = req.loaded.iter().filter(|m| evictable(m)).collect();
     ranked.sort_by(|a, b| {
-        let (la, lb) = (a.last_used_ms.max(a.loaded_at_ms), b.last_used_ms.max(b.loaded_at_ms));
+        let (la, lb) = (
+            a.last_used_ms.max(a.loaded_at_ms),
+            b.last_used_ms.max(b.loaded_at_ms),
+        );
         la.cmp(&lb).then(a.id.cmp(&b.id))
     });
     let mut freed = 0u64;
@@ -63,9 +66,19 @@ pub fn select_model(req: &Request, candidates: &[Model]) -> Selection {
 pub fn compress_context(req: &CompressionRequest) -> Result<Vec<Message>, String> {
     let newest_user = req.messages.iter().rposition(|m| m.role == "user");
     let must = |i: usize, m: &Message| m.role == "system" || Some(i) == newest_user;
-    let mut keep: Vec<bool> = req.messages.iter().enumerate().map(|(i, m)| must(i, m)).collect();
-    let mut used: u64 =
-        req.messages.iter().zip(&keep).filter(|(_, k)| **k).map(|(m, _)| u64::from(m.tokens)).sum();
+    let mut keep: Vec<bool> = req
+        .messages
+        .iter()
+        .enumerate()
+        .map(|(i, m)| must(i, m))
+        .collect();
+    let mut used: u64 = req
+        .messages
+        .iter()
+        .zip(&keep)
+        .filter(|(_, k)| **k)
+        .map(|(m, _)| u64::from(m.tokens))
+        .sum();
     let budget = u64::from(req.budget_tokens);
     if used > budget {
         return Err(format!(
@@ -83,5 +96,11 @@ pub fn compress_context(req: &CompressionRequest) -> Result<Vec<Message>, String
         used += cost;
         keep[i] = true;
     }
-    Ok(req.messages.iter().zip(keep).filter(|(_, k)| *k).map(|(m, _)| m.clone()).collect())
+    Ok(req
+        .messages
+        .iter()
+        .zip(keep)
+        .filter(|(_, k)| *k)
+        .map(|(m, _)| m.clone())
+        .collect())
 }

@@ -46,7 +46,9 @@ impl Hooks {
 
     /// Makes `policy` serve `hook` (or the fallback, with `None`). Returns the previous one.
     pub fn set(&self, hook: Hook, policy: Option<Arc<Policy>>) -> Option<Arc<Policy>> {
-        let mut slot = self.slots[hook.index()].write().unwrap_or_else(|e| e.into_inner());
+        let mut slot = self.slots[hook.index()]
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
         std::mem::replace(&mut *slot, policy)
     }
 
@@ -59,13 +61,18 @@ impl Hooks {
 
     /// The policy serving `hook`, if any.
     pub fn get(&self, hook: Hook) -> Option<Arc<Policy>> {
-        self.slots[hook.index()].read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.slots[hook.index()]
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     pub fn choose_eviction(&self, req: &EvictionRequest) -> Decided<EvictionDecision> {
-        decide(self.get(Hook::ChooseEviction), |p| p.choose_eviction(req), || {
-            fallback::choose_eviction(req)
-        })
+        decide(
+            self.get(Hook::ChooseEviction),
+            |p| p.choose_eviction(req),
+            || fallback::choose_eviction(req),
+        )
     }
 
     pub fn select_model(
@@ -85,9 +92,11 @@ impl Hooks {
         &self,
         req: &CompressionRequest,
     ) -> Decided<Result<Vec<Message>, String>> {
-        decide(self.get(Hook::CompressContext), |p| p.compress_context(req), || {
-            fallback::compress_context(req)
-        })
+        decide(
+            self.get(Hook::CompressContext),
+            |p| p.compress_context(req),
+            || fallback::compress_context(req),
+        )
     }
 }
 
@@ -97,10 +106,19 @@ fn decide<T>(
     fallback: impl FnOnce() -> T,
 ) -> Decided<T> {
     let Some(policy) = policy else {
-        return Decided { value: fallback(), by: DecidedBy::Fallback(None) };
+        return Decided {
+            value: fallback(),
+            by: DecidedBy::Fallback(None),
+        };
     };
     match call(&policy) {
-        Ok(value) => Decided { value, by: DecidedBy::Policy(policy.name().to_string()) },
-        Err(error) => Decided { value: fallback(), by: DecidedBy::Fallback(Some(error)) },
+        Ok(value) => Decided {
+            value,
+            by: DecidedBy::Policy(policy.name().to_string()),
+        },
+        Err(error) => Decided {
+            value: fallback(),
+            by: DecidedBy::Fallback(Some(error)),
+        },
     }
 }

@@ -61,7 +61,11 @@ pub enum Hook {
 }
 
 impl Hook {
-    pub const ALL: [Hook; 3] = [Hook::ChooseEviction, Hook::SelectModel, Hook::CompressContext];
+    pub const ALL: [Hook; 3] = [
+        Hook::ChooseEviction,
+        Hook::SelectModel,
+        Hook::CompressContext,
+    ];
 
     /// The hook's name in the contract.
     pub fn name(self) -> &'static str {
@@ -118,7 +122,10 @@ impl EngineSettings {
     /// Epoch ticks a call may run: at least the deadline, at most one tick more.
     fn deadline_ticks(&self) -> u64 {
         let tick = EPOCH_TICK.as_micros().max(1);
-        u64::try_from(self.hook_deadline.as_micros().div_ceil(tick)).unwrap_or(u64::MAX).max(1) + 1
+        u64::try_from(self.hook_deadline.as_micros().div_ceil(tick))
+            .unwrap_or(u64::MAX)
+            .max(1)
+            + 1
     }
 }
 
@@ -141,7 +148,9 @@ struct EngineInner {
 
 impl fmt::Debug for PolicyEngine {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("PolicyEngine").field("settings", &self.inner.settings).finish()
+        f.debug_struct("PolicyEngine")
+            .field("settings", &self.inner.settings)
+            .finish()
     }
 }
 
@@ -184,7 +193,13 @@ impl PolicyEngine {
             })
             .context("starting the epoch ticker")?;
 
-        Ok(Self { inner: Arc::new(EngineInner { engine, linker, settings }) })
+        Ok(Self {
+            inner: Arc::new(EngineInner {
+                engine,
+                linker,
+                settings,
+            }),
+        })
     }
 
     pub fn settings(&self) -> &EngineSettings {
@@ -192,7 +207,12 @@ impl PolicyEngine {
     }
 
     /// Compiles and checks a policy component; see [`Policy::load`].
-    pub fn load(&self, name: &str, source: PolicySource, bytes: &[u8]) -> Result<Policy, LoadError> {
+    pub fn load(
+        &self,
+        name: &str,
+        source: PolicySource,
+        bytes: &[u8],
+    ) -> Result<Policy, LoadError> {
         Policy::load(self, name, source, bytes)
     }
 

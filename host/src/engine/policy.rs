@@ -93,13 +93,18 @@ impl Policy {
     ) -> Result<Policy, LoadError> {
         check_preamble(name, bytes)?;
         let wt = &engine.inner.engine;
-        let component = Component::new(wt, bytes)
-            .map_err(|e| LoadError::Compile { name: name.into(), detail: format!("{e:#}") })?;
+        let component = Component::new(wt, bytes).map_err(|e| LoadError::Compile {
+            name: name.into(),
+            detail: format!("{e:#}"),
+        })?;
         let pre = engine
             .inner
             .linker
             .instantiate_pre(&component)
-            .map_err(|e| LoadError::Imports { name: name.into(), detail: format!("{e:#}") })?;
+            .map_err(|e| LoadError::Imports {
+                name: name.into(),
+                detail: format!("{e:#}"),
+            })?;
 
         let policy = Policy {
             name: name.into(),
@@ -114,12 +119,19 @@ impl Policy {
             quarantined: AtomicBool::new(false),
         };
         if policy.hooks().is_empty() {
-            let exports: Vec<String> =
-                component.component_type().exports(wt).map(|(n, _)| n.to_string()).collect();
+            let exports: Vec<String> = component
+                .component_type()
+                .exports(wt)
+                .map(|(n, _)| n.to_string())
+                .collect();
             return Err(LoadError::NoHooks {
                 name: name.into(),
                 version: CONTRACT_VERSION,
-                exports: if exports.is_empty() { "nothing".into() } else { exports.join(", ") },
+                exports: if exports.is_empty() {
+                    "nothing".into()
+                } else {
+                    exports.join(", ")
+                },
             });
         }
         let warm = policy.instantiate().map_err(|(hook, e)| match hook {
@@ -129,7 +141,10 @@ impl Policy {
                 version: CONTRACT_VERSION,
                 detail: format!("{e:#}"),
             },
-            None => LoadError::Compile { name: name.into(), detail: format!("{e:#}") },
+            None => LoadError::Compile {
+                name: name.into(),
+                detail: format!("{e:#}"),
+            },
         })?;
         policy.give_back(warm);
         Ok(policy)
@@ -211,12 +226,18 @@ impl Policy {
     fn checked<T>(&self, hook: Hook, result: Result<T, String>) -> Result<T, PolicyError> {
         match result {
             Ok(value) => {
-                self.stats(hook).consecutive_failures.store(0, Ordering::Relaxed);
+                self.stats(hook)
+                    .consecutive_failures
+                    .store(0, Ordering::Relaxed);
                 Ok(value)
             }
             Err(reason) => Err(self.failed(
                 hook,
-                PolicyError::InvalidDecision { policy: self.name.clone(), hook, reason },
+                PolicyError::InvalidDecision {
+                    policy: self.name.clone(),
+                    hook,
+                    reason,
+                },
             )),
         }
     }
@@ -228,10 +249,16 @@ impl Policy {
         f: impl FnOnce(&mut Warm) -> Option<wasmtime::Result<R>>,
     ) -> Result<R, PolicyError> {
         if !self.exports(hook) {
-            return Err(PolicyError::NotExported { policy: self.name.clone(), hook });
+            return Err(PolicyError::NotExported {
+                policy: self.name.clone(),
+                hook,
+            });
         }
         if self.is_quarantined() {
-            return Err(PolicyError::Quarantined { policy: self.name.clone(), hook });
+            return Err(PolicyError::Quarantined {
+                policy: self.name.clone(),
+                hook,
+            });
         }
         let stats = self.stats(hook);
         stats.calls.fetch_add(1, Ordering::Relaxed);
@@ -240,7 +267,8 @@ impl Policy {
             Ok(w) => w,
             Err((_, e)) => return Err(self.failed(hook, self.trap(hook, &e))),
         };
-        warm.store.set_epoch_deadline(self.engine.settings().deadline_ticks());
+        warm.store
+            .set_epoch_deadline(self.engine.settings().deadline_ticks());
         match f(&mut warm) {
             Some(Ok(value)) => {
                 let nanos = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
@@ -251,24 +279,38 @@ impl Policy {
             }
             Some(Err(e)) => {
                 let error = if warm.store.data().hit_memory_cap {
-                    PolicyError::OutOfMemory { policy: self.name.clone(), hook }
+                    PolicyError::OutOfMemory {
+                        policy: self.name.clone(),
+                        hook,
+                    }
                 } else if e.downcast_ref::<wasmtime::Trap>() == Some(&wasmtime::Trap::Interrupt) {
                     let deadline_ms =
                         u64::try_from(self.engine.settings().hook_deadline.as_millis())
                             .unwrap_or(u64::MAX);
-                    PolicyError::Deadline { policy: self.name.clone(), hook, deadline_ms }
+                    PolicyError::Deadline {
+                        policy: self.name.clone(),
+                        hook,
+                        deadline_ms,
+                    }
                 } else {
                     self.trap(hook, &e)
                 };
                 // The instance is dropped here: a failed guest is never reused.
                 Err(self.failed(hook, error))
             }
-            None => Err(PolicyError::NotExported { policy: self.name.clone(), hook }),
+            None => Err(PolicyError::NotExported {
+                policy: self.name.clone(),
+                hook,
+            }),
         }
     }
 
     fn trap(&self, hook: Hook, e: &wasmtime::Error) -> PolicyError {
-        PolicyError::Trap { policy: self.name.clone(), hook, message: format!("{e:#}") }
+        PolicyError::Trap {
+            policy: self.name.clone(),
+            hook,
+            message: format!("{e:#}"),
+        }
     }
 
     /// Counts a failure, quarantines the policy past the threshold, and logs it.
@@ -312,30 +354,41 @@ impl Policy {
     /// A fresh instance in a fresh store. On error, names the hook whose export failed to load.
     fn instantiate(&self) -> Result<Warm, (Option<Hook>, wasmtime::Error)> {
         let settings = self.engine.settings();
-        let mut store =
-            Store::new(&self.engine.inner.engine, GuestState::new(&self.name, settings.memory_cap));
+        let mut store = Store::new(
+            &self.engine.inner.engine,
+            GuestState::new(&self.name, settings.memory_cap),
+        );
         store.limiter(|s| s);
         store.epoch_deadline_trap();
         store.set_epoch_deadline(settings.deadline_ticks());
         let instance = self.pre.instantiate(&mut store).map_err(|e| (None, e))?;
         let eviction = match &self.eviction {
-            Some(i) => {
-                Some(i.load(&mut store, &instance).map_err(|e| (Some(Hook::ChooseEviction), e))?)
-            }
+            Some(i) => Some(
+                i.load(&mut store, &instance)
+                    .map_err(|e| (Some(Hook::ChooseEviction), e))?,
+            ),
             None => None,
         };
         let selection = match &self.selection {
-            Some(i) => {
-                Some(i.load(&mut store, &instance).map_err(|e| (Some(Hook::SelectModel), e))?)
-            }
+            Some(i) => Some(
+                i.load(&mut store, &instance)
+                    .map_err(|e| (Some(Hook::SelectModel), e))?,
+            ),
             None => None,
         };
         let compression = match &self.compression {
-            Some(i) => {
-                Some(i.load(&mut store, &instance).map_err(|e| (Some(Hook::CompressContext), e))?)
-            }
+            Some(i) => Some(
+                i.load(&mut store, &instance)
+                    .map_err(|e| (Some(Hook::CompressContext), e))?,
+            ),
             None => None,
         };
-        Ok(Warm { store, eviction, selection, compression, calls: 0 })
+        Ok(Warm {
+            store,
+            eviction,
+            selection,
+            compression,
+            calls: 0,
+        })
     }
 }

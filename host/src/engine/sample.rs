@@ -77,8 +77,14 @@ pub fn eviction_request(n: usize) -> EvictionRequest {
         priority: 1,
         loaded: loaded(n),
         demand: vec![
-            TaskDemand { task: "code".into(), requests: 12 },
-            TaskDemand { task: "chat".into(), requests: 5 },
+            TaskDemand {
+                task: "code".into(),
+                requests: 12,
+            },
+            TaskDemand {
+                task: "chat".into(),
+                requests: 5,
+            },
         ],
         telemetry: telemetry(120_000, n as u64 * GIB, 0),
     }
@@ -110,9 +116,19 @@ pub fn message(role: &str, content: &str) -> Message {
 pub fn compression_request(turns: usize, budget: u32) -> CompressionRequest {
     let mut messages = vec![message("system", "You are a helpful assistant.")];
     for i in 0..turns {
-        messages.push(message("user", &format!("Question {i}: {}", "tell me more. ".repeat(8))));
-        messages.push(message("assistant", &format!("Answer {i}: {}", "here is more. ".repeat(8))));
+        messages.push(message(
+            "user",
+            &format!("Question {i}: {}", "tell me more. ".repeat(8)),
+        ));
+        messages.push(message(
+            "assistant",
+            &format!("Answer {i}: {}", "here is more. ".repeat(8)),
+        ));
     }
     messages.push(message("user", "And finally, sum it all up?"));
-    CompressionRequest { messages, budget_tokens: budget, model: model("m2", 1, &["chat"]) }
+    CompressionRequest {
+        messages,
+        budget_tokens: budget,
+        model: model("m2", 1, &["chat"]),
+    }
 }

@@ -39,7 +39,10 @@ impl GuestState {
 
 impl WasiView for GuestState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
     }
 }
 
@@ -52,7 +55,10 @@ impl ResourceLimiter for GuestState {
     ) -> wasmtime::Result<bool> {
         if desired > self.memory_cap {
             self.hit_memory_cap = true;
-            wasmtime::bail!("memory cap of {} bytes exceeded (asked for {desired})", self.memory_cap);
+            wasmtime::bail!(
+                "memory cap of {} bytes exceeded (asked for {desired})",
+                self.memory_cap
+            );
         }
         Ok(true)
     }

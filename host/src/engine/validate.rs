@@ -20,13 +20,19 @@ pub fn eviction(req: &EvictionRequest, d: EvictionDecision) -> Result<EvictionDe
             return Err(format!("names {id:?} twice"));
         }
         let Some(m) = req.loaded.iter().find(|m| &m.id == id) else {
-            return Err(format!("names {id:?}, which is not loaded on {}", req.device));
+            return Err(format!(
+                "names {id:?}, which is not loaded on {}",
+                req.device
+            ));
         };
         if m.pinned {
             return Err(format!("names pinned model {id:?}"));
         }
         if m.in_flight > 0 {
-            return Err(format!("names {id:?}, which has {} requests in flight", m.in_flight));
+            return Err(format!(
+                "names {id:?}, which has {} requests in flight",
+                m.in_flight
+            ));
         }
         if m.state != ModelState::Ready {
             return Err(format!("names {id:?}, which is {:?}, not ready", m.state));
@@ -34,7 +40,10 @@ pub fn eviction(req: &EvictionRequest, d: EvictionDecision) -> Result<EvictionDe
         freed += m.size_bytes;
     }
     if freed < req.needed_bytes {
-        return Err(format!("frees {freed} bytes; {} are needed", req.needed_bytes));
+        return Err(format!(
+            "frees {freed} bytes; {} are needed",
+            req.needed_bytes
+        ));
     }
     Ok(d)
 }
@@ -71,7 +80,10 @@ pub fn compression(
         total += u64::from(m.tokens);
     }
     if total > u64::from(req.budget_tokens) {
-        return Err(format!("returns {total} tokens; the budget is {}", req.budget_tokens));
+        return Err(format!(
+            "returns {total} tokens; the budget is {}",
+            req.budget_tokens
+        ));
     }
     Ok(messages)
 }

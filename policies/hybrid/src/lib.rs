@@ -40,10 +40,25 @@ fn ratio(x: u64, max: u64) -> f64 {
 pub fn scores(req: &EvictionRequest) -> Vec<f64> {
     let now = req.telemetry.now_ms;
     let active = |m: &Model| u64::from(m.in_flight) + u64::from(m.queued);
-    let max_idle = req.loaded.iter().map(|m| idle_ms(m, now)).max().unwrap_or(0);
-    let max_loads = req.loaded.iter().map(|m| u64::from(m.load_count)).max().unwrap_or(0);
+    let max_idle = req
+        .loaded
+        .iter()
+        .map(|m| idle_ms(m, now))
+        .max()
+        .unwrap_or(0);
+    let max_loads = req
+        .loaded
+        .iter()
+        .map(|m| u64::from(m.load_count))
+        .max()
+        .unwrap_or(0);
     let max_active = req.loaded.iter().map(active).max().unwrap_or(0);
-    let max_errors = req.loaded.iter().map(|m| u64::from(m.errors)).max().unwrap_or(0);
+    let max_errors = req
+        .loaded
+        .iter()
+        .map(|m| u64::from(m.errors))
+        .max()
+        .unwrap_or(0);
     req.loaded
         .iter()
         .map(|m| {

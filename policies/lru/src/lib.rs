@@ -12,7 +12,11 @@ pub struct Lru;
 impl EvictionPolicy for Lru {
     fn choose_eviction(req: EvictionRequest) -> EvictionDecision {
         let mut ranked: Vec<&Model> = req.loaded.iter().collect();
-        ranked.sort_by(|a, b| last_active_ms(a).cmp(&last_active_ms(b)).then(a.id.cmp(&b.id)));
+        ranked.sort_by(|a, b| {
+            last_active_ms(a)
+                .cmp(&last_active_ms(b))
+                .then(a.id.cmp(&b.id))
+        });
         evict_until_fits(&req, ranked)
     }
 }

@@ -15,8 +15,11 @@ pub struct Priority;
 
 impl EvictionPolicy for Priority {
     fn choose_eviction(req: EvictionRequest) -> EvictionDecision {
-        let mut ranked: Vec<&Model> =
-            req.loaded.iter().filter(|m| m.priority <= req.priority).collect();
+        let mut ranked: Vec<&Model> = req
+            .loaded
+            .iter()
+            .filter(|m| m.priority <= req.priority)
+            .collect();
         ranked.sort_by(|a, b| {
             a.priority
                 .cmp(&b.priority)

@@ -41,8 +41,20 @@ pub fn task_score(m: &Model, task: &str) -> f32 {
 /// The task a message most likely asks for: `code`, `summarize` or `chat`.
 pub fn infer_task(text: &str) -> &'static str {
     const CODE: [&str; 14] = [
-        "```", "code", "function", "compile", "bug", "stack trace", "python", "rust",
-        "javascript", "typescript", "def ", "fn ", "regex", "sql",
+        "```",
+        "code",
+        "function",
+        "compile",
+        "bug",
+        "stack trace",
+        "python",
+        "rust",
+        "javascript",
+        "typescript",
+        "def ",
+        "fn ",
+        "regex",
+        "sql",
     ];
     const SUMMARIZE: [&str; 5] = ["summarize", "summarise", "summary", "tl;dr", "tldr"];
     let text = text.to_lowercase();
@@ -63,7 +75,10 @@ impl SelectionPolicy for Specialization {
         if req.model != "auto" {
             return Selection::Reject(format!("no model is named {:?}", req.model));
         }
-        let task = req.task.clone().unwrap_or_else(|| infer_task(&req.last_user_message).into());
+        let task = req
+            .task
+            .clone()
+            .unwrap_or_else(|| infer_task(&req.last_user_message).into());
         let best = candidates.iter().max_by(|a, b| {
             task_score(a, &task)
                 .total_cmp(&task_score(b, &task))
@@ -89,8 +104,11 @@ fn demand_for(m: &Model, demand: &[TaskDemand]) -> u64 {
 
 impl EvictionPolicy for Specialization {
     fn choose_eviction(req: EvictionRequest) -> EvictionDecision {
-        let mut ranked: Vec<(&Model, u64)> =
-            req.loaded.iter().map(|m| (m, demand_for(m, &req.demand))).collect();
+        let mut ranked: Vec<(&Model, u64)> = req
+            .loaded
+            .iter()
+            .map(|m| (m, demand_for(m, &req.demand)))
+            .collect();
         ranked.sort_by(|(a, da), (b, db)| {
             da.cmp(db)
                 .then(last_active_ms(a).cmp(&last_active_ms(b)))

@@ -18,7 +18,9 @@
 //! | `work`    | spins a bounded 30 M iterations, then answers correctly   |
 //! | `empty`   | returns no messages                                      |
 
-use modelyard_policy::helpers::{evict_until_fits, keep_newest_that_fit, last_active_ms, named_model};
+use modelyard_policy::helpers::{
+    evict_until_fits, keep_newest_that_fit, last_active_ms, named_model,
+};
 use modelyard_policy::types::{
     CompressionRequest, EvictionDecision, EvictionRequest, Message, Model, Request, Selection,
     Telemetry,
@@ -33,7 +35,8 @@ const ALLOC_BYTES: usize = 16 << 20;
 const WORK_ITERATIONS: u64 = 30_000_000;
 
 fn mode(text: &str) -> Option<&str> {
-    text.split_once("evil:").map(|(_, m)| m.split_whitespace().next().unwrap_or(""))
+    text.split_once("evil:")
+        .map(|(_, m)| m.split_whitespace().next().unwrap_or(""))
 }
 
 /// Misbehaves in the ways every hook shares; returns for the hook-specific modes.
@@ -55,7 +58,10 @@ fn misbehave(mode: &str) {
         "trap" => panic!("evil guest asked to trap"),
         "alloc" => {
             let block = std::hint::black_box(vec![1u8; ALLOC_BYTES]);
-            assert_eq!(block.iter().map(|b| usize::from(*b)).sum::<usize>(), ALLOC_BYTES);
+            assert_eq!(
+                block.iter().map(|b| usize::from(*b)).sum::<usize>(),
+                ALLOC_BYTES
+            );
         }
         "work" => {
             let mut n = 0u64;
@@ -69,7 +75,12 @@ fn misbehave(mode: &str) {
 }
 
 fn first_id(loaded: &[Model], pred: impl Fn(&Model) -> bool) -> Vec<String> {
-    loaded.iter().filter(|m| pred(m)).map(|m| m.id.clone()).take(1).collect()
+    loaded
+        .iter()
+        .filter(|m| pred(m))
+        .map(|m| m.id.clone())
+        .take(1)
+        .collect()
 }
 
 impl EvictionPolicy for Evil {
@@ -106,13 +117,21 @@ impl SelectionPolicy for Evil {
 
 impl CompressionPolicy for Evil {
     fn compress_context(req: CompressionRequest) -> Result<Vec<Message>, String> {
-        let newest = req.messages.last().map(|m| m.content.as_str()).unwrap_or("");
+        let newest = req
+            .messages
+            .last()
+            .map(|m| m.content.as_str())
+            .unwrap_or("");
         let mode = mode(newest).unwrap_or("");
         misbehave(mode);
         match mode {
             "empty" => Ok(vec![]),
             "bloat" => Ok(req.messages),
-            "garbage" => Ok(vec![Message { role: "wizard".into(), content: "hi".into(), tokens: 1 }]),
+            "garbage" => Ok(vec![Message {
+                role: "wizard".into(),
+                content: "hi".into(),
+                tokens: 1,
+            }]),
             _ => keep_newest_that_fit(&req),
         }
     }
