@@ -104,3 +104,56 @@ pub fn compress_context(req: &CompressionRequest) -> Result<Vec<Message>, String
         .map(|(m, _)| m.clone())
         .collect())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::{sample, validate};
+
+    #[test]
+    fn fallback_decisions_pass_the_host_rules() {
+        for n in [2, 6, 64] {
+            let req = sample::eviction_request(n);
+            let decision = choose_eviction(&req);
+            assert!(
+                validate::eviction(&req, decision.clone()).is_ok(),
+                "{n}: {decision:?}"
+            );
+        }
+        let req = sample::compression_request(6, 120);
+        let kept = compress_context(&req).expect("fits");
+        assert!(validate::compression(&req, kept).is_ok());
+    }
+
+    #[test]
+    fn fallback_eviction_waits_then_rejects() {
+        let mut req = sample::eviction_request(2); // m0 pinned, m1 busy
+        assert_eq!(choose_eviction(&req), EvictionDecision::Wait);
+        req.loaded[1].pinned = true;
+        assert!(matches!(choose_eviction(&req), EvictionDecision::Reject(_)));
+    }
+
+    #[test]
+    fn fallback_selection_resolves_names_and_auto() {
+        let mut candidates = sample::loaded(3);
+        candidates[2].aliases = vec!["small".into()];
+        candidates[0].state = ModelState::Unloaded;
+        let ask = |model: &str| {
+            select_model(
+                &Request {
+                    model: model.into(),
+                    ..sample::request()
+                },
+                &candidates,
+            )
+        };
+        assert_eq!(ask("m1"), Selection::Model("m1".into()));
+        assert_eq!(ask("small"), Selection::Model("m2".into()));
+        assert_eq!(
+            ask("auto"),
+            Selection::Model("m1".into()),
+            "first ready model"
+        );
+        assert!(matches!(ask("nope"), Selection::Reject(_)));
+    }
+}

@@ -392,3 +392,25 @@ impl Policy {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn preamble_tells_text_core_modules_and_components_apart() {
+        assert!(matches!(
+            check_preamble("t", b"hello world"),
+            Err(LoadError::NotWasm { .. })
+        ));
+        assert!(matches!(
+            check_preamble("t", b"\0asm"),
+            Err(LoadError::NotWasm { .. })
+        ));
+        assert!(matches!(
+            check_preamble("t", b"\0asm\x01\0\0\0"),
+            Err(LoadError::CoreModule { .. })
+        ));
+        assert!(check_preamble("t", b"\0asm\x0d\0\x01\0").is_ok());
+    }
+}

@@ -18,3 +18,17 @@ pub fn estimate(text: &str) -> u32 {
 pub fn estimate_message(content: &str) -> u32 {
     estimate(content).saturating_add(MESSAGE_OVERHEAD_TOKENS)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn estimate_rounds_up() {
+        assert_eq!(estimate(""), 0);
+        assert_eq!(estimate("abc"), 1);
+        assert_eq!(estimate("abcd"), 1);
+        assert_eq!(estimate("abcde"), 2);
+        assert_eq!(estimate_message("abcd"), 1 + MESSAGE_OVERHEAD_TOKENS);
+    }
+}

@@ -87,3 +87,68 @@ pub fn compression(
     }
     Ok(messages)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::sample;
+
+    fn evict(ids: &[&str]) -> EvictionDecision {
+        EvictionDecision::Evict(ids.iter().map(|s| s.to_string()).collect())
+    }
+
+    #[test]
+    fn eviction_rules() {
+        // sample: m0 pinned, m1 busy, all 1 GiB, 2 GiB needed.
+        let req = sample::eviction_request(6);
+        assert!(eviction(&req, evict(&["m2", "m3"])).is_ok());
+        assert!(eviction(&req, EvictionDecision::Wait).is_ok());
+        for (bad, why) in [
+            (evict(&["m2", "m2"]), "twice"),
+            (evict(&["m2", "ghost"]), "not loaded"),
+            (evict(&["m0", "m2"]), "pinned"),
+            (evict(&["m1", "m2"]), "in flight"),
+            (evict(&["m2"]), "are needed"),
+        ] {
+            let err = eviction(&req, bad).expect_err(why);
+            assert!(err.contains(why), "{err}");
+        }
+        let mut loading = sample::eviction_request(6);
+        loading.loaded[2].state = ModelState::Loading;
+        assert!(
+            eviction(&loading, evict(&["m2", "m3"]))
+                .expect_err("loading")
+                .contains("not ready")
+        );
+    }
+
+    #[test]
+    fn selection_must_name_a_candidate() {
+        let candidates = sample::loaded(3);
+        assert!(selection(&candidates, Selection::Model("m2".into())).is_ok());
+        assert!(selection(&candidates, Selection::Reject("no".into())).is_ok());
+        assert!(selection(&candidates, Selection::Model("m9".into())).is_err());
+    }
+
+    #[test]
+    fn compression_is_recounted_against_the_budget() {
+        let req = sample::compression_request(2, 60);
+        let system = req.messages[0].clone();
+        let last = req.messages.last().cloned().expect("messages");
+        assert!(compression(&req, vec![system.clone(), last.clone()]).is_ok());
+        assert!(compression(&req, vec![]).is_err());
+        let wizard = Message {
+            role: "wizard".into(),
+            ..last.clone()
+        };
+        assert!(compression(&req, vec![wizard]).is_err());
+        // A policy that under-reports a new message's tokens is recounted by the host.
+        let liar = Message {
+            role: "user".into(),
+            content: "x".repeat(1_000),
+            tokens: 1,
+        };
+        let err = compression(&req, vec![system, liar]).expect_err("over budget");
+        assert!(err.contains("budget is 60"), "{err}");
+    }
+}
