@@ -48,12 +48,16 @@ fn main() {
     for guest in GUESTS {
         cmd.args(["-p", guest]);
     }
-    // The outer build's flags are for the host target, not the guests.
+    // The outer build's flags and wrappers are for the host target (and, under `cargo
+    // clippy`, for linting it), not for the guests.
     for var in [
         "RUSTFLAGS",
         "CARGO_ENCODED_RUSTFLAGS",
         "CARGO_BUILD_RUSTFLAGS",
         "CARGO_TARGET_DIR",
+        "RUSTC_WRAPPER",
+        "RUSTC_WORKSPACE_WRAPPER",
+        "CLIPPY_ARGS",
     ] {
         cmd.env_remove(var);
     }
