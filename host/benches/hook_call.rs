@@ -1,6 +1,6 @@
 //! Hook call cost: the LRU built-in through wasm versus the same crate called natively.
 //!
-//! Prints, for 16, 64 and 1,000 loaded models, the median and p99 of one `choose-eviction`
+//! Prints, for 0 (the fixed cost of a call), 16, 64 and 1,000 loaded models, the median and p99 of one `choose-eviction`
 //! call: through wasm on a reused pooled instance (the host's normal path), through wasm with a
 //! fresh instance per call, and natively (including the input copy a wasm call also makes).
 //! Run with `cargo bench --bench hook_call`.
@@ -125,7 +125,7 @@ fn main() {
         "native p99",
         "wasm / native"
     );
-    for n in [16usize, 64, 1000] {
+    for n in [0usize, 16, 64, 1000] {
         let iterations = if n >= 1000 { 2_000 } else { 20_000 };
         let req = sample::eviction_request(n);
         let guest_req = to_guest_request(&req);
