@@ -1,7 +1,7 @@
 //! Hook call cost: the LRU built-in through wasm versus the same crate called natively.
 //!
-//! Prints, for 0 (the fixed cost of a call), 16, 64 and 1,000 loaded models, the median and p99 of one `choose-eviction`
-//! call: through wasm on a reused pooled instance (the host's normal path), through wasm with a
+//! Prints, for 0 (the fixed cost of a call), 16, 64 and 1,000 loaded models, the median and
+//! p99 of one `choose-eviction` call: through wasm on a reused pooled instance (the host's normal path), through wasm with a
 //! fresh instance per call, and natively (including the input copy a wasm call also makes).
 //! Run with `cargo bench --bench hook_call`.
 
