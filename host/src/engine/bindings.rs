@@ -10,15 +10,15 @@ wasmtime::component::bindgen!({
     additional_derives: [PartialEq],
 });
 
-pub use exports::modelyard::policy::{compression, eviction, selection};
-pub use modelyard::policy::host::Level;
-pub use modelyard::policy::types;
+pub use self::exports::modelyard::policy::{compression, eviction, selection};
+pub use self::modelyard::policy::host::Level;
+pub use self::modelyard::policy::types;
 
 use super::sandbox::GuestState;
 
-impl modelyard::policy::types::Host for GuestState {}
+impl self::modelyard::policy::types::Host for GuestState {}
 
-impl modelyard::policy::host::Host for GuestState {
+impl self::modelyard::policy::host::Host for GuestState {
     fn log(&mut self, level: Level, message: String) {
         let policy = self.policy.as_str();
         match level {
