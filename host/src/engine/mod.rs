@@ -76,15 +76,6 @@ impl Hook {
         }
     }
 
-    /// The contract interface that exports it.
-    pub fn interface(self) -> &'static str {
-        match self {
-            Hook::ChooseEviction => "eviction",
-            Hook::SelectModel => "selection",
-            Hook::CompressContext => "compression",
-        }
-    }
-
     fn index(self) -> usize {
         self as usize
     }

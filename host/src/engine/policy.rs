@@ -7,7 +7,6 @@
 use std::path::PathBuf;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::time::Instant;
 
 use wasmtime::Store;
 use wasmtime::component::{Component, InstancePre};
@@ -33,8 +32,6 @@ pub struct HookStats {
     pub calls: AtomicU64,
     pub failures: AtomicU64,
     pub consecutive_failures: AtomicU32,
-    /// Total time spent in successful calls, in nanoseconds.
-    pub busy_nanos: AtomicU64,
 }
 
 /// A live instance with its exports looked up once.
@@ -262,7 +259,6 @@ impl Policy {
         }
         let stats = self.stats(hook);
         stats.calls.fetch_add(1, Ordering::Relaxed);
-        let started = Instant::now();
         let mut warm = match self.take_instance() {
             Ok(w) => w,
             Err((_, e)) => return Err(self.failed(hook, self.trap(hook, &e))),
@@ -271,8 +267,6 @@ impl Policy {
             .set_epoch_deadline(self.engine.settings().deadline_ticks());
         match f(&mut warm) {
             Some(Ok(value)) => {
-                let nanos = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
-                stats.busy_nanos.fetch_add(nanos, Ordering::Relaxed);
                 warm.calls += 1;
                 self.give_back(warm);
                 Ok(value)
