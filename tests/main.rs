@@ -1,6 +1,10 @@
 //! modelyard's one integration-test binary.
 
-#![allow(clippy::unwrap_used)] // a panic is how a test fails
+// A panic is how a test fails.
+#![allow(clippy::unwrap_used)]
+// End-to-end tests hold a process-wide lock for their whole run, across awaits, so that real
+// model servers run one test at a time; each test has its own runtime, so nothing deadlocks.
+#![allow(clippy::await_holding_lock)]
 
 // Shared helpers: engines with test limits, guest files built by the host's build script.
 mod util;
@@ -13,3 +17,10 @@ mod limits;
 
 // `modelyard policy check|list` on built-ins, a non-wasm file, a core module, a foreign contract.
 mod policy_cli;
+
+// The real demo set-up (llama-server, real models) and a host harness for end-to-end tests.
+mod demo;
+
+// Issue 3 end to end: eviction through a wasm policy, single flight, in-flight safety, pinned
+// models under pressure, TTL, a backend killed mid-request, footprints, no orphans.
+mod serving;

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use modelyard::policy_cmd;
+use modelyard::{policy_cmd, serve, setup};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -19,6 +19,35 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Serve the configured models behind one OpenAI-compatible endpoint.
+    Serve {
+        /// The TOML config.
+        #[arg(long, default_value = "modelyard.toml")]
+        config: PathBuf,
+        /// Provision the demo first (llama-server and small models, in --demo-dir) and serve
+        /// its config.
+        #[arg(long, conflicts_with = "config")]
+        demo: bool,
+        /// Where --demo provisions.
+        #[arg(long, default_value = setup::DEFAULT_DEMO_DIR)]
+        demo_dir: PathBuf,
+    },
+    /// Print the models of a running host: state, measured memory, in-flight, idle time, and
+    /// device totals.
+    Models {
+        /// The config the host runs with (its `listen` address is asked).
+        #[arg(long, default_value = "modelyard.toml")]
+        config: PathBuf,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Install llama-server and small real models into a folder and write a config for them.
+    Setup {
+        /// Where to provision.
+        #[arg(long, default_value = setup::DEFAULT_DEMO_DIR)]
+        dir: PathBuf,
+    },
     /// Inspect and check policy components.
     #[command(subcommand)]
     Policy(PolicyCommand),
@@ -44,11 +73,34 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Serve {
+            config,
+            demo,
+            demo_dir,
+        } => {
+            let config = if demo {
+                setup::setup(&demo_dir).map(|d| d.config)
+            } else {
+                Ok(config)
+            };
+            config.and_then(|c| {
+                runtime()
+                    .block_on(serve::serve(&c))
+                    .map(|()| ExitCode::SUCCESS)
+            })
+        }
+        Command::Models { config, json } => runtime()
+            .block_on(serve::models(&config, json))
+            .map(|()| ExitCode::SUCCESS),
+        Command::Setup { dir } => setup::setup(&dir).map(|d| {
+            println!("{}", d.config.display());
+            ExitCode::SUCCESS
+        }),
         Command::Policy(PolicyCommand::Check { file }) => policy_cmd::check(&file),
         Command::Policy(PolicyCommand::List { dir }) => policy_cmd::list(&dir),
     };
@@ -57,6 +109,19 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            std::process::exit(1);
         }
     }
 }

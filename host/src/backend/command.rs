@@ -1,0 +1,282 @@
+//! The `command` backend: one server process per model, started from the model's `cmd` with its
+//! placeholders filled in, on a free loopback port.
+//!
+//! Every server runs in its own process group, so stopping it reaches anything it spawned, and
+//! asks the kernel to kill it when the host dies (`PR_SET_PDEATHSIG`), so that no server
+//! outlives the host, even after `kill -9`. The kernel sends that signal when the *thread* that
+//! spawned the server exits: servers are started from async tasks, whose runtime worker threads
+//! live as long as the host, never from short-lived blocking threads.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use super::{BackendError, Endpoint, Instance};
+use crate::config::{CommandSettings, ModelSettings};
+
+/// Lines of a server's output kept to explain why it failed.
+const OUTPUT_TAIL_LINES: usize = 12;
+/// How often a starting server's health check is polled.
+const HEALTH_POLL: Duration = Duration::from_millis(100);
+/// How long one health check may take.
+const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A running server process.
+#[derive(Debug)]
+pub struct CommandInstance {
+    model: String,
+    endpoint: Endpoint,
+    pid: u32,
+    exit: watch::Receiver<Option<String>>,
+    tail: Arc<Mutex<VecDeque<String>>>,
+    stop_timeout: Duration,
+}
+
+/// Starts the server for `model` and waits until its health check passes.
+pub async fn start(
+    http: &reqwest::Client,
+    model: &ModelSettings,
+    c: &CommandSettings,
+) -> Result<CommandInstance, BackendError> {
+    let port = free_port().map_err(|e| BackendError::Spawn {
+        program: c.argv[0].clone(),
+        reason: format!("no free loopback port: {e}"),
+    })?;
+    let vars = [
+        ("PORT", port.to_string()),
+        ("HOST", "127.0.0.1".to_string()),
+        ("MODEL", model.id.clone()),
+        (
+            "FILE",
+            c.file
+                .as_ref()
+                .map(|f| f.display().to_string())
+                .unwrap_or_default(),
+        ),
+        ("CONTEXT", model.context_tokens.to_string()),
+    ];
+    let argv: Vec<String> = c.argv.iter().map(|a| substitute(a, &vars)).collect();
+    let mut cmd = tokio::process::Command::new(&argv[0]);
+    cmd.args(&argv[1..])
+        .envs(c.env.iter().map(|(k, v)| (k, substitute(v, &vars))))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true);
+    die_with_host(&mut cmd);
+    let mut child = cmd.spawn().map_err(|e| BackendError::Spawn {
+        program: argv[0].clone(),
+        reason: e.to_string(),
+    })?;
+    let pid = child.id().unwrap_or(0);
+    tracing::info!(model = %model.id, pid, port, "started server");
+
+    let tail = Arc::new(Mutex::new(VecDeque::new()));
+    if let Some(out) = child.stdout.take() {
+        tokio::spawn(keep_tail(out, tail.clone(), model.id.clone()));
+    }
+    if let Some(err) = child.stderr.take() {
+        tokio::spawn(keep_tail(err, tail.clone(), model.id.clone()));
+    }
+    let (tx, exit) = watch::channel(None);
+    tokio::spawn(async move {
+        let status = match child.wait().await {
+            Ok(s) => s.to_string(),
+            Err(e) => format!("wait failed: {e}"),
+        };
+        let _ = tx.send(Some(status));
+    });
+
+    let instance = CommandInstance {
+        model: model.id.clone(),
+        endpoint: Endpoint {
+            api_base: format!("http://127.0.0.1:{port}/v1"),
+            api_key: None,
+            model_name: model.id.clone(),
+        },
+        pid,
+        exit,
+        tail,
+        stop_timeout: c.stop_timeout,
+    };
+    let health = format!("http://127.0.0.1:{port}{}", c.health_path);
+    let deadline = Instant::now() + c.start_timeout;
+    let mut exit = instance.exit.clone();
+    loop {
+        let exited = exit.borrow().clone();
+        if let Some(status) = exited {
+            // Let the output readers catch the last lines.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            return Err(BackendError::ExitedEarly {
+                status,
+                tail: instance.tail(),
+            });
+        }
+        if Instant::now() >= deadline {
+            instance.stop().await;
+            return Err(BackendError::StartTimeout {
+                secs: c.start_timeout.as_secs(),
+                tail: instance.tail(),
+            });
+        }
+        let ok = http
+            .get(&health)
+            .timeout(HEALTH_TIMEOUT)
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success());
+        if ok {
+            return Ok(instance);
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(HEALTH_POLL) => {}
+            _ = exit.changed() => {}
+        }
+    }
+}
+
+impl CommandInstance {
+    fn tail(&self) -> Vec<String> {
+        self.tail
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .cloned()
+            .collect()
+    }
+
+    fn signal_group(&self, signal: Signal) {
+        if self.pid == 0 {
+            return;
+        }
+        // ESRCH just means the whole group is gone already.
+        let _ = killpg(Pid::from_raw(self.pid as i32), signal);
+    }
+
+    async fn wait_exit(&self) {
+        let mut exit = self.exit.clone();
+        let _ = exit.wait_for(Option::is_some).await;
+    }
+}
+
+impl Instance for CommandInstance {
+    fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
+    }
+
+    fn pid(&self) -> Option<u32> {
+        Some(self.pid)
+    }
+
+    fn stop(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            if self.exit.borrow().is_none() {
+                self.signal_group(Signal::SIGTERM);
+                if tokio::time::timeout(self.stop_timeout, self.wait_exit())
+                    .await
+                    .is_err()
+                {
+                    tracing::warn!(model = %self.model, pid = self.pid,
+                        "server ignored SIGTERM for {:?}; killing it", self.stop_timeout);
+                    self.signal_group(Signal::SIGKILL);
+                    self.wait_exit().await;
+                }
+            }
+            // Anything the server left behind in its group.
+            self.signal_group(Signal::SIGKILL);
+            tracing::info!(model = %self.model, pid = self.pid, "stopped server");
+        })
+    }
+
+    fn exited(&self) -> BoxFuture<'static, String> {
+        let mut exit = self.exit.clone();
+        let tail = self.tail.clone();
+        Box::pin(async move {
+            let status = match exit.wait_for(Option::is_some).await {
+                Ok(s) => s.clone().unwrap_or_default(),
+                Err(_) => "the host stopped watching it".to_string(),
+            };
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let last = tail
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .back()
+                .cloned()
+                .unwrap_or_default();
+            if last.is_empty() {
+                format!("the server exited ({status})")
+            } else {
+                format!("the server exited ({status}); last output: {last}")
+            }
+        })
+    }
+}
+
+/// Replaces `${NAME}` for each known name.
+fn substitute(text: &str, vars: &[(&str, String)]) -> String {
+    let mut out = text.to_string();
+    for (name, value) in vars {
+        out = out.replace(&format!("${{{name}}}"), value);
+    }
+    out
+}
+
+fn free_port() -> std::io::Result<u16> {
+    Ok(std::net::TcpListener::bind(("127.0.0.1", 0))?
+        .local_addr()?
+        .port())
+}
+
+async fn keep_tail(
+    stream: impl AsyncRead + Unpin,
+    tail: Arc<Mutex<VecDeque<String>>>,
+    model: String,
+) {
+    let mut lines = BufReader::new(stream).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        tracing::debug!(model = %model, "{line}");
+        let mut t = tail.lock().unwrap_or_else(|e| e.into_inner());
+        if t.len() == OUTPUT_TAIL_LINES {
+            t.pop_front();
+        }
+        t.push_back(line);
+    }
+}
+
+/// Asks the kernel to SIGKILL the child when the host dies.
+#[allow(unsafe_code)]
+fn die_with_host(cmd: &mut tokio::process::Command) {
+    let host = std::process::id();
+    // SAFETY: the closure runs in the forked child before exec. It calls only prctl(2) and
+    // getppid(2), both async-signal-safe, and allocates nothing on success.
+    unsafe {
+        cmd.pre_exec(move || {
+            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
+            // The host may have died between fork and prctl, and then no signal would come.
+            if std::os::unix::process::parent_id() != host {
+                return Err(nix::errno::Errno::ESRCH.into());
+            }
+            Ok(())
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placeholders_are_filled_and_others_left_alone() {
+        let vars = [("PORT", "8081".to_string()), ("MODEL", "m".to_string())];
+        assert_eq!(substitute("--port=${PORT}", &vars), "--port=8081");
+        assert_eq!(substitute("${MODEL}:${OTHER}", &vars), "m:${OTHER}");
+    }
+}

@@ -1,0 +1,549 @@
+//! The model scheduler: makes models ready for requests and decides nothing it can delegate.
+//!
+//! It owns each model's lifecycle (unloaded → loading → ready → unloading, or failed), the
+//! per-model statistics the contract exposes, and these promises:
+//! - **single flight**: concurrent requests for a cold model share one load;
+//! - **bounded waits**: each model has a wait queue of `scheduler.max_queue`; past it a request
+//!   is turned away at once ([`SchedError::QueueFull`]), and no request waits longer than
+//!   `scheduler.queue_timeout`;
+//! - **room through the policy**: a load that does not fit its device's budget asks
+//!   `choose-eviction`, and so do idle-TTL and memory-pressure unloads; whatever a policy says,
+//!   a pinned model or one with requests in flight is never stopped;
+//! - **failures stay local**: a server that fails to start or dies marks its model failed, its
+//!   waiters get the reason, and the next request retries after a backoff.
+//!
+//! It knows nothing of HTTP: the proxy holds a [`Lease`] for each request it forwards.
+
+mod room;
+mod slot;
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+pub use slot::ModelStatus;
+use slot::{Slot, millis_since};
+
+use crate::backend::{Endpoint, Instance, Launcher};
+use crate::config::{CPU_DEVICE, Settings};
+use crate::engine::Hooks;
+use crate::engine::types::ModelState;
+use crate::telemetry::{Snapshot, Telemetry};
+
+/// How often TTLs, memory pressure and footprints are checked.
+pub const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(1);
+/// Events kept for `modelyard models` and `/admin/models`.
+const EVENTS_KEPT: usize = 64;
+/// Recent requests whose task is counted as demand for `choose-eviction`.
+const DEMAND_WINDOW: usize = 256;
+/// How long a request whose server broke off waits to learn whether the server died.
+const CRASH_CONFIRM: Duration = Duration::from_secs(1);
+/// The longest a failing model waits between retries.
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+/// Why a request could not get its model.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum SchedError {
+    #[error("no model is named {0:?}")]
+    UnknownModel(String),
+    #[error("{model} has {queued} requests waiting already; retry in {}s", retry_after.as_secs())]
+    QueueFull {
+        model: String,
+        queued: u32,
+        retry_after: Duration,
+    },
+    #[error("{model} did not become ready within {}s", waited.as_secs())]
+    Timeout { model: String, waited: Duration },
+    #[error("{model} failed to load: {reason}")]
+    LoadFailed { model: String, reason: String },
+    #[error("{model} failed ({reason}); retrying in {}s", retry_after.as_secs())]
+    BackingOff {
+        model: String,
+        reason: String,
+        retry_after: Duration,
+    },
+    #[error("{model} cannot be loaded now: {reason}")]
+    Rejected { model: String, reason: String },
+    #[error("{model} crashed: {reason}")]
+    Crashed { model: String, reason: String },
+    #[error("the host is shutting down")]
+    ShuttingDown,
+}
+
+impl SchedError {
+    /// How long a client should wait before trying again, where that is known.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            SchedError::QueueFull { retry_after, .. }
+            | SchedError::BackingOff { retry_after, .. } => {
+                Some((*retry_after).max(Duration::from_secs(1)))
+            }
+            SchedError::Timeout { .. } | SchedError::Rejected { .. } => {
+                Some(Duration::from_secs(5))
+            }
+            _ => None,
+        }
+    }
+}
+
+/// What the scheduler knows of a request besides its model.
+#[derive(Debug, Clone, Default)]
+pub struct Demand {
+    pub priority: i32,
+    pub task: Option<String>,
+}
+
+/// Something that happened to a model, kept for status output.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct Event {
+    /// Milliseconds since the host started.
+    pub at_ms: u64,
+    pub model: String,
+    /// `loaded`, `evicted`, `failed`, `crashed`, `rejected`.
+    pub kind: String,
+    /// Who decided (for evictions) or why.
+    pub detail: String,
+}
+
+/// A device's memory as the scheduler sees it.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct DeviceStatus {
+    pub name: String,
+    /// What models may use: the budget, less the reserve.
+    pub capacity_bytes: u64,
+    /// What models hold now (measured where ready).
+    pub models_bytes: u64,
+    pub total_bytes: u64,
+    pub used_bytes: u64,
+    pub free_bytes: u64,
+    pub utilization_percent: Option<u8>,
+}
+
+/// Counters of `choose-eviction` decisions.
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
+pub struct EvictionStats {
+    /// The component serving the hook (`none` when the native default does).
+    pub policy: String,
+    pub decisions: u64,
+    /// Decisions the native default made because the policy failed or broke a host rule.
+    pub fallbacks: u64,
+    /// Of those, answers the host refused (e.g. naming a model with requests in flight).
+    pub refused: u64,
+    pub evictions: u64,
+}
+
+/// Everything `modelyard models` prints.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct Status {
+    pub uptime_ms: u64,
+    pub models: Vec<ModelStatus>,
+    pub devices: Vec<DeviceStatus>,
+    pub eviction: EvictionStats,
+    pub events: Vec<Event>,
+}
+
+/// Makes models ready for requests. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Scheduler {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    settings: Arc<Settings>,
+    hooks: Arc<Hooks>,
+    launcher: Arc<dyn Launcher>,
+    telemetry: Arc<Mutex<Telemetry>>,
+    latest: Mutex<Snapshot>,
+    capacity: BTreeMap<String, u64>,
+    state: Mutex<State>,
+    changed: watch::Sender<u64>,
+    /// One eviction conversation at a time per device.
+    room: BTreeMap<String, tokio::sync::Mutex<()>>,
+    epoch: Instant,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    slots: Vec<Slot>,
+    events: VecDeque<Event>,
+    demand: VecDeque<String>,
+    eviction: EvictionStats,
+    shutting_down: bool,
+}
+
+impl Scheduler {
+    /// Builds the scheduler and starts its housekeeping. Must run inside a tokio runtime.
+    pub fn new(
+        settings: Arc<Settings>,
+        hooks: Arc<Hooks>,
+        launcher: Arc<dyn Launcher>,
+    ) -> anyhow::Result<Self> {
+        let mut telemetry = Telemetry::new()?;
+        let snapshot = telemetry.snapshot();
+        let mut devices: Vec<String> = settings.models.iter().map(|m| m.device.clone()).collect();
+        devices.extend(settings.memory.devices.keys().cloned());
+        devices.push(CPU_DEVICE.to_string());
+        devices.sort();
+        devices.dedup();
+        let mut capacity = BTreeMap::new();
+        for name in &devices {
+            let total = match snapshot.device(name) {
+                Some(d) => d.total_bytes,
+                None => {
+                    tracing::warn!(device = %name, "configured but not found; models on it cannot load");
+                    0
+                }
+            };
+            let b = settings.memory.budget(name);
+            let cap = b
+                .budget
+                .unwrap_or(total)
+                .min(total.saturating_sub(b.reserve));
+            tracing::info!(device = %name, capacity = cap, total, "memory budget");
+            capacity.insert(name.clone(), cap);
+        }
+        let state = State {
+            slots: settings.models.iter().cloned().map(Slot::new).collect(),
+            ..State::default()
+        };
+        let inner = Arc::new(Inner {
+            room: devices
+                .iter()
+                .map(|d| (d.clone(), tokio::sync::Mutex::new(())))
+                .collect(),
+            settings,
+            hooks,
+            launcher,
+            telemetry: Arc::new(Mutex::new(telemetry)),
+            latest: Mutex::new(snapshot),
+            capacity,
+            state: Mutex::new(state),
+            changed: watch::channel(0).0,
+            epoch: Instant::now(),
+        });
+        tokio::spawn(room::housekeeping(Arc::downgrade(&inner)));
+        Ok(Self { inner })
+    }
+
+    /// The settings it runs on.
+    pub fn settings(&self) -> &Settings {
+        &self.inner.settings
+    }
+
+    /// The hooks it asks.
+    pub fn hooks(&self) -> &Arc<Hooks> {
+        &self.inner.hooks
+    }
+
+    /// Waits until `model` (an id or alias) is ready and takes a lease on it. While any lease
+    /// is held the model is never evicted. Dropping the future leaves the queue cleanly.
+    pub async fn acquire(&self, model: &str, demand: &Demand) -> Result<Lease, SchedError> {
+        let inner = &self.inner;
+        let idx = inner.index(model)?;
+        let deadline = Instant::now() + inner.settings.scheduler.queue_timeout;
+        let mut rx = inner.changed.subscribe();
+        let mut queued = Queued {
+            inner,
+            idx,
+            active: false,
+        };
+        let mut joined: Option<u64> = None;
+        if let Some(task) = &demand.task {
+            let mut st = inner.lock();
+            st.demand.push_back(task.clone());
+            if st.demand.len() > DEMAND_WINDOW {
+                st.demand.pop_front();
+            }
+        }
+        loop {
+            {
+                let mut st = inner.lock();
+                if st.shutting_down {
+                    queued.leave(&mut st.slots[idx]);
+                    return Err(SchedError::ShuttingDown);
+                }
+                let now = Instant::now();
+                let slot = &mut st.slots[idx];
+                match slot.state {
+                    ModelState::Ready => {
+                        queued.leave(slot);
+                        let Some(instance) = slot.instance.clone() else {
+                            return Err(SchedError::ShuttingDown);
+                        };
+                        slot.in_flight += 1;
+                        slot.stats.use_count += 1;
+                        return Ok(Lease {
+                            inner: inner.clone(),
+                            idx,
+                            generation: slot.generation,
+                            endpoint: instance.endpoint().clone(),
+                            instance,
+                            model: slot.cfg.id.clone(),
+                            started: now,
+                            failed: false,
+                        });
+                    }
+                    ModelState::Unloaded | ModelState::Failed => {
+                        if let (Some(joined_gen), Some((done, Err(e)))) = (joined, &slot.outcome)
+                            && *done >= joined_gen
+                        {
+                            let e = e.clone();
+                            queued.leave(slot);
+                            return Err(e);
+                        }
+                        if slot.state == ModelState::Failed
+                            && let Some(at) = slot.retry_at
+                            && at > now
+                        {
+                            let e = SchedError::BackingOff {
+                                model: slot.cfg.id.clone(),
+                                reason: slot.last_error.clone().unwrap_or_default(),
+                                retry_after: at - now,
+                            };
+                            queued.leave(slot);
+                            return Err(e);
+                        }
+                        slot.state = ModelState::Loading;
+                        slot.generation += 1;
+                        joined = Some(slot.generation);
+                        tokio::spawn(room::load(inner.clone(), idx, slot.generation));
+                        inner.bump();
+                    }
+                    ModelState::Loading => {
+                        joined.get_or_insert(slot.generation);
+                    }
+                    ModelState::Unloading => {}
+                }
+                if !queued.active {
+                    let max = inner.settings.scheduler.max_queue;
+                    if slot.queued >= max {
+                        let mean = slot.to_wit(inner.epoch).mean_load_ms;
+                        return Err(SchedError::QueueFull {
+                            model: slot.cfg.id.clone(),
+                            queued: slot.queued,
+                            retry_after: Duration::from_millis(u64::from(mean).max(1000)),
+                        });
+                    }
+                    slot.queued += 1;
+                    queued.active = true;
+                }
+            }
+            match tokio::time::timeout_at(deadline, rx.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return Err(SchedError::ShuttingDown),
+                Err(_) => {
+                    return Err(SchedError::Timeout {
+                        model: inner.lock().slots[idx].cfg.id.clone(),
+                        waited: inner.settings.scheduler.queue_timeout,
+                    });
+                }
+            }
+        }
+    }
+
+    /// A snapshot of every model, device and recent event.
+    pub fn status(&self) -> Status {
+        let inner = &self.inner;
+        let latest = inner
+            .latest
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let st = inner.lock();
+        let now = Instant::now();
+        let devices = inner
+            .capacity
+            .iter()
+            .map(|(name, cap)| {
+                let d = latest.device(name);
+                DeviceStatus {
+                    name: name.clone(),
+                    capacity_bytes: *cap,
+                    models_bytes: st
+                        .slots
+                        .iter()
+                        .filter(|s| &s.cfg.device == name && s.holds_memory())
+                        .map(Slot::size)
+                        .sum(),
+                    total_bytes: d.map_or(0, |d| d.total_bytes),
+                    used_bytes: d.map_or(0, |d| d.used_bytes),
+                    free_bytes: d.map_or(0, |d| d.free_bytes),
+                    utilization_percent: d.and_then(|d| d.utilization_percent),
+                }
+            })
+            .collect();
+        let mut eviction = st.eviction.clone();
+        eviction.policy = inner
+            .hooks
+            .get(crate::engine::Hook::ChooseEviction)
+            .map_or_else(|| "none".to_string(), |p| p.name().to_string());
+        Status {
+            uptime_ms: millis_since(inner.epoch, now),
+            models: st.slots.iter().map(|s| s.status(now)).collect(),
+            devices,
+            eviction,
+            events: st.events.iter().cloned().collect(),
+        }
+    }
+
+    /// Stops every server and turns away new requests.
+    pub async fn shutdown(&self) {
+        let instances: Vec<Arc<dyn Instance>> = {
+            let mut st = self.inner.lock();
+            st.shutting_down = true;
+            st.slots
+                .iter_mut()
+                .filter_map(|s| {
+                    s.state = ModelState::Unloaded;
+                    s.reserved = false;
+                    s.instance.take()
+                })
+                .collect()
+        };
+        self.inner.bump();
+        futures_util::future::join_all(instances.iter().map(|i| i.stop())).await;
+    }
+}
+
+impl Inner {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Wakes everything waiting for a state change.
+    fn bump(&self) {
+        self.changed.send_modify(|v| *v = v.wrapping_add(1));
+    }
+
+    fn index(&self, name: &str) -> Result<usize, SchedError> {
+        let id = self
+            .settings
+            .model(name)
+            .map(|m| m.id.as_str())
+            .ok_or_else(|| SchedError::UnknownModel(name.to_string()))?;
+        self.lock()
+            .slots
+            .iter()
+            .position(|s| s.cfg.id == id)
+            .ok_or_else(|| SchedError::UnknownModel(name.to_string()))
+    }
+
+    fn event(&self, st: &mut State, model: &str, kind: &str, detail: String) {
+        match kind {
+            "failed" | "crashed" | "rejected" => {
+                tracing::warn!(model, event = kind, "{detail}");
+            }
+            _ => tracing::info!(model, event = kind, "{detail}"),
+        }
+        if st.events.len() == EVENTS_KEPT {
+            st.events.pop_front();
+        }
+        st.events.push_back(Event {
+            at_ms: millis_since(self.epoch, Instant::now()),
+            model: model.to_string(),
+            kind: kind.to_string(),
+            detail,
+        });
+    }
+}
+
+/// Backoff before the next load after `n` consecutive failures: none after the first (a crash
+/// after a good run restarts at once), then 1 s, 2 s, 4 s, ... up to a minute.
+fn backoff(n: u32) -> Duration {
+    if n <= 1 {
+        Duration::ZERO
+    } else {
+        Duration::from_secs(1u64 << (n - 2).min(6)).min(MAX_BACKOFF)
+    }
+}
+
+/// A place in a model's wait queue; leaving it (or dropping it) frees the place.
+struct Queued<'a> {
+    inner: &'a Inner,
+    idx: usize,
+    active: bool,
+}
+
+impl Queued<'_> {
+    fn leave(&mut self, slot: &mut Slot) {
+        if std::mem::take(&mut self.active) {
+            slot.queued = slot.queued.saturating_sub(1);
+        }
+    }
+}
+
+impl Drop for Queued<'_> {
+    fn drop(&mut self) {
+        if self.active {
+            let mut st = self.inner.lock();
+            let slot = &mut st.slots[self.idx];
+            slot.queued = slot.queued.saturating_sub(1);
+        }
+    }
+}
+
+/// A request's hold on a ready model: while it lives the model is never evicted. Dropping it
+/// records the request's time.
+#[derive(Debug)]
+pub struct Lease {
+    inner: Arc<Inner>,
+    idx: usize,
+    generation: u64,
+    endpoint: Endpoint,
+    instance: Arc<dyn Instance>,
+    model: String,
+    started: Instant,
+    failed: bool,
+}
+
+impl Lease {
+    /// Where to send the request.
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
+    }
+
+    /// The model's id.
+    pub fn model(&self) -> &str {
+        &self.model
+    }
+
+    /// Counts the request as an error of the model.
+    pub fn fail(&mut self) {
+        self.failed = true;
+    }
+
+    /// The server could not be reached or broke off: counts the error and, if the server has
+    /// died, marks the model failed before returning, so that the next request restarts it
+    /// instead of meeting the dead server.
+    pub async fn backend_failed(&mut self) {
+        self.failed = true;
+        if let Ok(reason) = tokio::time::timeout(CRASH_CONFIRM, self.instance.exited()).await {
+            room::mark_crashed(&self.inner, self.idx, self.generation, reason).await;
+        }
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        let now = Instant::now();
+        let mut st = self.inner.lock();
+        let slot = &mut st.slots[self.idx];
+        slot.in_flight = slot.in_flight.saturating_sub(1);
+        slot.stats.last_used = Some(now);
+        slot.stats.requests_done += 1;
+        slot.stats.request_ms_total += millis_since(self.started, now);
+        if self.failed {
+            slot.stats.errors += 1;
+        }
+        drop(st);
+        self.inner.bump();
+    }
+}
+
+#[cfg(test)]
+mod tests;

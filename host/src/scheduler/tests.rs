@@ -1,0 +1,196 @@
+//! The scheduler's rules on a stand-in launcher (no processes): single flight, the queue
+//! bound, failures and backoff, rejections. The real servers are exercised in `tests/serving.rs`.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use tokio::sync::watch;
+
+use super::*;
+use crate::backend::{BackendError, Endpoint, Instance, Launcher};
+use crate::config::{ModelSettings, Settings};
+
+#[derive(Debug, Default)]
+struct Fake {
+    starts: AtomicU32,
+    fail: AtomicBool,
+}
+
+#[derive(Debug)]
+struct FakeInstance {
+    endpoint: Endpoint,
+    exit: watch::Sender<bool>,
+}
+
+impl Instance for FakeInstance {
+    fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
+    }
+    fn pid(&self) -> Option<u32> {
+        None
+    }
+    fn stop(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async {})
+    }
+    fn exited(&self) -> BoxFuture<'static, String> {
+        let mut rx = self.exit.subscribe();
+        Box::pin(async move {
+            let _ = rx.wait_for(|dead| *dead).await;
+            "killed".to_string()
+        })
+    }
+}
+
+impl Launcher for Arc<Fake> {
+    fn start(
+        &self,
+        model: &ModelSettings,
+    ) -> BoxFuture<'static, Result<Arc<dyn Instance>, BackendError>> {
+        let me = self.clone();
+        let id = model.id.clone();
+        Box::pin(async move {
+            me.starts.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            if me.fail.load(Ordering::SeqCst) {
+                return Err(BackendError::Spawn {
+                    program: "fake".into(),
+                    reason: "told to fail".into(),
+                });
+            }
+            Ok(Arc::new(FakeInstance {
+                endpoint: Endpoint {
+                    api_base: "http://fake/v1".into(),
+                    api_key: None,
+                    model_name: id,
+                },
+                exit: watch::channel(false).0,
+            }) as Arc<dyn Instance>)
+        })
+    }
+}
+
+const NO_DEMAND: Demand = Demand {
+    priority: 0,
+    task: None,
+};
+
+fn scheduler(toml: &str) -> (Scheduler, Arc<Fake>) {
+    let text = format!(
+        "[scheduler]\nmax_queue = 3\nqueue_timeout = 5\n[memory.cpu]\nbudget = \"1GiB\"\nreserve = 0\n\
+         [models.a]\ncmd = \"x ${{PORT}}\"\nsize = \"600MiB\"\n\
+         [models.b]\ncmd = \"x ${{PORT}}\"\nsize = \"600MiB\"\n{toml}"
+    );
+    let settings = Settings::from_toml(&text, std::path::Path::new("."), "t").expect("valid");
+    let fake = Arc::new(Fake::default());
+    let s = Scheduler::new(
+        Arc::new(settings),
+        Arc::new(Hooks::new()),
+        Arc::new(fake.clone()),
+    )
+    .expect("scheduler");
+    (s, fake)
+}
+
+#[tokio::test]
+async fn concurrent_cold_requests_share_one_load() {
+    let (s, fake) = scheduler("");
+    let all = futures_util::future::join_all((0..3).map(|_| s.acquire("a", &NO_DEMAND))).await;
+    assert!(all.iter().all(Result::is_ok));
+    assert_eq!(fake.starts.load(Ordering::SeqCst), 1);
+    assert_eq!(s.status().models[0].in_flight, 3);
+    drop(all);
+    assert_eq!(s.status().models[0].in_flight, 0);
+}
+
+#[tokio::test]
+async fn past_the_queue_bound_requests_are_turned_away_with_a_retry_time() {
+    let (s, _) = scheduler("");
+    let all = futures_util::future::join_all((0..5).map(|_| s.acquire("a", &NO_DEMAND))).await;
+    let full: Vec<_> = all.iter().filter_map(|r| r.as_ref().err()).collect();
+    assert_eq!(full.len(), 2, "{all:?}");
+    assert!(matches!(full[0], SchedError::QueueFull { queued: 3, .. }));
+    assert!(full[0].retry_after().is_some());
+}
+
+#[tokio::test]
+async fn a_failed_start_fails_its_waiters_then_retries_with_backoff() {
+    let (s, fake) = scheduler("");
+    fake.fail.store(true, Ordering::SeqCst);
+    let e = s.acquire("a", &Demand::default()).await.expect_err("fails");
+    assert!(matches!(e, SchedError::LoadFailed { .. }), "{e}");
+    assert_eq!(s.status().models[0].state, "failed");
+    // The first retry is immediate...
+    let e = s
+        .acquire("a", &Demand::default())
+        .await
+        .expect_err("fails again");
+    assert!(matches!(e, SchedError::LoadFailed { .. }), "{e}");
+    // ...the next one waits out a backoff.
+    let e = s
+        .acquire("a", &Demand::default())
+        .await
+        .expect_err("backing off");
+    assert!(matches!(e, SchedError::BackingOff { .. }), "{e}");
+    assert_eq!(fake.starts.load(Ordering::SeqCst), 2);
+    fake.fail.store(false, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert!(s.acquire("a", &Demand::default()).await.is_ok());
+}
+
+#[tokio::test]
+async fn a_model_too_big_for_its_device_is_rejected_without_asking() {
+    let (s, fake) = scheduler("[models.huge]\ncmd = \"x ${PORT}\"\nsize = \"2GiB\"\n");
+    let e = s
+        .acquire("huge", &Demand::default())
+        .await
+        .expect_err("too big");
+    assert!(matches!(e, SchedError::Rejected { .. }), "{e}");
+    assert_eq!(fake.starts.load(Ordering::SeqCst), 0);
+    assert_eq!(s.status().eviction.decisions, 0);
+}
+
+#[tokio::test]
+async fn a_pinned_model_is_kept_and_the_load_is_rejected() {
+    let (s, _) = scheduler("[models.p]\ncmd = \"x ${PORT}\"\nsize = \"600MiB\"\npinned = true\n");
+    drop(s.acquire("p", &Demand::default()).await.expect("p loads"));
+    let e = s
+        .acquire("a", &Demand::default())
+        .await
+        .expect_err("no room");
+    assert!(matches!(e, SchedError::Rejected { .. }), "{e}");
+    assert_eq!(
+        s.status()
+            .models
+            .iter()
+            .find(|m| m.id == "p")
+            .map(|m| m.state.clone())
+            .as_deref(),
+        Some("ready")
+    );
+}
+
+#[tokio::test]
+async fn a_busy_model_makes_the_load_wait_until_it_is_idle() {
+    let (s, _) = scheduler("");
+    let lease = s.acquire("a", &Demand::default()).await.expect("a");
+    let s2 = s.clone();
+    let b = tokio::spawn(async move {
+        s2.acquire("b", &Demand::default())
+            .await
+            .map(|l| l.model().to_string())
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        s.status().models[0].state,
+        "ready",
+        "a is not evicted under its request"
+    );
+    assert!(!b.is_finished());
+    drop(lease);
+    assert_eq!(b.await.expect("join").as_deref(), Ok("b"));
+    let st = s.status();
+    assert_eq!(st.models[0].state, "unloaded");
+    assert_eq!(st.eviction.evictions, 1);
+}

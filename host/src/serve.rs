@@ -1,0 +1,199 @@
+//! `modelyard serve` and `modelyard models`: wires the configured policies, the scheduler and
+//! the proxy together, serves until SIGINT or SIGTERM, then stops every model server.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+
+use crate::backend::RealLauncher;
+use crate::config::{PolicyRef, Settings};
+use crate::engine::{EngineSettings, Hook, Hooks, Policy, PolicyEngine, PolicySource};
+use crate::proxy::{self, AppState};
+use crate::scheduler::{Scheduler, Status};
+
+/// A running host: its scheduler and the address it listens on.
+#[derive(Debug)]
+pub struct Host {
+    pub scheduler: Scheduler,
+    pub addr: std::net::SocketAddr,
+}
+
+/// Loads the policies the config names for each hook.
+pub fn hooks(engine: &PolicyEngine, settings: &Settings) -> anyhow::Result<Hooks> {
+    let hooks = Hooks::new();
+    let mut loaded: BTreeMap<String, Arc<Policy>> = BTreeMap::new();
+    for (hook, choice) in [
+        (Hook::ChooseEviction, &settings.policies.eviction),
+        (Hook::SelectModel, &settings.policies.selection),
+        (Hook::CompressContext, &settings.policies.compression),
+    ] {
+        let key = choice.to_string();
+        let policy = match choice {
+            PolicyRef::Fallback => None,
+            _ if loaded.contains_key(&key) => loaded.get(&key).cloned(),
+            PolicyRef::Builtin(name) => {
+                let p = engine
+                    .builtin(name)
+                    .with_context(|| format!("no built-in policy {name}"))??;
+                Some(Arc::new(p))
+            }
+            PolicyRef::File(path) => {
+                let bytes =
+                    std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+                let name = path.file_stem().map_or_else(
+                    || path.display().to_string(),
+                    |s| s.to_string_lossy().into_owned(),
+                );
+                let p = engine.load(&name, PolicySource::File(path.clone()), &bytes)?;
+                Some(Arc::new(p))
+            }
+        };
+        if let Some(p) = &policy {
+            if !p.exports(hook) {
+                anyhow::bail!("policy {} does not export {hook}", p.name());
+            }
+            loaded.insert(key, p.clone());
+        }
+        tracing::info!(hook = %hook, policy = %choice, "policy");
+        hooks.set(hook, policy);
+    }
+    Ok(hooks)
+}
+
+/// Starts the host on `settings.listen` (port 0 picks a free one) and returns once it
+/// listens; it serves until `shutdown` resolves, then stops every model server.
+pub async fn start(
+    settings: Settings,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<(Host, tokio::task::JoinHandle<anyhow::Result<()>>)> {
+    let engine = PolicyEngine::new(EngineSettings {
+        hook_deadline: settings.policies.hook_deadline,
+        ..EngineSettings::default()
+    })?;
+    let hooks = Arc::new(hooks(&engine, &settings)?);
+    let http = reqwest::Client::builder()
+        .build()
+        .context("building the HTTP client")?;
+    let listen = settings.listen;
+    let scheduler = Scheduler::new(
+        Arc::new(settings),
+        hooks,
+        Arc::new(RealLauncher::new(http.clone())),
+    )?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("listening on {listen}"))?;
+    let addr = listener.local_addr()?;
+    let app = proxy::router(Arc::new(AppState {
+        scheduler: scheduler.clone(),
+        http,
+    }));
+    let sched = scheduler.clone();
+    let task = tokio::spawn(async move {
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await;
+        sched.shutdown().await;
+        served.context("serving HTTP")
+    });
+    tracing::info!(%addr, "listening");
+    Ok((Host { scheduler, addr }, task))
+}
+
+/// `modelyard serve`: serves until SIGINT or SIGTERM.
+pub async fn serve(config: &Path) -> anyhow::Result<()> {
+    let settings = Settings::from_file(config)?;
+    let (host, task) = start(settings, shutdown_signal()).await?;
+    eprintln!("modelyard: serving on http://{}/v1", host.addr);
+    task.await.context("the server task failed")?
+}
+
+async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("shutting down: stopping model servers");
+}
+
+/// `modelyard models`: asks a running host for its status and prints it.
+pub async fn models(config: &Path, json: bool) -> anyhow::Result<()> {
+    let settings = Settings::from_file(config)?;
+    let url = format!("http://{}/admin/models", settings.listen);
+    let status: Status = reqwest::get(&url)
+        .await
+        .with_context(|| format!("asking {url}; is `modelyard serve` running?"))?
+        .error_for_status()?
+        .json()
+        .await
+        .context("reading the status")?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&status)?);
+    } else {
+        print!("{}", render(&status));
+    }
+    Ok(())
+}
+
+fn mib(bytes: u64) -> String {
+    format!("{:.0} MiB", bytes as f64 / f64::from(1 << 20))
+}
+
+/// The status as a table.
+pub fn render(s: &Status) -> String {
+    let mut out = String::new();
+    out.push_str(&format!(
+        "{:<20} {:<10} {:<6} {:>12} {:>9} {:>7} {:>10} {:>6} {:>6}\n",
+        "MODEL", "STATE", "DEVICE", "MEMORY", "IN-FLIGHT", "QUEUED", "IDLE", "USES", "LOADS"
+    ));
+    for m in &s.models {
+        let memory = format!(
+            "{}{}",
+            mib(m.size_bytes),
+            if m.size_measured { "" } else { "*" }
+        );
+        let idle = m
+            .idle_ms
+            .map_or_else(|| "-".into(), |ms| format!("{:.1}s", ms as f64 / 1000.0));
+        out.push_str(&format!(
+            "{:<20} {:<10} {:<6} {:>12} {:>9} {:>7} {:>10} {:>6} {:>6}\n",
+            m.id, m.state, m.device, memory, m.in_flight, m.queued, idle, m.use_count, m.load_count
+        ));
+    }
+    out.push_str("(* estimated: not loaded, so not measured)\n\n");
+    out.push_str(&format!(
+        "{:<6} {:>12} {:>12} {:>12} {:>12}\n",
+        "DEVICE", "MODELS", "CAPACITY", "USED", "TOTAL"
+    ));
+    for d in &s.devices {
+        out.push_str(&format!(
+            "{:<6} {:>12} {:>12} {:>12} {:>12}\n",
+            d.name,
+            mib(d.models_bytes),
+            mib(d.capacity_bytes),
+            mib(d.used_bytes),
+            mib(d.total_bytes)
+        ));
+    }
+    let e = &s.eviction;
+    out.push_str(&format!(
+        "\neviction policy {}: {} decisions, {} evictions, {} fallbacks ({} refused)\n",
+        e.policy, e.decisions, e.evictions, e.fallbacks, e.refused
+    ));
+    for ev in s.events.iter().rev().take(5) {
+        out.push_str(&format!(
+            "  {:>8.1}s {} {}: {}\n",
+            ev.at_ms as f64 / 1000.0,
+            ev.model,
+            ev.kind,
+            ev.detail
+        ));
+    }
+    out
+}

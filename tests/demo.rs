@@ -1,0 +1,188 @@
+//! The real set-up for end-to-end tests: llama-server and real small models, provisioned by
+//! `modelyard setup` into `target/demo` (once; later runs find it there), hosts started on a
+//! free port, and plain HTTP clients.
+//!
+//! End-to-end tests take [`serial`] first: each starts real model servers, and a 2-core
+//! machine runs them one test at a time.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::time::Duration;
+
+use modelyard::config::Settings;
+use modelyard::scheduler::Status;
+use modelyard::serve::{self, Host};
+use modelyard::setup::{self, Demo};
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+
+/// The provisioned demo; provisions it on first use (about 15 minutes on a fresh machine).
+pub fn demo() -> &'static Demo {
+    static DEMO: OnceLock<Demo> = OnceLock::new();
+    DEMO.get_or_init(|| {
+        let dir = std::env::var_os("MODELYARD_DEMO_DIR").map_or_else(
+            || {
+                Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("..")
+                    .join(setup::DEFAULT_DEMO_DIR)
+            },
+            PathBuf::from,
+        );
+        match Demo::read(&dir) {
+            Ok(d) if d.llama_server.is_file() => d,
+            _ => {
+                setup::setup(&dir).unwrap_or_else(|e| panic!("provisioning the demo failed: {e:#}"))
+            }
+        }
+    })
+}
+
+/// One end-to-end test at a time.
+pub fn serial() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A `[models.ID]` table for a llama-server model with a small context.
+pub fn llama_model(id: &str, file: &Path, extra: &str) -> String {
+    let cmd = setup::llama_server_cmd(&demo().llama_server).replace('"', "\\\"");
+    format!(
+        "[models.\"{id}\"]\ncmd = \"{cmd}\"\nfile = \"{}\"\ncontext_tokens = 512\n{extra}\n",
+        file.display()
+    )
+}
+
+/// Settings from TOML text; decisions get a deadline a busy 2-core machine never trips.
+pub fn settings(toml: &str) -> Settings {
+    let text = format!("listen = \"127.0.0.1:0\"\n[policies]\nhook_deadline = \"500ms\"\n{toml}");
+    Settings::from_toml(&text, Path::new("."), "test config").unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// A host serving `settings`; stopping it (or dropping it) stops its model servers.
+pub struct TestHost {
+    pub host: Host,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    pub http: reqwest::Client,
+}
+
+impl TestHost {
+    pub async fn start(settings: Settings) -> TestHost {
+        let (tx, rx) = oneshot::channel::<()>();
+        let (host, task) = serve::start(settings, async {
+            let _ = rx.await;
+        })
+        .await
+        .expect("host starts");
+        TestHost {
+            host,
+            stop: Some(tx),
+            task: Some(task),
+            http: reqwest::Client::new(),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.host.addr)
+    }
+
+    pub fn status(&self) -> Status {
+        self.host.scheduler.status()
+    }
+
+    /// A short chat completion; returns the status and the JSON body.
+    pub async fn chat(&self, model: &str, max_tokens: u32) -> (u16, Value) {
+        let resp = self
+            .http
+            .post(self.url("/v1/chat/completions"))
+            .json(&json!({
+                "model": model,
+                "messages": [{"role": "user", "content": "Tell me a long story about a lighthouse."}],
+                "max_tokens": max_tokens,
+                "temperature": 0,
+            }))
+            .send()
+            .await
+            .expect("the host answers");
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.expect("join").expect("host ran");
+        }
+    }
+}
+
+impl Drop for TestHost {
+    fn drop(&mut self) {
+        // A failed test still stops its servers: the scheduler's shutdown runs on the runtime
+        // if it is alive, and every server dies with the runtime's threads anyway.
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// The state of `model` in a status.
+pub fn state_of(status: &Status, model: &str) -> String {
+    status
+        .models
+        .iter()
+        .find(|m| m.id == model)
+        .map(|m| m.state.clone())
+        .unwrap_or_default()
+}
+
+/// Polls `check` every 100 ms until it holds or `within` passes.
+pub async fn eventually(within: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + within;
+    while tokio::time::Instant::now() < deadline {
+        if check() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    check()
+}
+
+/// True while `pid` is a live process (not gone, not a zombie).
+pub fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .starts_with('Z'),
+        Err(_) => false,
+    }
+}
+
+/// Resident memory of one process, from /proc.
+pub fn rss_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// Live processes whose command line mentions `needle`.
+pub fn processes_with(needle: &str) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains(needle))
+                && alive(*pid)
+        })
+        .collect()
+}

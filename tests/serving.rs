@@ -1,0 +1,321 @@
+//! Issue 3's acceptance, end to end: the real host, real llama-server processes, real models.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::demo::{self, TestHost, eventually, llama_model, serial, settings, state_of};
+use crate::util::guest_path;
+
+/// Fits one of the two models, not both (SmolLM2 ~0.2 GB, Gemma ~0.35 GB measured).
+const ONE_MODEL_BUDGET: &str = "[memory.cpu]\nbudget = \"450MiB\"\nreserve = 0\n";
+
+fn message(body: &Value) -> String {
+    body["error"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_budget_for_one_model_evicts_through_the_wasm_policy() {
+    let _serial = serial();
+    let d = demo::demo();
+    let host = TestHost::start(settings(&format!(
+        "eviction = \"lru\"\n{ONE_MODEL_BUDGET}{}{}",
+        llama_model("a", &d.smollm2, ""),
+        llama_model("b", &d.gemma3, ""),
+    )))
+    .await;
+
+    let (code, body) = host.chat("a", 4).await;
+    assert_eq!(code, 200, "{body}");
+    assert!(
+        body["choices"][0]["message"]["content"].is_string(),
+        "{body}"
+    );
+    let (code, body) = host.chat("b", 4).await;
+    assert_eq!(code, 200, "{body}");
+    let s = host.status();
+    assert_eq!(state_of(&s, "a"), "unloaded");
+    assert_eq!(state_of(&s, "b"), "ready");
+    let evicted: Vec<_> = s.events.iter().filter(|e| e.kind == "evicted").collect();
+    assert_eq!(evicted.len(), 1, "{:?}", s.events);
+    assert_eq!(evicted[0].model, "a");
+    assert!(evicted[0].detail.contains("policy lru"), "{:?}", evicted[0]);
+    assert_eq!(s.eviction.policy, "lru");
+
+    let (code, body) = host.chat("a", 4).await;
+    assert_eq!(code, 200, "{body}");
+    let s = host.status();
+    assert_eq!(state_of(&s, "a"), "ready");
+    assert_eq!(state_of(&s, "b"), "unloaded");
+    assert_eq!(s.eviction.evictions, 2);
+    assert_eq!(s.eviction.fallbacks, 0);
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eight_concurrent_cold_requests_start_exactly_one_server() {
+    let _serial = serial();
+    let d = demo::demo();
+    let host = TestHost::start(settings(&llama_model("solo", &d.smollm2, ""))).await;
+    let requests = (0..8).map(|_| host.chat("solo", 2));
+    let answers = futures_util::future::join_all(requests).await;
+    for (code, body) in &answers {
+        assert_eq!(*code, 200, "{body}");
+    }
+    let s = host.status();
+    let m = &s.models[0];
+    assert_eq!(m.load_count, 1);
+    assert_eq!(m.use_count, 8);
+    assert_eq!(s.events.iter().filter(|e| e.kind == "loaded").count(), 1);
+    // The kernel's view: one llama-server with this model's file.
+    let servers = demo::processes_with(&d.smollm2.display().to_string());
+    assert_eq!(servers, m.pids, "servers for the model: {servers:?}");
+    host.stop().await;
+    assert!(demo::processes_with(&d.smollm2.display().to_string()).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_model_with_a_request_in_flight_is_never_evicted() {
+    let _serial = serial();
+    let d = demo::demo();
+    // The evil policy, asked to make room for a model whose id says `evil:busy`, names the
+    // model that has requests in flight.
+    let evil = guest_path("modelyard-policy-evil");
+    let host = TestHost::start(settings(&format!(
+        "eviction = \"{}\"\n{ONE_MODEL_BUDGET}{}{}",
+        evil.display(),
+        llama_model("a", &d.smollm2, ""),
+        llama_model("b-evil:busy", &d.gemma3, ""),
+    )))
+    .await;
+    let (code, _) = host.chat("a", 1).await;
+    assert_eq!(code, 200);
+
+    let long = host.chat("a", 160);
+    let other = async {
+        // Let the long request start first.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(host.status().models[0].in_flight, 1);
+        host.chat("b-evil:busy", 2).await
+    };
+    let ((long_code, long_body), (b_code, b_body)) = tokio::join!(long, other);
+    assert_eq!(long_code, 200, "the long request survived: {long_body}");
+    assert!(
+        long_body["usage"]["completion_tokens"]
+            .as_u64()
+            .unwrap_or(0)
+            > 20,
+        "{long_body}"
+    );
+    assert_eq!(b_code, 200, "{b_body}");
+
+    let s = host.status();
+    assert!(
+        s.eviction.refused >= 1,
+        "the policy's answer was refused: {:?}",
+        s.eviction
+    );
+    assert!(s.eviction.fallbacks >= s.eviction.refused);
+    let evicted = s
+        .events
+        .iter()
+        .find(|e| e.kind == "evicted")
+        .expect("a was evicted later");
+    assert_eq!(evicted.model, "a");
+    assert!(evicted.detail.contains("native default"), "{evicted:?}");
+    assert_eq!(state_of(&s, "b-evil:busy"), "ready");
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pinned_models_survive_pressure_and_idle_ones_go() {
+    let _serial = serial();
+    let d = demo::demo();
+    // Any machine is "under pressure" at 1%: every idle unpinned model must go, pinned stay.
+    let host = TestHost::start(settings(&format!(
+        "[memory]\npressure = 0.01\n{}{}",
+        llama_model("keep", &d.smollm2, "pinned = true"),
+        llama_model("spare", &d.gemma3, ""),
+    )))
+    .await;
+    assert_eq!(host.chat("keep", 2).await.0, 200);
+    assert_eq!(host.chat("spare", 2).await.0, 200);
+    assert!(
+        eventually(Duration::from_secs(10), || state_of(
+            &host.status(),
+            "spare"
+        ) == "unloaded")
+        .await,
+        "{:?}",
+        host.status().events
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let s = host.status();
+    assert_eq!(state_of(&s, "keep"), "ready", "{:?}", s.events);
+    let e = s
+        .events
+        .iter()
+        .find(|e| e.kind == "evicted")
+        .expect("evicted");
+    assert!(e.detail.contains("memory pressure"), "{e:?}");
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ttl_unloads_an_idle_model() {
+    let _serial = serial();
+    let d = demo::demo();
+    let host = TestHost::start(settings(&format!(
+        "{}{}",
+        llama_model("brief", &d.smollm2, "ttl = 2"),
+        llama_model("lasting", &d.gemma3, ""),
+    )))
+    .await;
+    assert_eq!(host.chat("brief", 2).await.0, 200);
+    assert_eq!(host.chat("lasting", 2).await.0, 200);
+    let pid = host.status().models[0].pids[0];
+    assert!(
+        eventually(Duration::from_secs(10), || state_of(
+            &host.status(),
+            "brief"
+        ) == "unloaded")
+        .await
+    );
+    let s = host.status();
+    assert_eq!(state_of(&s, "lasting"), "ready");
+    assert!(
+        s.events
+            .iter()
+            .any(|e| e.model == "brief" && e.detail.contains("ttl")),
+        "{:?}",
+        s.events
+    );
+    assert!(
+        eventually(Duration::from_secs(5), || !demo::alive(pid)).await,
+        "server {pid} stopped"
+    );
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_a_backend_mid_request_fails_that_request_clearly_and_the_next_succeeds() {
+    let _serial = serial();
+    let d = demo::demo();
+    let host = TestHost::start(settings(&llama_model("fragile", &d.smollm2, ""))).await;
+    assert_eq!(host.chat("fragile", 1).await.0, 200);
+    let pid = host.status().models[0].pids[0];
+    let long = host.chat("fragile", 400);
+    let kill = async {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .expect("kill");
+    };
+    let ((code, body), ()) = tokio::join!(long, kill);
+    assert_eq!(code, 502, "{body}");
+    assert_eq!(body["error"]["code"], "backend_error");
+    assert!(message(&body).contains("fragile"), "{body}");
+
+    let (code, body) = host.chat("fragile", 2).await;
+    assert_eq!(code, 200, "{body}");
+    let s = host.status();
+    assert!(
+        s.events.iter().any(|e| e.kind == "crashed"),
+        "{:?}",
+        s.events
+    );
+    assert_eq!(s.models[0].load_count, 2);
+    assert_ne!(s.models[0].pids, vec![pid]);
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_measured_footprint_is_within_a_fifth_of_the_servers_rss() {
+    let _serial = serial();
+    let d = demo::demo();
+    let host = TestHost::start(settings(&llama_model("m", &d.smollm2, ""))).await;
+    assert_eq!(host.chat("m", 8).await.0, 200);
+    // Housekeeping re-measures every second; compare one reading with /proc right after it.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let m = host.status().models[0].clone();
+    assert!(m.size_measured);
+    let proc_rss: u64 = m.pids.iter().map(|p| demo::rss_bytes(*p)).sum();
+    let ratio = m.size_bytes as f64 / proc_rss as f64;
+    assert!(
+        (0.8..=1.2).contains(&ratio),
+        "measured {} vs /proc {proc_rss}",
+        m.size_bytes
+    );
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_backend_survives_kill_9_of_the_host() {
+    let _serial = serial();
+    let d = demo::demo();
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = dir.path().join("modelyard.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"127.0.0.1:{port}\"\n{}",
+            llama_model("m", &d.smollm2, "")
+        ),
+    )
+    .unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_modelyard"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let http = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{port}");
+    let mut up = false;
+    for _ in 0..100 {
+        if http.get(format!("{base}/health")).send().await.is_ok() {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(up, "the host came up");
+    let resp = http
+        .post(format!("{base}/v1/chat/completions"))
+        .json(&serde_json::json!({"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let status: modelyard::scheduler::Status = http
+        .get(format!("{base}/admin/models"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let pids = status.models[0].pids.clone();
+    assert!(!pids.is_empty() && pids.iter().all(|p| demo::alive(*p)));
+
+    child.kill().unwrap(); // SIGKILL: the host gets no chance to clean up
+    child.wait().unwrap();
+    assert!(
+        eventually(Duration::from_secs(5), || pids
+            .iter()
+            .all(|p| !demo::alive(*p)))
+        .await,
+        "orphans: {:?}",
+        pids.iter().filter(|p| demo::alive(**p)).collect::<Vec<_>>()
+    );
+}
