@@ -24,3 +24,6 @@ mod demo;
 // Issue 3 end to end: eviction through a wasm policy, single flight, in-flight safety, pinned
 // models under pressure, TTL, a backend killed mid-request, footprints, no orphans.
 mod serving;
+
+// Telemetry: CPU-only without a driver; GPU memory and per-process VRAM where NVML answers.
+mod telemetry;

@@ -308,6 +308,28 @@ async fn no_backend_survives_kill_9_of_the_host() {
     let pids = status.models[0].pids.clone();
     assert!(!pids.is_empty() && pids.iter().all(|p| demo::alive(*p)));
 
+    // `modelyard models` asks the running host and prints its table.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_modelyard"))
+        .args(["models", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let table = String::from_utf8_lossy(&out.stdout);
+    let row = table
+        .lines()
+        .find(|l| l.starts_with("m "))
+        .unwrap_or_default();
+    assert!(
+        row.contains("ready") && row.contains("MiB") && !row.contains('*'),
+        "{table}"
+    );
+    assert!(table.lines().any(|l| l.starts_with("cpu ")), "{table}");
+
     child.kill().unwrap(); // SIGKILL: the host gets no chance to clean up
     child.wait().unwrap();
     assert!(
@@ -318,4 +340,164 @@ async fn no_backend_survives_kill_9_of_the_host() {
         "orphans: {:?}",
         pids.iter().filter(|p| demo::alive(**p)).collect::<Vec<_>>()
     );
+}
+
+/// A llama-server in router mode over a folder holding both models, as a server that already
+/// runs; killed with its process group when dropped.
+struct Router {
+    child: std::process::Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Router {
+    fn start() -> Router {
+        use std::os::unix::process::CommandExt as _;
+        let d = demo::demo();
+        let dir = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(&d.smollm2, dir.path().join("smol.gguf")).unwrap();
+        std::os::unix::fs::symlink(&d.gemma3, dir.path().join("gemma.gguf")).unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = std::process::Command::new(&d.llama_server)
+            .arg("--models-dir")
+            .arg(dir.path())
+            .args([
+                "--models-max",
+                "4",
+                "--host",
+                "127.0.0.1",
+                "-t",
+                "1",
+                "-c",
+                "512",
+                "--no-webui",
+            ])
+            .args(["--port", &port.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        Router {
+            child,
+            port,
+            _dir: dir,
+        }
+    }
+
+    /// The router's own status word for a model.
+    async fn status(&self, model: &str) -> String {
+        let list: Value = reqwest::get(format!("http://127.0.0.1:{}/models", self.port))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        list["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["id"] == model)
+            .map(|m| {
+                m["status"]["value"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string()
+            })
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Router {
+    fn drop(&mut self) {
+        let group = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_already_running_router_loads_and_unloads_through_its_native_api() {
+    let _serial = serial();
+    let router = Router::start();
+    let url = format!("http://127.0.0.1:{}/v1", router.port);
+    let remote = |id: &str, name: &str| {
+        format!(
+            "[models.{id}]\nurl = \"{url}\"\nuse_model_name = \"{name}\"\ncontrol = \"llama-router\"\nsize = \"300MiB\"\n"
+        )
+    };
+    let host = TestHost::start(settings(&format!(
+        "eviction = \"lru\"\n{ONE_MODEL_BUDGET}{}{}",
+        remote("r-smol", "smol"),
+        remote("r-gemma", "gemma"),
+    )))
+    .await;
+    assert!(
+        eventually(Duration::from_secs(20), || std::net::TcpStream::connect((
+            "127.0.0.1",
+            router.port
+        ))
+        .is_ok())
+        .await,
+        "the router listens"
+    );
+    assert_eq!(router.status("smol").await, "unloaded");
+
+    let (code, body) = host.chat("r-smol", 4).await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(router.status("smol").await, "loaded");
+
+    let (code, body) = host.chat("r-gemma", 4).await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(router.status("gemma").await, "loaded");
+    assert_eq!(
+        router.status("smol").await,
+        "unloaded",
+        "the policy's eviction reached the router"
+    );
+    let s = host.status();
+    assert_eq!(state_of(&s, "r-smol"), "unloaded");
+    assert!(
+        s.events
+            .iter()
+            .any(|e| e.kind == "evicted" && e.model == "r-smol" && e.detail.contains("policy lru"))
+    );
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_cannot_start_fails_clearly_then_backs_off() {
+    let _serial = serial();
+    // A real process that exits at once, with a message, instead of serving.
+    let host = TestHost::start(settings(
+        "[models.broken]\ncmd = \"sh -c 'echo no such model file >&2; exit 3' ${PORT}\"\n",
+    ))
+    .await;
+    let (code, body) = host.chat("broken", 2).await;
+    assert_eq!(code, 502, "{body}");
+    assert_eq!(body["error"]["code"], "model_load_failed");
+    let text = message(&body);
+    assert!(
+        text.contains("exited before it was ready") && text.contains("no such model file"),
+        "{text}"
+    );
+    // The first retry is at once (it fails again); the next one is told when to come back.
+    assert_eq!(host.chat("broken", 2).await.0, 502);
+    let resp = host
+        .http
+        .post(host.url("/v1/chat/completions"))
+        .json(&serde_json::json!({"model": "broken", "messages": []}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 503);
+    assert!(resp.headers().contains_key("retry-after"));
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "model_backing_off");
+    assert_eq!(state_of(&host.status(), "broken"), "failed");
+    host.stop().await;
 }

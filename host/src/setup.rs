@@ -134,11 +134,11 @@ pub fn setup(dir: &Path) -> anyhow::Result<Demo> {
     Ok(demo)
 }
 
-/// The llama-server command line for a model: one thread (two threads on a 2-core machine
+/// The llama-server command line for a model: named by its id, one thread (two threads on a 2-core machine
 /// fell to a few tokens/s under load), one slot, the model's context, no web UI.
 pub fn llama_server_cmd(server: &Path) -> String {
     format!(
-        "{} -m ${{FILE}} --host 127.0.0.1 --port ${{PORT}} -t 1 -np 1 -c ${{CONTEXT}} --no-webui",
+        "{} -m ${{FILE}} --alias ${{MODEL}} --host 127.0.0.1 --port ${{PORT}} -t 1 -np 1 -c ${{CONTEXT}} --no-webui",
         shlex::try_quote(&server.display().to_string())
             .map_or_else(|_| server.display().to_string(), |q| q.into_owned())
     )

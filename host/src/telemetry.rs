@@ -147,7 +147,9 @@ impl Telemetry {
                     name: format!("gpu{i}"),
                     product: dev.name().unwrap_or_default(),
                     total_bytes: mem.total,
-                    used_bytes: mem.used,
+                    // Not `mem.used`: recent drivers leave the driver's reserved memory out of
+                    // it (it read 0 on an idle H200 with 600 MiB not free).
+                    used_bytes: mem.total.saturating_sub(mem.free),
                     free_bytes: mem.free,
                     utilization_percent: dev.utilization_rates().ok().map(|u| u.gpu.min(100) as u8),
                 })
