@@ -14,6 +14,7 @@ use modelyard::scheduler::Status;
 use modelyard::serve::{self, Host};
 use modelyard::setup::{self, Demo};
 use serde_json::{Value, json};
+use std::process::Command;
 use tokio::sync::oneshot;
 
 /// The provisioned demo; provisions it on first use (about 15 minutes on a fresh machine).
@@ -185,4 +186,22 @@ pub fn processes_with(needle: &str) -> Vec<u32> {
                 && alive(*pid)
         })
         .collect()
+}
+
+/// Runs a Python script with the demo's interpreter (which has the `openai` client) against a
+/// host; returns what it printed as JSON.
+pub fn python_json(script: &str, base_url: &str) -> Value {
+    let out = Command::new(&demo().python)
+        .args(["-c", script])
+        .env("OPENAI_BASE_URL", base_url)
+        .env("OPENAI_API_KEY", "unused")
+        .output()
+        .expect("python runs");
+    assert!(
+        out.status.success(),
+        "the script failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
 }

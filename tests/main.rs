@@ -27,3 +27,7 @@ mod serving;
 
 // Telemetry: CPU-only without a driver; GPU memory and per-process VRAM where NVML answers.
 mod telemetry;
+
+// Issue 4 end to end: the official openai client, select-model, compress-context, every error
+// status, auth, admin, metrics, a streaming client that leaves.
+mod proxy;

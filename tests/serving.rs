@@ -97,8 +97,11 @@ async fn a_model_with_a_request_in_flight_is_never_evicted() {
     let long = host.chat("a", 160);
     let other = async {
         // Let the long request start first.
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        assert_eq!(host.status().models[0].in_flight, 1);
+        assert!(
+            eventually(Duration::from_secs(5), || host.status().models[0].in_flight
+                == 1)
+            .await
+        );
         host.chat("b-evil:busy", 2).await
     };
     let ((long_code, long_body), (b_code, b_body)) = tokio::join!(long, other);
@@ -175,8 +178,8 @@ async fn ttl_unloads_an_idle_model() {
     )))
     .await;
     assert_eq!(host.chat("brief", 2).await.0, 200);
-    assert_eq!(host.chat("lasting", 2).await.0, 200);
     let pid = host.status().models[0].pids[0];
+    assert_eq!(host.chat("lasting", 2).await.0, 200);
     assert!(
         eventually(Duration::from_secs(10), || state_of(
             &host.status(),

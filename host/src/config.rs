@@ -59,6 +59,11 @@ pub const DEFAULT_SELECTION_POLICY: &str = "specialization";
 /// The policy that serves `compress-context` unless the config names another.
 pub const DEFAULT_COMPRESSION_POLICY: &str = "lru";
 
+/// The largest request body accepted; larger ones get 413 before they are read.
+pub const DEFAULT_MAX_BODY: u64 = 8 << 20;
+/// How long a backend may take to start answering (the first byte; streams then run freely).
+pub const DEFAULT_UPSTREAM_TIMEOUT: Duration = Duration::from_secs(600);
+
 /// The name of the host's RAM as a device.
 pub const CPU_DEVICE: &str = "cpu";
 
@@ -76,7 +81,35 @@ struct RawConfig {
     #[serde(default)]
     scheduler: RawScheduler,
     #[serde(default)]
+    server: RawServer,
+    #[serde(default)]
+    auth: RawAuth,
+    #[serde(default)]
     models: BTreeMap<String, RawModel>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawServer {
+    max_body: Option<RawSize>,
+    upstream_timeout: Option<RawDuration>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAuth {
+    admin_key: Option<String>,
+    #[serde(default)]
+    keys: Vec<RawKey>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawKey {
+    key: String,
+    name: Option<String>,
+    #[serde(default)]
+    priority: i32,
 }
 
 // No `deny_unknown_fields`: serde cannot combine it with `flatten`; every other key is a
@@ -167,7 +200,34 @@ pub struct Settings {
     pub memory: MemorySettings,
     pub policies: PolicySettings,
     pub scheduler: SchedulerSettings,
+    pub server: ServerSettings,
+    pub auth: AuthSettings,
     pub models: Vec<ModelSettings>,
+}
+
+/// HTTP limits.
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    pub max_body: u64,
+    pub upstream_timeout: Duration,
+}
+
+/// Who may call the host. With no keys, `/v1` is open; with no admin key, `/admin` is open
+/// (the host binds to loopback unless told otherwise).
+#[derive(Debug, Clone, Default)]
+pub struct AuthSettings {
+    pub admin_key: Option<String>,
+    pub keys: Vec<ApiKey>,
+}
+
+/// A client's key for `/v1`.
+#[derive(Debug, Clone)]
+pub struct ApiKey {
+    pub key: String,
+    /// Shown to policies as `request.client` and used as the A/B sticky key.
+    pub name: String,
+    /// The priority of this client's requests unless a header says otherwise.
+    pub priority: i32,
 }
 
 /// Memory budgets per device.
@@ -387,6 +447,15 @@ impl Validator<'_> {
                 .duration("scheduler.queue_timeout", raw.scheduler.queue_timeout)
                 .unwrap_or(DEFAULT_QUEUE_TIMEOUT),
         };
+        let server = ServerSettings {
+            max_body: self
+                .size("server.max_body", raw.server.max_body)
+                .unwrap_or(DEFAULT_MAX_BODY),
+            upstream_timeout: self
+                .duration("server.upstream_timeout", raw.server.upstream_timeout)
+                .unwrap_or(DEFAULT_UPSTREAM_TIMEOUT),
+        };
+        let auth = self.auth(raw.auth);
         let mut models = Vec::new();
         for (id, m) in raw.models {
             if let Some(m) = self.model(&id, m) {
@@ -399,7 +468,38 @@ impl Validator<'_> {
             memory,
             policies,
             scheduler,
+            server,
+            auth,
             models,
+        }
+    }
+
+    fn auth(&mut self, raw: RawAuth) -> AuthSettings {
+        let mut keys: Vec<ApiKey> = Vec::new();
+        for (i, k) in raw.keys.into_iter().enumerate() {
+            let path = format!("auth.keys[{i}]");
+            if k.key.trim().is_empty() {
+                self.problem(&format!("{path}.key"), "is empty");
+            }
+            if keys.iter().any(|o| o.key == k.key) {
+                self.problem(&format!("{path}.key"), "is given twice");
+            }
+            keys.push(ApiKey {
+                name: k.name.unwrap_or_else(|| format!("key{i}")),
+                key: k.key,
+                priority: k.priority,
+            });
+        }
+        if raw
+            .admin_key
+            .as_deref()
+            .is_some_and(|k| k.trim().is_empty())
+        {
+            self.problem("auth.admin_key", "is empty");
+        }
+        AuthSettings {
+            admin_key: raw.admin_key,
+            keys,
         }
     }
 

@@ -86,10 +86,7 @@ pub async fn start(
         .await
         .with_context(|| format!("listening on {listen}"))?;
     let addr = listener.local_addr()?;
-    let app = proxy::router(Arc::new(AppState {
-        scheduler: scheduler.clone(),
-        http,
-    }));
+    let app = proxy::router(Arc::new(AppState::new(scheduler.clone(), http)));
     let sched = scheduler.clone();
     let task = tokio::spawn(async move {
         let served = axum::serve(listener, app)

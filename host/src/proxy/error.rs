@@ -95,6 +95,9 @@ impl From<SchedError> for ApiError {
                 "api_error",
                 "model_rejected",
             ),
+            SchedError::Busy { .. } => {
+                (StatusCode::CONFLICT, "invalid_request_error", "model_busy")
+            }
             SchedError::ShuttingDown => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "api_error",

@@ -70,6 +70,8 @@ pub enum SchedError {
     Rejected { model: String, reason: String },
     #[error("{model} crashed: {reason}")]
     Crashed { model: String, reason: String },
+    #[error("{model} has {in_flight} requests in flight; unload it when they finish")]
+    Busy { model: String, in_flight: u32 },
     #[error("the host is shutting down")]
     ShuttingDown,
 }
@@ -134,6 +136,8 @@ pub struct EvictionStats {
     /// Of those, answers the host refused (e.g. naming a model with requests in flight).
     pub refused: u64,
     pub evictions: u64,
+    /// Evictions by who decided (`policy lru`, `native default (invalid_decision)`, ...).
+    pub by: BTreeMap<String, u64>,
 }
 
 /// Everything `modelyard models` prints.
@@ -343,6 +347,62 @@ impl Scheduler {
                     });
                 }
             }
+        }
+    }
+
+    /// Every configured model as the contract shows it to `select-model`.
+    pub fn candidates(&self) -> Vec<crate::engine::types::Model> {
+        let st = self.inner.lock();
+        st.slots
+            .iter()
+            .map(|s| s.to_wit(self.inner.epoch))
+            .collect()
+    }
+
+    /// The latest telemetry as the contract shows it.
+    pub fn telemetry(&self) -> crate::engine::types::Telemetry {
+        room::wit_telemetry(&self.inner)
+    }
+
+    /// Loads `model` (an id or alias) if it is not loaded, and waits until it is ready.
+    pub async fn load(&self, model: &str) -> Result<(), SchedError> {
+        self.acquire(model, &Demand::default()).await.map(drop)
+    }
+
+    /// Unloads `model` now, pinned or not, unless requests are in flight on it.
+    pub async fn unload(&self, model: &str) -> Result<(), SchedError> {
+        let idx = self.inner.index(model)?;
+        let (id, state, in_flight) = {
+            let st = self.inner.lock();
+            let s = &st.slots[idx];
+            (s.cfg.id.clone(), s.state, s.in_flight)
+        };
+        if in_flight > 0 {
+            return Err(SchedError::Busy {
+                model: id,
+                in_flight,
+            });
+        }
+        if state != ModelState::Ready {
+            return Ok(()); // nothing loaded to unload
+        }
+        let ids = [id.clone()];
+        if room::evict(
+            &self.inner,
+            &ids,
+            room::Authority::Operator,
+            "an operator",
+            "on request",
+        )
+        .await
+        {
+            Ok(())
+        } else {
+            let in_flight = self.inner.lock().slots[idx].in_flight;
+            Err(SchedError::Busy {
+                model: id,
+                in_flight,
+            })
         }
     }
 

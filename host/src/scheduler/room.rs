@@ -236,7 +236,15 @@ async fn make_room(inner: &Arc<Inner>, idx: usize) -> Result<(), SchedError> {
         match decided.value {
             EvictionDecision::Evict(ids) => {
                 let why = format!("to make room for {id}");
-                if !evict(inner, &ids, &decided.by, &why).await {
+                if !evict(
+                    inner,
+                    &ids,
+                    Authority::Policy,
+                    &decided_by(&decided.by),
+                    &why,
+                )
+                .await
+                {
                     tokio::time::sleep(RACE_PAUSE).await;
                 }
             }
@@ -297,7 +305,7 @@ fn eviction_request(
     }
 }
 
-fn wit_telemetry(inner: &Inner) -> Telemetry {
+pub(super) fn wit_telemetry(inner: &Inner) -> Telemetry {
     let latest = inner.latest.lock().unwrap_or_else(|e| e.into_inner());
     Telemetry {
         now_ms: millis_since(inner.epoch, Instant::now()),
@@ -348,18 +356,37 @@ fn decided_by(by: &DecidedBy) -> String {
     }
 }
 
-/// Stops the named models if each is still evictable; false (and nothing stopped) otherwise.
-async fn evict(inner: &Arc<Inner>, ids: &[String], by: &DecidedBy, why: &str) -> bool {
+/// Who may stop a model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Authority {
+    /// A policy's decision: never a pinned model.
+    Policy,
+    /// An operator's explicit unload: pinned models too.
+    Operator,
+}
+
+/// Stops the named models if each is still ready and idle (and, for a policy, unpinned);
+/// false, with nothing stopped, otherwise.
+pub(super) async fn evict(
+    inner: &Arc<Inner>,
+    ids: &[String],
+    authority: Authority,
+    by: &str,
+    why: &str,
+) -> bool {
     let victims = {
         let mut st = inner.lock();
         let mut found = Vec::new();
         for id in ids {
+            let ok = |s: &super::Slot| match authority {
+                Authority::Policy => s.evictable(),
+                Authority::Operator => s.state == ModelState::Ready && s.in_flight == 0,
+            };
             match st.slots.iter().position(|s| &s.cfg.id == id) {
-                Some(i) if st.slots[i].evictable() => found.push(i),
+                Some(i) if ok(&st.slots[i]) => found.push(i),
                 _ => return false,
             }
         }
-        let by = decided_by(by);
         let mut victims = Vec::new();
         for &i in &found {
             let slot = &mut st.slots[i];
@@ -370,6 +397,7 @@ async fn evict(inner: &Arc<Inner>, ids: &[String], by: &DecidedBy, why: &str) ->
             inner.event(&mut st, &id, "evicted", format!("by {by}, {why}"));
         }
         st.eviction.evictions += victims.len() as u64;
+        *st.eviction.by.entry(by.to_string()).or_default() += victims.len() as u64;
         victims
     };
     inner.bump();
@@ -510,7 +538,14 @@ async fn expire_ttl(inner: &Arc<Inner>) {
         };
         let decided = decide(inner, req).await;
         if let EvictionDecision::Evict(ids) = &decided.value {
-            evict(inner, ids, &decided.by, "idle past its ttl").await;
+            evict(
+                inner,
+                ids,
+                Authority::Policy,
+                &decided_by(&decided.by),
+                "idle past its ttl",
+            )
+            .await;
         }
     }
 }
@@ -564,7 +599,14 @@ async fn relieve_pressure(inner: &Arc<Inner>) {
         let decided = decide(inner, req).await;
         if let EvictionDecision::Evict(ids) = &decided.value {
             let why = format!("memory pressure on {device} ({needed} bytes over)");
-            evict(inner, ids, &decided.by, &why).await;
+            evict(
+                inner,
+                ids,
+                Authority::Policy,
+                &decided_by(&decided.by),
+                &why,
+            )
+            .await;
         }
     }
 }
