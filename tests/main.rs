@@ -31,3 +31,6 @@ mod telemetry;
 // Issue 4 end to end: the official openai client, select-model, compress-context, every error
 // status, auth, admin, metrics, a streaming client that leaves.
 mod proxy;
+
+// Issue 5: hot reload under traffic, broken files, the compile cache.
+mod reload;

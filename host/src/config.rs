@@ -135,6 +135,8 @@ struct RawPolicies {
     selection: Option<String>,
     compression: Option<String>,
     hook_deadline: Option<RawDuration>,
+    dir: Option<String>,
+    cache: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -291,6 +293,10 @@ pub struct PolicySettings {
     pub selection: PolicyRef,
     pub compression: PolicyRef,
     pub hook_deadline: Duration,
+    /// A folder whose `.wasm` files serve the hooks they export, hot-reloaded.
+    pub dir: Option<PathBuf>,
+    /// Where compiled policies are cached (default: `.cache` in `dir`).
+    pub cache_dir: Option<PathBuf>,
 }
 
 /// Queueing rules.
@@ -533,6 +539,15 @@ impl Validator<'_> {
     }
 
     fn policies(&mut self, raw: RawPolicies) -> PolicySettings {
+        let dir = raw.dir.map(|d| self.base.join(d));
+        if let Some(d) = &dir
+            && !d.is_dir()
+        {
+            self.problem(
+                "policies.dir",
+                format_args!("{} is not a folder", d.display()),
+            );
+        }
         PolicySettings {
             eviction: self.policy(
                 "policies.eviction",
@@ -552,6 +567,11 @@ impl Validator<'_> {
             hook_deadline: self
                 .duration("policies.hook_deadline", raw.hook_deadline)
                 .unwrap_or(crate::engine::DEFAULT_HOOK_DEADLINE),
+            dir: dir.clone(),
+            cache_dir: raw
+                .cache
+                .map(|c| self.base.join(c))
+                .or_else(|| dir.map(|d| d.join(".cache"))),
         }
     }
 

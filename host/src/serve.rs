@@ -9,7 +9,7 @@ use anyhow::Context as _;
 
 use crate::backend::RealLauncher;
 use crate::config::{PolicyRef, Settings};
-use crate::engine::{EngineSettings, Hook, Hooks, Policy, PolicyEngine, PolicySource};
+use crate::engine::{EngineSettings, Hook, Hooks, Policy, PolicyEngine, PolicySet, PolicySource};
 use crate::proxy::{self, AppState};
 use crate::scheduler::{Scheduler, Status};
 
@@ -17,12 +17,16 @@ use crate::scheduler::{Scheduler, Status};
 #[derive(Debug)]
 pub struct Host {
     pub scheduler: Scheduler,
+    pub policies: Arc<PolicySet>,
     pub addr: std::net::SocketAddr,
 }
 
-/// Loads the policies the config names for each hook.
-pub fn hooks(engine: &PolicyEngine, settings: &Settings) -> anyhow::Result<Hooks> {
-    let hooks = Hooks::new();
+/// Loads the policies the config names for each hook: the defaults a policies folder overrides.
+pub fn defaults(
+    engine: &PolicyEngine,
+    settings: &Settings,
+) -> anyhow::Result<[Option<Arc<Policy>>; 3]> {
+    let mut out: [Option<Arc<Policy>>; 3] = Default::default();
     let mut loaded: BTreeMap<String, Arc<Policy>> = BTreeMap::new();
     for (hook, choice) in [
         (Hook::ChooseEviction, &settings.policies.eviction),
@@ -56,10 +60,10 @@ pub fn hooks(engine: &PolicyEngine, settings: &Settings) -> anyhow::Result<Hooks
             }
             loaded.insert(key, p.clone());
         }
-        tracing::info!(hook = %hook, policy = %choice, "policy");
-        hooks.set(hook, policy);
+        tracing::info!(hook = %hook, policy = %choice, "configured policy");
+        out[hook as usize] = policy;
     }
-    Ok(hooks)
+    Ok(out)
 }
 
 /// Starts the host on `settings.listen` (port 0 picks a free one) and returns once it
@@ -70,9 +74,17 @@ pub async fn start(
 ) -> anyhow::Result<(Host, tokio::task::JoinHandle<anyhow::Result<()>>)> {
     let engine = PolicyEngine::new(EngineSettings {
         hook_deadline: settings.policies.hook_deadline,
+        cache_dir: settings.policies.cache_dir.clone(),
         ..EngineSettings::default()
     })?;
-    let hooks = Arc::new(hooks(&engine, &settings)?);
+    let hooks = Arc::new(Hooks::new());
+    let policies = Arc::new(PolicySet::new(
+        engine.clone(),
+        hooks.clone(),
+        defaults(&engine, &settings)?,
+        settings.policies.dir.clone(),
+    ));
+    let watcher = policies.watch()?;
     let http = reqwest::Client::builder()
         .build()
         .context("building the HTTP client")?;
@@ -86,17 +98,29 @@ pub async fn start(
         .await
         .with_context(|| format!("listening on {listen}"))?;
     let addr = listener.local_addr()?;
-    let app = proxy::router(Arc::new(AppState::new(scheduler.clone(), http)));
+    let app = proxy::router(Arc::new(AppState::new(
+        scheduler.clone(),
+        policies.clone(),
+        http,
+    )));
     let sched = scheduler.clone();
     let task = tokio::spawn(async move {
         let served = axum::serve(listener, app)
             .with_graceful_shutdown(shutdown)
             .await;
+        drop(watcher);
         sched.shutdown().await;
         served.context("serving HTTP")
     });
     tracing::info!(%addr, "listening");
-    Ok((Host { scheduler, addr }, task))
+    Ok((
+        Host {
+            scheduler,
+            policies,
+            addr,
+        },
+        task,
+    ))
 }
 
 /// `modelyard serve`: serves until SIGINT or SIGTERM.

@@ -56,8 +56,10 @@ impl Demo {
 
 /// Provisions `dir` and returns what is there.
 pub fn setup(dir: &Path) -> anyhow::Result<Demo> {
-    std::fs::create_dir_all(dir.join("models"))
-        .with_context(|| format!("creating {}", dir.display()))?;
+    for sub in ["models", "policies"] {
+        std::fs::create_dir_all(dir.join(sub))
+            .with_context(|| format!("creating {}", dir.join(sub).display()))?;
+    }
     let dir = dir
         .canonicalize()
         .with_context(|| format!("resolving {}", dir.display()))?;
@@ -162,6 +164,8 @@ listen = "127.0.0.1:8080"
 [policies]
 eviction = "hybrid"
 selection = "specialization"
+# Drop a .wasm here: it serves the hooks it exports, hot-reloaded; remove it to fall back.
+dir = "policies"
 
 [memory.cpu]
 reserve = "1GiB"

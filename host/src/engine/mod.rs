@@ -10,12 +10,14 @@
 
 mod bindings;
 pub mod builtin;
+mod cache;
 mod error;
 pub mod fallback;
 mod hooks;
 mod policy;
 pub mod sample;
 mod sandbox;
+pub mod set;
 pub mod tokens;
 mod validate;
 
@@ -27,10 +29,12 @@ use anyhow::Context as _;
 use wasmtime::component::{HasSelf, Linker};
 
 pub use bindings::types;
+pub use cache::CacheStats;
 pub use error::{LoadError, PolicyError};
 pub use hooks::{Decided, DecidedBy, Hooks};
 pub use policy::{HookStats, LATENCY_BUCKETS_US, Policy, PolicySource};
 use sandbox::GuestState;
+pub use set::PolicySet;
 
 /// The contract version this host speaks.
 pub const CONTRACT_VERSION: &str = "0.1.0";
@@ -95,6 +99,8 @@ pub struct EngineSettings {
     pub quarantine_after: u32,
     pub recycle_after: u32,
     pub warm_instances: usize,
+    /// Where compiled policies are cached; `None` compiles every time.
+    pub cache_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for EngineSettings {
@@ -105,6 +111,7 @@ impl Default for EngineSettings {
             quarantine_after: DEFAULT_QUARANTINE_AFTER,
             recycle_after: DEFAULT_RECYCLE_AFTER,
             warm_instances: DEFAULT_WARM_INSTANCES,
+            cache_dir: None,
         }
     }
 }
@@ -135,6 +142,8 @@ struct EngineInner {
     engine: wasmtime::Engine,
     linker: Linker<GuestState>,
     settings: EngineSettings,
+    cache: Option<cache::ArtifactCache>,
+    compiled: std::sync::atomic::AtomicU64,
 }
 
 impl fmt::Debug for PolicyEngine {
@@ -184,17 +193,57 @@ impl PolicyEngine {
             })
             .context("starting the epoch ticker")?;
 
+        let cache = settings.cache_dir.clone().map(cache::ArtifactCache::new);
         Ok(Self {
             inner: Arc::new(EngineInner {
                 engine,
                 linker,
                 settings,
+                cache,
+                compiled: std::sync::atomic::AtomicU64::new(0),
             }),
         })
     }
 
     pub fn settings(&self) -> &EngineSettings {
         &self.inner.settings
+    }
+
+    /// Components compiled by this engine (cache misses included), and ones read from the cache.
+    pub fn compile_counts(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let cached = self
+            .inner
+            .cache
+            .as_ref()
+            .map_or(0, |c| c.stats().loaded.load(Relaxed));
+        (self.inner.compiled.load(Relaxed), cached)
+    }
+
+    /// Compiles a component, through the on-disk cache when one is configured.
+    fn compile(&self, bytes: &[u8]) -> wasmtime::Result<wasmtime::component::Component> {
+        let wt = &self.inner.engine;
+        let Some(cache) = &self.inner.cache else {
+            self.inner
+                .compiled
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return wasmtime::component::Component::new(wt, bytes);
+        };
+        let s = &self.inner.settings;
+        let tag = format!("memory_cap={}", s.memory_cap);
+        let before = cache
+            .stats()
+            .compiled
+            .load(std::sync::atomic::Ordering::Relaxed);
+        let component = cache.get_or_compile(wt, &tag, bytes)?;
+        let after = cache
+            .stats()
+            .compiled
+            .load(std::sync::atomic::Ordering::Relaxed);
+        self.inner
+            .compiled
+            .fetch_add(after - before, std::sync::atomic::Ordering::Relaxed);
+        Ok(component)
     }
 
     /// Compiles and checks a policy component; see [`Policy::load`].

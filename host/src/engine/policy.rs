@@ -9,7 +9,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 use wasmtime::Store;
-use wasmtime::component::{Component, InstancePre};
+use wasmtime::component::InstancePre;
 
 use super::bindings::{compression, eviction, selection};
 use super::sandbox::GuestState;
@@ -133,7 +133,7 @@ impl Policy {
     ) -> Result<Policy, LoadError> {
         check_preamble(name, bytes)?;
         let wt = &engine.inner.engine;
-        let component = Component::new(wt, bytes).map_err(|e| LoadError::Compile {
+        let component = engine.compile(bytes).map_err(|e| LoadError::Compile {
             name: name.into(),
             detail: format!("{e:#}"),
         })?;

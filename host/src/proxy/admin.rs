@@ -65,7 +65,14 @@ pub async fn policies(State(app): State<Arc<AppState>>) -> impl IntoResponse {
             }
         })
         .collect();
-    axum::Json(json!({"hook_deadline_us": deadline_us, "hooks": rows}))
+    let (compiled, cached) = app.policies.engine().compile_counts();
+    axum::Json(json!({
+        "hook_deadline_us": deadline_us,
+        "hooks": rows,
+        "files": app.policies.report(),
+        "reloads": app.policies.events(),
+        "compiles": {"compiled": compiled, "from_cache": cached},
+    }))
 }
 
 /// `GET /metrics`: Prometheus text.

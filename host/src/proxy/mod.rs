@@ -29,6 +29,7 @@ pub use error::ApiError;
 pub use metrics::Metrics;
 
 use crate::config::ApiKey;
+use crate::engine::PolicySet;
 use crate::scheduler::Scheduler;
 
 /// Header naming the request's task (`code`, `chat`, ...), read by select-model and demand.
@@ -44,6 +45,7 @@ pub const MODEL_HEADER: &str = "x-modelyard-model";
 #[derive(Debug)]
 pub struct AppState {
     pub scheduler: Scheduler,
+    pub policies: Arc<PolicySet>,
     pub http: reqwest::Client,
     pub metrics: Metrics,
     counter: context::Counter,
@@ -51,8 +53,9 @@ pub struct AppState {
 }
 
 impl AppState {
-    pub fn new(scheduler: Scheduler, http: reqwest::Client) -> Self {
+    pub fn new(scheduler: Scheduler, policies: Arc<PolicySet>, http: reqwest::Client) -> Self {
         Self {
+            policies,
             metrics: Metrics::new(scheduler.clone()),
             scheduler,
             http,
