@@ -34,3 +34,6 @@ mod proxy;
 
 // Issue 5: hot reload under traffic, broken files, the compile cache.
 mod reload;
+
+// Issue 5: A/B experiments: sticky splits, weight changes, shadow mode, per-arm results.
+mod experiments;

@@ -29,7 +29,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::engine::Hook;
 use crate::engine::builtin;
+use crate::engine::experiment::{Mode, Sticky};
 
 /// Where `serve` listens unless the config says otherwise.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -86,6 +88,18 @@ struct RawConfig {
     auth: RawAuth,
     #[serde(default)]
     models: BTreeMap<String, RawModel>,
+    #[serde(default)]
+    experiments: Vec<RawExperiment>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawExperiment {
+    hook: String,
+    candidate: String,
+    weight: Option<f64>,
+    mode: Option<Mode>,
+    sticky: Option<Sticky>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -205,6 +219,18 @@ pub struct Settings {
     pub server: ServerSettings,
     pub auth: AuthSettings,
     pub models: Vec<ModelSettings>,
+    pub experiments: Vec<ExperimentSettings>,
+}
+
+/// An experiment to start with the host.
+#[derive(Debug, Clone)]
+pub struct ExperimentSettings {
+    pub hook: Hook,
+    /// A built-in name or a component path (relative to the config's folder, resolved).
+    pub candidate: String,
+    pub weight: f64,
+    pub mode: Mode,
+    pub sticky: Sticky,
 }
 
 /// HTTP limits.
@@ -469,6 +495,52 @@ impl Validator<'_> {
             }
         }
         self.names_unique(&models);
+        let mut experiments: Vec<ExperimentSettings> = Vec::new();
+        for (i, e) in raw.experiments.into_iter().enumerate() {
+            let path = format!("experiments[{i}]");
+            let Some(hook) = Hook::parse(&e.hook) else {
+                self.problem(
+                    &format!("{path}.hook"),
+                    format_args!(
+                        "{:?} is not choose-eviction, select-model or compress-context",
+                        e.hook
+                    ),
+                );
+                continue;
+            };
+            if experiments.iter().any(|o| o.hook == hook) {
+                self.problem(
+                    &format!("{path}.hook"),
+                    format_args!("{hook} already has an experiment"),
+                );
+            }
+            let weight = e.weight.unwrap_or(0.5);
+            if !(0.0..=1.0).contains(&weight) {
+                self.problem(
+                    &format!("{path}.weight"),
+                    format_args!("{weight} is not in [0, 1]"),
+                );
+            }
+            let candidate = if builtin::NAMES.contains(&e.candidate.as_str()) {
+                e.candidate
+            } else {
+                let file = self.base.join(&e.candidate);
+                if !file.is_file() {
+                    self.problem(
+                        &format!("{path}.candidate"),
+                        format_args!("{:?} is neither a built-in nor a file", e.candidate),
+                    );
+                }
+                file.display().to_string()
+            };
+            experiments.push(ExperimentSettings {
+                hook,
+                candidate,
+                weight,
+                mode: e.mode.unwrap_or(Mode::Live),
+                sticky: e.sticky.unwrap_or(Sticky::Client),
+            });
+        }
         Settings {
             listen,
             memory,
@@ -477,6 +549,7 @@ impl Validator<'_> {
             server,
             auth,
             models,
+            experiments,
         }
     }
 

@@ -9,6 +9,7 @@ use anyhow::Context as _;
 
 use crate::backend::RealLauncher;
 use crate::config::{PolicyRef, Settings};
+use crate::engine::experiment::Experiment;
 use crate::engine::{EngineSettings, Hook, Hooks, Policy, PolicyEngine, PolicySet, PolicySource};
 use crate::proxy::{self, AppState};
 use crate::scheduler::{Scheduler, Status};
@@ -85,6 +86,29 @@ pub async fn start(
         settings.policies.dir.clone(),
     ));
     let watcher = policies.watch()?;
+    for e in &settings.experiments {
+        let candidate = engine
+            .resolve(&e.candidate, Path::new("."))
+            .map_err(|why| anyhow::anyhow!("experiment on {}: {why}", e.hook))?;
+        if !candidate.exports(e.hook) {
+            anyhow::bail!(
+                "experiment on {}: {} does not export it",
+                e.hook,
+                candidate.name()
+            );
+        }
+        tracing::info!(hook = %e.hook, candidate = %candidate.name(), weight = e.weight, mode = ?e.mode, "experiment");
+        hooks.set_experiment(
+            e.hook,
+            Some(Arc::new(Experiment::new(
+                e.hook,
+                Arc::new(candidate),
+                e.weight,
+                e.mode,
+                e.sticky,
+            ))),
+        );
+    }
     let http = reqwest::Client::builder()
         .build()
         .context("building the HTTP client")?;

@@ -7,6 +7,9 @@ use super::types::{
     CompressionRequest, EvictionDecision, EvictionRequest, Message, Model, Request, Selection,
     Telemetry,
 };
+use std::time::Instant;
+
+use super::experiment::{Arm, Experiment, Mode};
 use super::{Hook, Policy, PolicyError, fallback};
 
 /// Who made a decision.
@@ -32,11 +35,12 @@ impl<T> Decided<T> {
     }
 }
 
-/// The policy serving each hook. Slots can be replaced while calls are in flight: a call
-/// keeps the `Arc` it started with.
+/// The policy serving each hook, and the experiment running on it, if any. Slots can be
+/// replaced while calls are in flight: a call keeps the `Arc` it started with.
 #[derive(Debug, Default)]
 pub struct Hooks {
     slots: [RwLock<Option<Arc<Policy>>>; 3],
+    experiments: [RwLock<Option<Arc<Experiment>>>; 3],
 }
 
 impl Hooks {
@@ -67,9 +71,40 @@ impl Hooks {
             .clone()
     }
 
+    /// Starts (or, with `None`, stops) the experiment on `hook`. Returns the previous one.
+    pub fn set_experiment(
+        &self,
+        hook: Hook,
+        experiment: Option<Arc<Experiment>>,
+    ) -> Option<Arc<Experiment>> {
+        let mut slot = self.experiments[hook.index()]
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
+        std::mem::replace(&mut *slot, experiment)
+    }
+
+    /// The experiment running on `hook`, if any.
+    pub fn experiment(&self, hook: Hook) -> Option<Arc<Experiment>> {
+        self.experiments[hook.index()]
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     pub fn choose_eviction(&self, req: &EvictionRequest) -> Decided<EvictionDecision> {
-        decide(
-            self.get(Hook::ChooseEviction),
+        self.choose_eviction_for("", req)
+    }
+
+    /// `choose-eviction` for the request whose sticky key is `key` (it picks the arm of a
+    /// running experiment).
+    pub fn choose_eviction_for(
+        &self,
+        key: &str,
+        req: &EvictionRequest,
+    ) -> Decided<EvictionDecision> {
+        self.run(
+            Hook::ChooseEviction,
+            key,
             |p| p.choose_eviction(req),
             || fallback::choose_eviction(req),
         )
@@ -81,8 +116,19 @@ impl Hooks {
         candidates: &[Model],
         telemetry: &Telemetry,
     ) -> Decided<Selection> {
-        decide(
-            self.get(Hook::SelectModel),
+        self.select_model_for("", req, candidates, telemetry)
+    }
+
+    pub fn select_model_for(
+        &self,
+        key: &str,
+        req: &Request,
+        candidates: &[Model],
+        telemetry: &Telemetry,
+    ) -> Decided<Selection> {
+        self.run(
+            Hook::SelectModel,
+            key,
             |p| p.select_model(req, candidates, telemetry),
             || fallback::select_model(req, candidates),
         )
@@ -92,11 +138,56 @@ impl Hooks {
         &self,
         req: &CompressionRequest,
     ) -> Decided<Result<Vec<Message>, String>> {
-        decide(
-            self.get(Hook::CompressContext),
+        self.compress_context_for("", req)
+    }
+
+    pub fn compress_context_for(
+        &self,
+        key: &str,
+        req: &CompressionRequest,
+    ) -> Decided<Result<Vec<Message>, String>> {
+        self.run(
+            Hook::CompressContext,
+            key,
             |p| p.compress_context(req),
             || fallback::compress_context(req),
         )
+    }
+
+    /// One decision, through the experiment when one runs: a live one asks the key's arm; a
+    /// shadow one asks both, records both, and answers with the incumbent's.
+    fn run<T: std::fmt::Debug>(
+        &self,
+        hook: Hook,
+        key: &str,
+        call: impl Fn(&Policy) -> Result<T, PolicyError>,
+        fallback: impl Fn() -> T,
+    ) -> Decided<T> {
+        let Some(e) = self.experiment(hook) else {
+            return decide(self.get(hook), &call, &fallback);
+        };
+        let began = Instant::now();
+        match e.mode {
+            Mode::Live => {
+                let arm = e.arm(key);
+                let policy = match arm {
+                    Arm::Incumbent => self.get(hook),
+                    Arm::Candidate => Some(e.candidate.clone()),
+                };
+                let d = decide(policy, &call, &fallback);
+                e.record_call(arm, &d, began.elapsed());
+                d
+            }
+            Mode::Shadow => {
+                let d = decide(self.get(hook), &call, &fallback);
+                e.record_call(Arm::Incumbent, &d, began.elapsed());
+                let began = Instant::now();
+                let c = decide(Some(e.candidate.clone()), &call, &fallback);
+                e.record_call(Arm::Candidate, &c, began.elapsed());
+                e.compare(key, format!("{:?}", d.value), format!("{:?}", c.value));
+                d
+            }
+        }
     }
 }
 

@@ -12,6 +12,7 @@ mod bindings;
 pub mod builtin;
 mod cache;
 mod error;
+pub mod experiment;
 pub mod fallback;
 mod hooks;
 mod policy;
@@ -72,6 +73,16 @@ impl Hook {
     ];
 
     /// The hook's name in the contract.
+    /// The hook named `name` (`choose-eviction`, or `eviction`; and so on).
+    pub fn parse(name: &str) -> Option<Hook> {
+        match name {
+            "choose-eviction" | "eviction" => Some(Hook::ChooseEviction),
+            "select-model" | "selection" => Some(Hook::SelectModel),
+            "compress-context" | "compression" => Some(Hook::CompressContext),
+            _ => None,
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Hook::ChooseEviction => "choose-eviction",
@@ -254,6 +265,21 @@ impl PolicyEngine {
         bytes: &[u8],
     ) -> Result<Policy, LoadError> {
         Policy::load(self, name, source, bytes)
+    }
+
+    /// Loads a built-in by name, or a component file by path (relative to `base`).
+    pub fn resolve(&self, name_or_path: &str, base: &std::path::Path) -> Result<Policy, String> {
+        if let Some(loaded) = self.builtin(name_or_path) {
+            return loaded.map_err(|e| e.to_string());
+        }
+        let path = base.join(name_or_path);
+        let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let name = path.file_stem().map_or_else(
+            || name_or_path.to_string(),
+            |s| s.to_string_lossy().into_owned(),
+        );
+        self.load(&name, PolicySource::File(path), &bytes)
+            .map_err(|e| e.to_string())
     }
 
     /// Loads a built-in policy by name (`lru`, `lfu`, `priority`, `specialization`, `hybrid`).

@@ -64,7 +64,7 @@ pub struct ReloadEvent {
 pub struct PolicySet {
     engine: PolicyEngine,
     hooks: Arc<Hooks>,
-    defaults: [Option<Arc<Policy>>; 3],
+    defaults: Mutex<[Option<Arc<Policy>>; 3]>,
     dir: Option<PathBuf>,
     files: Mutex<BTreeMap<PathBuf, FileEntry>>,
     events: Mutex<VecDeque<ReloadEvent>>,
@@ -81,7 +81,7 @@ impl PolicySet {
         let set = Self {
             engine,
             hooks,
-            defaults,
+            defaults: Mutex::new(defaults),
             dir,
             files: Mutex::new(BTreeMap::new()),
             events: Mutex::new(VecDeque::new()),
@@ -199,7 +199,9 @@ impl PolicySet {
                 .max_by(|a, b| a.1.cmp(&b.1).then_with(|| a.0.cmp(b.0)));
             let chosen = match winner {
                 Some((_, _, p)) => Some(p.clone()),
-                None => self.defaults[hook as usize].clone(),
+                None => {
+                    self.defaults.lock().unwrap_or_else(|e| e.into_inner())[hook as usize].clone()
+                }
             };
             let current = self.hooks.get(hook);
             let same = match (&current, &chosen) {
@@ -216,6 +218,12 @@ impl PolicySet {
                 tracing::info!(hook = %hook, policy = %name, "now serving");
             }
         }
+    }
+
+    /// Makes `policy` the default for `hook` (what serves it when no file does), at once.
+    pub fn set_default(&self, hook: Hook, policy: Option<Arc<Policy>>) {
+        self.defaults.lock().unwrap_or_else(|e| e.into_inner())[hook as usize] = policy;
+        self.rescan();
     }
 
     /// Watches the folder (if any) until the returned guard is dropped.

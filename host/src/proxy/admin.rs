@@ -9,6 +9,7 @@ use axum::response::IntoResponse;
 use serde_json::{Value, json};
 
 use super::{ApiError, AppState};
+use crate::engine::experiment::{Experiment, Mode, Sticky};
 use crate::engine::{Hook, PolicySource};
 
 /// `GET /admin/models`: the same data as `modelyard models`.
@@ -84,4 +85,143 @@ pub async fn metrics(State(app): State<Arc<AppState>>) -> impl IntoResponse {
         )],
         app.metrics.render(),
     )
+}
+
+/// `GET /admin/experiments`: every running experiment and its per-arm results.
+pub async fn experiments(State(app): State<Arc<AppState>>) -> impl IntoResponse {
+    let hooks = app.scheduler.hooks();
+    let list: Vec<_> = Hook::ALL
+        .into_iter()
+        .filter_map(|h| hooks.experiment(h))
+        .map(|e| e.report())
+        .collect();
+    axum::Json(json!({"experiments": list}))
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StartExperiment {
+    hook: String,
+    /// A built-in name or a component path.
+    candidate: String,
+    #[serde(default = "half")]
+    weight: f64,
+    #[serde(default = "live")]
+    mode: Mode,
+    #[serde(default = "client")]
+    sticky: Sticky,
+}
+
+fn half() -> f64 {
+    0.5
+}
+fn live() -> Mode {
+    Mode::Live
+}
+fn client() -> Sticky {
+    Sticky::Client
+}
+
+fn hook_of(name: &str) -> Result<Hook, ApiError> {
+    Hook::parse(name).ok_or_else(|| {
+        ApiError::bad_request(
+            "unknown_hook",
+            format!("{name:?} is not choose-eviction, select-model or compress-context"),
+        )
+    })
+}
+
+fn weight_of(w: f64) -> Result<f64, ApiError> {
+    if (0.0..=1.0).contains(&w) {
+        Ok(w)
+    } else {
+        Err(ApiError::bad_request(
+            "invalid_weight",
+            format!("weight {w} is not in [0, 1]"),
+        ))
+    }
+}
+
+/// `POST /admin/experiments`: starts (or replaces) the experiment on a hook.
+pub async fn start_experiment(
+    State(app): State<Arc<AppState>>,
+    axum::Json(req): axum::Json<StartExperiment>,
+) -> Result<impl IntoResponse, ApiError> {
+    let hook = hook_of(&req.hook)?;
+    let weight = weight_of(req.weight)?;
+    let engine = app.policies.engine().clone();
+    let candidate_name = req.candidate.clone();
+    let candidate = tokio::task::spawn_blocking(move || {
+        engine.resolve(&candidate_name, std::path::Path::new("."))
+    })
+    .await
+    .map_err(|e| ApiError::backend(e.to_string()))?
+    .map_err(|why| ApiError::bad_request("invalid_candidate", why))?;
+    if !candidate.exports(hook) {
+        return Err(ApiError::bad_request(
+            "invalid_candidate",
+            format!("{} does not export {hook}", candidate.name()),
+        ));
+    }
+    let e = Arc::new(Experiment::new(
+        hook,
+        Arc::new(candidate),
+        weight,
+        req.mode,
+        req.sticky,
+    ));
+    app.scheduler.hooks().set_experiment(hook, Some(e.clone()));
+    tracing::info!(hook = %hook, candidate = %e.candidate.name(), weight, "experiment started");
+    Ok(axum::Json(e.report()))
+}
+
+#[derive(Debug, serde::Deserialize)]
+pub struct Weight {
+    weight: f64,
+}
+
+fn running(app: &AppState, hook: Hook) -> Result<Arc<Experiment>, ApiError> {
+    app.scheduler
+        .hooks()
+        .experiment(hook)
+        .ok_or_else(|| ApiError::not_found(format!("no experiment runs on {hook}")))
+}
+
+/// `POST /admin/experiments/{hook}/weight`: changes the candidate's share.
+pub async fn set_weight(
+    State(app): State<Arc<AppState>>,
+    Path(hook): Path<String>,
+    axum::Json(w): axum::Json<Weight>,
+) -> Result<impl IntoResponse, ApiError> {
+    let e = running(&app, hook_of(&hook)?)?;
+    e.set_weight(weight_of(w.weight)?);
+    Ok(axum::Json(e.report()))
+}
+
+/// `POST /admin/experiments/{hook}/stop`: ends it; the incumbent serves. Returns the results.
+pub async fn stop_experiment(
+    State(app): State<Arc<AppState>>,
+    Path(hook): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    let hook = hook_of(&hook)?;
+    let e = running(&app, hook)?;
+    app.scheduler.hooks().set_experiment(hook, None);
+    Ok(axum::Json(e.report()))
+}
+
+/// `POST /admin/experiments/{hook}/promote`: the candidate becomes the hook's default policy
+/// (a file in the policies folder that exports the hook still wins), and the experiment ends.
+pub async fn promote(
+    State(app): State<Arc<AppState>>,
+    Path(hook): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    let hook = hook_of(&hook)?;
+    let e = running(&app, hook)?;
+    app.scheduler.hooks().set_experiment(hook, None);
+    let set = app.policies.clone();
+    let candidate = e.candidate.clone();
+    tokio::task::spawn_blocking(move || set.set_default(hook, Some(candidate)))
+        .await
+        .map_err(|e| ApiError::backend(e.to_string()))?;
+    Ok(axum::Json(e.report()))
 }

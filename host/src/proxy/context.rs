@@ -140,6 +140,7 @@ fn budget(body: &Value, model: &Model) -> Result<u32, ApiError> {
 /// needed. Returns what compression did, or `None` when the messages fit as they are.
 #[allow(clippy::too_many_arguments)]
 pub async fn fit_chat(
+    key: &str,
     counter: &Counter,
     http: &reqwest::Client,
     hooks: &std::sync::Arc<Hooks>,
@@ -189,7 +190,8 @@ pub async fn fit_chat(
         model: model.clone(),
     };
     let hooks = hooks.clone();
-    let decided = tokio::task::spawn_blocking(move || hooks.compress_context(&req))
+    let key = key.to_string();
+    let decided = tokio::task::spawn_blocking(move || hooks.compress_context_for(&key, &req))
         .await
         .map_err(|e| ApiError::backend(format!("compress-context did not run: {e}")))?;
     if let crate::engine::DecidedBy::Fallback(Some(e)) = &decided.by {

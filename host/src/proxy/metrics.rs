@@ -221,8 +221,81 @@ impl Collector for Live {
             MetricType::Gauge,
             devices,
         )?;
-        encode_hooks(&mut encoder, self.scheduler.hooks())
+        encode_hooks(&mut encoder, self.scheduler.hooks())?;
+        encode_experiments(&mut encoder, self.scheduler.hooks())
     }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ArmLabels {
+    hook: String,
+    arm: String,
+}
+
+fn encode_experiments(
+    encoder: &mut DescriptorEncoder,
+    hooks: &Arc<Hooks>,
+) -> Result<(), std::fmt::Error> {
+    let reports: Vec<_> = Hook::ALL
+        .into_iter()
+        .filter_map(|h| hooks.experiment(h))
+        .map(|e| e.report())
+        .collect();
+    let rows = |f: &dyn Fn(&crate::engine::experiment::ArmStats) -> u64| {
+        reports
+            .iter()
+            .flat_map(|r| {
+                [
+                    ("incumbent", &r.incumbent_arm),
+                    ("candidate", &r.candidate_arm),
+                ]
+                .map(|(arm, a)| {
+                    (
+                        ArmLabels {
+                            hook: r.hook.into(),
+                            arm: arm.into(),
+                        },
+                        ConstCounter::new(f(a)),
+                    )
+                })
+            })
+            .collect::<Vec<_>>()
+    };
+    family(
+        encoder,
+        "experiment_requests",
+        "Requests per experiment arm",
+        MetricType::Counter,
+        rows(&|a| a.requests),
+    )?;
+    family(
+        encoder,
+        "experiment_hook_calls",
+        "Hook calls per experiment arm",
+        MetricType::Counter,
+        rows(&|a| a.hook_calls),
+    )?;
+    family(
+        encoder,
+        "experiment_fallbacks",
+        "Fallback decisions per experiment arm",
+        MetricType::Counter,
+        rows(&|a| a.fallbacks),
+    )?;
+    family(
+        encoder,
+        "experiment_failures",
+        "Failed hook calls per experiment arm",
+        MetricType::Counter,
+        rows(&|a| a.failures),
+    )?;
+    family(
+        encoder,
+        "experiment_loads",
+        "Model loads caused per experiment arm",
+        MetricType::Counter,
+        rows(&|a| a.loads),
+    )
 }
 
 fn encode_hooks(

@@ -78,6 +78,16 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/admin/models/{id}/load", post(admin::load))
         .route("/admin/models/{id}/unload", post(admin::unload))
         .route("/admin/policies", get(admin::policies))
+        .route(
+            "/admin/experiments",
+            get(admin::experiments).post(admin::start_experiment),
+        )
+        .route("/admin/experiments/{hook}/weight", post(admin::set_weight))
+        .route(
+            "/admin/experiments/{hook}/stop",
+            post(admin::stop_experiment),
+        )
+        .route("/admin/experiments/{hook}/promote", post(admin::promote))
         .route_layer(middleware::from_fn_with_state(state.clone(), admin_auth));
     Router::new()
         .merge(v1)

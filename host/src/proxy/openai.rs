@@ -15,6 +15,8 @@ use super::context::{self, Compressed};
 use super::metrics::{ModelLabels, RequestLabels};
 use super::{ApiError, AppState, CONTEXT_HEADER, MODEL_HEADER, PRIORITY_HEADER, TASK_HEADER};
 use crate::config::ApiKey;
+use crate::engine::Hook;
+use crate::engine::experiment::{Experiment, Outcome, Sticky};
 use crate::engine::tokens;
 use crate::engine::types::{self, Selection};
 use crate::scheduler::Demand;
@@ -190,14 +192,37 @@ async fn serve(
         last_user_message: last_user,
     };
 
+    // Each experiment running now, with this request's sticky key for it.
+    let user = body["user"].as_str().map(str::to_string);
+    let experiments: Vec<(Hook, Arc<Experiment>, String)> = Hook::ALL
+        .into_iter()
+        .filter_map(|h| app.scheduler.hooks().experiment(h).map(|e| (h, e)))
+        .map(|(h, e)| {
+            let key = match e.sticky {
+                Sticky::Client => request.client.clone(),
+                Sticky::User => user.clone(),
+                Sticky::Request => None,
+            }
+            .unwrap_or_else(|| request.id.clone());
+            (h, e, key)
+        })
+        .collect();
+    let key_for = |hook: Hook| {
+        experiments
+            .iter()
+            .find(|(h, _, _)| *h == hook)
+            .map_or_else(|| request.id.clone(), |(_, _, k)| k.clone())
+    };
+
     // select-model
     let candidates = app.scheduler.candidates();
     let telemetry = app.scheduler.telemetry();
     let hooks = app.scheduler.hooks().clone();
     let select_req = request.clone();
     let select_candidates = candidates.clone();
+    let select_key = key_for(Hook::SelectModel);
     let decided = tokio::task::spawn_blocking(move || {
-        hooks.select_model(&select_req, &select_candidates, &telemetry)
+        hooks.select_model_for(&select_key, &select_req, &select_candidates, &telemetry)
     })
     .await
     .map_err(|e| {
@@ -237,7 +262,11 @@ async fn serve(
             ))
         })?;
 
-    let demand = Demand { priority, task };
+    let demand = Demand {
+        priority,
+        task,
+        key: key_for(Hook::ChooseEviction),
+    };
     let mut lease = app
         .scheduler
         .acquire(&chosen, &demand)
@@ -250,6 +279,7 @@ async fn serve(
     let prompt_tokens = match route {
         Route::Chat => {
             let (c, n) = context::fit_chat(
+                &key_for(Hook::CompressContext),
                 &app.counter,
                 &app.http,
                 app.scheduler.hooks(),
@@ -323,10 +353,20 @@ async fn serve(
     // The lease and the latency timer live in the stream: they end when the answer is sent or
     // the client goes away (which drops the stream and, with it, the upstream request).
     let latency = app.metrics.latency.get_or_create(&labels).clone();
-    let done = Finish { latency, began };
+    let mut done = Finish {
+        latency,
+        began,
+        first_chunk: None,
+        hit: lease.ready_on_arrival,
+        load_seconds: lease.load_seconds,
+        tokens_removed: compressed
+            .as_ref()
+            .map_or(0, |c| c.before.saturating_sub(c.after)),
+        experiments: experiments.into_iter().map(|(_, e, k)| (e, k)).collect(),
+    };
     let model = chosen.clone();
     let stream = answer.bytes_stream().map(move |chunk| {
-        let _keep = &done;
+        done.first_chunk.get_or_insert_with(Instant::now);
         if let Err(e) = &chunk {
             tracing::warn!(model = %model, error = %e, "the server broke off its answer");
             lease.fail();
@@ -353,15 +393,34 @@ async fn serve(
     Ok((Some(chosen), resp))
 }
 
-/// Observes the request's duration when the answer's stream ends or is dropped.
+/// Records the request's duration, and its outcome on each experiment's arm, when the
+/// answer's stream ends or is dropped.
 struct Finish {
     latency: prometheus_client::metrics::histogram::Histogram,
     began: Instant,
+    first_chunk: Option<Instant>,
+    hit: bool,
+    load_seconds: Option<f64>,
+    tokens_removed: u32,
+    experiments: Vec<(Arc<Experiment>, String)>,
 }
 
 impl Drop for Finish {
     fn drop(&mut self) {
-        self.latency.observe(self.began.elapsed().as_secs_f64());
+        let took = self.began.elapsed();
+        self.latency.observe(took.as_secs_f64());
+        let outcome = Outcome {
+            hit: self.hit,
+            load_seconds: self.load_seconds,
+            latency_ms: took.as_secs_f64() * 1e3,
+            ttft_ms: self
+                .first_chunk
+                .map(|t| (t - self.began).as_secs_f64() * 1e3),
+            tokens_removed: self.tokens_removed,
+        };
+        for (e, key) in &self.experiments {
+            e.record_outcome(key, outcome);
+        }
     }
 }
 

@@ -97,6 +97,8 @@ impl SchedError {
 pub struct Demand {
     pub priority: i32,
     pub task: Option<String>,
+    /// The request's sticky key for an experiment on `choose-eviction`.
+    pub key: String,
 }
 
 /// Something that happened to a model, kept for status output.
@@ -249,7 +251,8 @@ impl Scheduler {
     pub async fn acquire(&self, model: &str, demand: &Demand) -> Result<Lease, SchedError> {
         let inner = &self.inner;
         let idx = inner.index(model)?;
-        let deadline = Instant::now() + inner.settings.scheduler.queue_timeout;
+        let arrived = Instant::now();
+        let deadline = arrived + inner.settings.scheduler.queue_timeout;
         let mut rx = inner.changed.subscribe();
         let mut queued = Queued {
             inner,
@@ -257,6 +260,8 @@ impl Scheduler {
             active: false,
         };
         let mut joined: Option<u64> = None;
+        let mut started_load: Option<u64> = None;
+        let mut first_look = true;
         if let Some(task) = &demand.task {
             let mut st = inner.lock();
             st.demand.push_back(task.clone());
@@ -281,7 +286,12 @@ impl Scheduler {
                         };
                         slot.in_flight += 1;
                         slot.stats.use_count += 1;
+                        let load_seconds = (started_load == Some(slot.generation))
+                            .then(|| slot.stats.loaded_at.map(|t| (t - arrived).as_secs_f64()))
+                            .flatten();
                         return Ok(Lease {
+                            ready_on_arrival: first_look,
+                            load_seconds,
                             inner: inner.clone(),
                             idx,
                             generation: slot.generation,
@@ -315,7 +325,13 @@ impl Scheduler {
                         slot.state = ModelState::Loading;
                         slot.generation += 1;
                         joined = Some(slot.generation);
-                        tokio::spawn(room::load(inner.clone(), idx, slot.generation));
+                        started_load = Some(slot.generation);
+                        tokio::spawn(room::load(
+                            inner.clone(),
+                            idx,
+                            slot.generation,
+                            demand.key.clone(),
+                        ));
                         inner.bump();
                     }
                     ModelState::Loading => {
@@ -337,6 +353,7 @@ impl Scheduler {
                     queued.active = true;
                 }
             }
+            first_look = false;
             match tokio::time::timeout_at(deadline, rx.changed()).await {
                 Ok(Ok(())) => {}
                 Ok(Err(_)) => return Err(SchedError::ShuttingDown),
@@ -551,6 +568,10 @@ impl Drop for Queued<'_> {
 /// records the request's time.
 #[derive(Debug)]
 pub struct Lease {
+    /// The model was ready when the request arrived.
+    pub ready_on_arrival: bool,
+    /// The request started the model's load, which took this long (from its arrival).
+    pub load_seconds: Option<f64>,
     inner: Arc<Inner>,
     idx: usize,
     generation: u64,

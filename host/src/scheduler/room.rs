@@ -14,6 +14,8 @@ use crate::engine::types::{
 };
 use crate::engine::{Decided, DecidedBy, PolicyError};
 
+/// The sticky key of evictions no request asked for (TTL, pressure).
+const HOUSEKEEPING_KEY: &str = "modelyard:housekeeping";
 /// How long a load waits before asking again after its eviction lost a race.
 const RACE_PAUSE: Duration = Duration::from_millis(20);
 
@@ -25,8 +27,8 @@ enum Shortfall {
 }
 
 /// Loads model `idx` for attempt `generation`: makes room, starts the backend, measures it.
-pub(super) async fn load(inner: Arc<Inner>, idx: usize, generation: u64) {
-    let outcome = match make_room(&inner, idx).await {
+pub(super) async fn load(inner: Arc<Inner>, idx: usize, generation: u64, key: String) {
+    let outcome = match make_room(&inner, idx, &key).await {
         Ok(()) => start(&inner, idx, generation).await,
         Err(e) => Err(e),
     };
@@ -196,7 +198,7 @@ fn shortfall(inner: &Inner, st: &State, idx: usize) -> Shortfall {
 }
 
 /// Reserves room for model `idx`, evicting through the policy while it does not fit.
-async fn make_room(inner: &Arc<Inner>, idx: usize) -> Result<(), SchedError> {
+async fn make_room(inner: &Arc<Inner>, idx: usize, key: &str) -> Result<(), SchedError> {
     // Fast path: it fits, no conversation needed.
     {
         let mut st = inner.lock();
@@ -232,7 +234,7 @@ async fn make_room(inner: &Arc<Inner>, idx: usize) -> Result<(), SchedError> {
                 }
             }
         };
-        let decided = decide(inner, req).await;
+        let decided = decide(inner, req, key).await;
         match decided.value {
             EvictionDecision::Evict(ids) => {
                 let why = format!("to make room for {id}");
@@ -324,9 +326,10 @@ pub(super) fn wit_telemetry(inner: &Inner) -> Telemetry {
 }
 
 /// Asks the hook (off the async threads: a guest may run to its deadline) and counts the answer.
-async fn decide(inner: &Arc<Inner>, req: EvictionRequest) -> Decided<EvictionDecision> {
+async fn decide(inner: &Arc<Inner>, req: EvictionRequest, key: &str) -> Decided<EvictionDecision> {
     let hooks = inner.hooks.clone();
-    let decided = tokio::task::spawn_blocking(move || hooks.choose_eviction(&req))
+    let key = key.to_string();
+    let decided = tokio::task::spawn_blocking(move || hooks.choose_eviction_for(&key, &req))
         .await
         .unwrap_or_else(|e| Decided {
             value: EvictionDecision::Wait,
@@ -536,7 +539,7 @@ async fn expire_ttl(inner: &Arc<Inner>) {
             let incoming = housekeeping_incoming("ttl", &device, needed);
             eviction_request(inner, &st, incoming, needed, i32::MAX, |s| expired(s))
         };
-        let decided = decide(inner, req).await;
+        let decided = decide(inner, req, HOUSEKEEPING_KEY).await;
         if let EvictionDecision::Evict(ids) = &decided.value {
             evict(
                 inner,
@@ -596,7 +599,7 @@ async fn relieve_pressure(inner: &Arc<Inner>) {
             eviction_request(inner, &st, incoming, needed, i32::MAX, |_| true)
         };
         let needed = req.needed_bytes;
-        let decided = decide(inner, req).await;
+        let decided = decide(inner, req, HOUSEKEEPING_KEY).await;
         if let EvictionDecision::Evict(ids) = &decided.value {
             let why = format!("memory pressure on {device} ({needed} bytes over)");
             evict(

@@ -71,9 +71,10 @@ impl Launcher for Arc<Fake> {
     }
 }
 
-const NO_DEMAND: Demand = Demand {
+static NO_DEMAND: Demand = Demand {
     priority: 0,
     task: None,
+    key: String::new(),
 };
 
 fn scheduler(toml: &str) -> (Scheduler, Arc<Fake>) {
@@ -193,4 +194,64 @@ async fn a_busy_model_makes_the_load_wait_until_it_is_idle() {
     let st = s.status();
     assert_eq!(st.models[0].state, "unloaded");
     assert_eq!(st.eviction.evictions, 1);
+}
+
+#[tokio::test]
+async fn a_shadow_candidate_is_compared_but_never_acted_on() {
+    use crate::engine::experiment::{Experiment, Mode, Sticky};
+    use crate::engine::{EngineSettings, Hook, PolicyEngine};
+    let engine = PolicyEngine::new(EngineSettings {
+        hook_deadline: Duration::from_secs(2),
+        ..EngineSettings::default()
+    })
+    .expect("engine");
+    let load = |name: &str| Arc::new(engine.builtin(name).expect("built-in").expect("loads"));
+    let hooks = Arc::new(Hooks::new());
+    hooks.set(Hook::ChooseEviction, Some(load("lru")));
+    let shadow = Arc::new(Experiment::new(
+        Hook::ChooseEviction,
+        load("lfu"),
+        1.0,
+        Mode::Shadow,
+        Sticky::Request,
+    ));
+    hooks.set_experiment(Hook::ChooseEviction, Some(shadow.clone()));
+    let text = "[memory.cpu]\nbudget = \"1GiB\"\nreserve = 0\n\
+                [models.a]\ncmd = \"x ${PORT}\"\nsize = \"400MiB\"\n\
+                [models.b]\ncmd = \"x ${PORT}\"\nsize = \"400MiB\"\n\
+                [models.c]\ncmd = \"x ${PORT}\"\nsize = \"400MiB\"\n";
+    let settings = Settings::from_toml(text, std::path::Path::new("."), "t").expect("valid");
+    let fake = Arc::new(Fake::default());
+    let s = Scheduler::new(Arc::new(settings), hooks, Arc::new(fake)).expect("scheduler");
+    // `a`: used often, long ago; `b`: used once, just now. LRU evicts `a`, LFU would evict `b`.
+    for _ in 0..5 {
+        drop(s.acquire("a", &NO_DEMAND).await.expect("a"));
+    }
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    drop(s.acquire("b", &NO_DEMAND).await.expect("b"));
+    drop(s.acquire("c", &NO_DEMAND).await.expect("c"));
+    let st = s.status();
+    let state = |id: &str| {
+        st.models
+            .iter()
+            .find(|m| m.id == id)
+            .map(|m| m.state.clone())
+    };
+    assert_eq!(
+        state("a").as_deref(),
+        Some("unloaded"),
+        "the incumbent (LRU) acted"
+    );
+    assert_eq!(
+        state("b").as_deref(),
+        Some("ready"),
+        "the candidate's choice was not acted on"
+    );
+    let report = shadow.report().shadow.expect("shadow");
+    assert_eq!((report.compared, report.agreed), (1, 0));
+    assert!(
+        report.differed[0].candidate.contains("\"b\""),
+        "{:?}",
+        report.differed
+    );
 }
