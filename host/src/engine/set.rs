@@ -21,7 +21,7 @@ use sha2::{Digest, Sha256};
 use super::{Hook, Hooks, Policy, PolicyEngine, PolicySource};
 
 /// How long the folder must be quiet before it is rescanned: editors and `cp` write in steps.
-pub const RELOAD_DEBOUNCE: Duration = Duration::from_millis(100);
+pub const RELOAD_DEBOUNCE: Duration = Duration::from_millis(50);
 /// Reload events kept for `/admin/policies`.
 const EVENTS_KEPT: usize = 64;
 
