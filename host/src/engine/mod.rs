@@ -51,6 +51,14 @@ pub const DEFAULT_QUARANTINE_AFTER: u32 = 5;
 pub const DEFAULT_RECYCLE_AFTER: u32 = 256;
 /// Idle instances kept ready per policy.
 pub const DEFAULT_WARM_INSTANCES: usize = 4;
+/// How long instantiating a policy may take (large guests, e.g. Python's, map a heap image).
+pub const INSTANTIATE_DEADLINE: Duration = Duration::from_secs(2);
+
+fn instantiate_ticks() -> u64 {
+    u64::try_from(INSTANTIATE_DEADLINE.as_micros() / EPOCH_TICK.as_micros().max(1))
+        .unwrap_or(u64::MAX)
+}
+
 /// The period of the epoch ticker that enforces deadlines.
 pub const EPOCH_TICK: Duration = Duration::from_millis(1);
 

@@ -400,7 +400,9 @@ impl Policy {
         );
         store.limiter(|s| s);
         store.epoch_deadline_trap();
-        store.set_epoch_deadline(settings.deadline_ticks());
+        // Instantiating a large guest (an interpreter's heap image) takes longer than a hook
+        // call may; each call sets its own deadline.
+        store.set_epoch_deadline(settings.deadline_ticks().max(super::instantiate_ticks()));
         let instance = self.pre.instantiate(&mut store).map_err(|e| (None, e))?;
         let eviction = match &self.eviction {
             Some(i) => Some(
