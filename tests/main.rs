@@ -37,3 +37,7 @@ mod reload;
 
 // Issue 5: A/B experiments: sticky splits, weight changes, shadow mode, per-arm results.
 mod experiments;
+
+// Issue 7, Python: the template built from source with the documented command, checked, and
+// compared with the Rust built-ins' decisions.
+mod sdk_python;

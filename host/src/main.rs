@@ -60,6 +60,16 @@ enum PolicyCommand {
         /// The `.wasm` component to check.
         file: PathBuf,
     },
+    /// Write a new policy project from a language's template.
+    New {
+        /// The policy's name (also its folder's).
+        name: String,
+        #[arg(long, value_enum)]
+        lang: policy_cmd::Lang,
+        /// Where to create the project's folder.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+    },
     /// List the built-in policies and the components in a policies folder.
     List {
         /// The folder users drop `.wasm` policies into.
@@ -103,6 +113,9 @@ fn main() -> ExitCode {
         }),
         Command::Policy(PolicyCommand::Check { file }) => policy_cmd::check(&file),
         Command::Policy(PolicyCommand::List { dir }) => policy_cmd::list(&dir),
+        Command::Policy(PolicyCommand::New { name, lang, dir }) => {
+            policy_cmd::new(&name, lang, &dir)
+        }
     };
     match result {
         Ok(code) => code,

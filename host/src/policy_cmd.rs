@@ -9,12 +9,15 @@ use anyhow::Context as _;
 
 use crate::engine::types::{EvictionDecision, Selection};
 use crate::engine::{
-    CONTRACT_VERSION, EngineSettings, Hook, LoadError, Policy, PolicyEngine, PolicyError,
-    PolicySource, builtin, sample,
+    CONTRACT_VERSION, DEFAULT_HOOK_DEADLINE, EngineSettings, Hook, LoadError, Policy, PolicyEngine,
+    PolicyError, PolicySource, builtin, sample,
 };
 
 /// Where users drop their policies.
 pub const DEFAULT_POLICY_DIR: &str = "policies";
+
+/// The deadline of `check`'s sample calls.
+const CHECK_DEADLINE: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// Models in the sample scenario `check` runs.
 const SAMPLE_MODELS: usize = 6;
@@ -22,7 +25,12 @@ const SAMPLE_MODELS: usize = 6;
 /// Loads `file`, prints its contract and hooks, runs each hook once on a sample. Any problem
 /// is printed and gives a non-zero exit.
 pub fn check(file: &Path) -> anyhow::Result<ExitCode> {
-    let engine = PolicyEngine::new(EngineSettings::default())?;
+    // A first call warms the instance up; time it, but judge the policy on its answers, and
+    // say when it runs slower than a host would allow.
+    let engine = PolicyEngine::new(EngineSettings {
+        hook_deadline: CHECK_DEADLINE,
+        ..EngineSettings::default()
+    })?;
     let policy = match load_file(&engine, file) {
         Ok(p) => p,
         Err(e) => {
@@ -38,8 +46,13 @@ pub fn check(file: &Path) -> anyhow::Result<ExitCode> {
         let started = Instant::now();
         let outcome = run_sample(&policy, hook);
         let micros = started.elapsed().as_micros();
+        let slow = if started.elapsed() > DEFAULT_HOOK_DEADLINE {
+            format!("; slower than the default {DEFAULT_HOOK_DEADLINE:?} hook deadline")
+        } else {
+            String::new()
+        };
         match outcome {
-            Ok(answer) => println!("{hook}: {answer} ({micros} µs)"),
+            Ok(answer) => println!("{hook}: {answer} ({micros} µs{slow})"),
             Err(e) => {
                 ok = false;
                 println!("{hook}: FAILED: {e}");
@@ -149,4 +162,53 @@ fn run_sample(policy: &Policy, hook: Hook) -> Result<String, PolicyError> {
             }
         }
     })
+}
+
+/// The languages `policy new` writes projects for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Lang {
+    Python,
+}
+
+const PY_APP: &str = include_str!("../../sdk/python/template/app.py");
+const PY_README: &str = include_str!("../../sdk/python/template/README.md");
+const PY_HELPERS: &str = include_str!("../../sdk/python/modelyard_policy.py");
+const CONTRACT: &str = include_str!("../../wit/policy.wit");
+
+/// `policy new NAME --lang L`: writes a buildable project from the language's template into
+/// `dir/NAME`, with a README that says how to build, check and drop it.
+pub fn new(name: &str, lang: Lang, dir: &Path) -> anyhow::Result<ExitCode> {
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        anyhow::bail!("{name:?}: use letters, digits, `-` and `_` for a policy name");
+    }
+    let root = dir.join(name);
+    if root.exists() {
+        anyhow::bail!("{} exists already", root.display());
+    }
+    let files: Vec<(&str, String)> = match lang {
+        Lang::Python => vec![
+            ("app.py", PY_APP.to_string()),
+            ("modelyard_policy.py", PY_HELPERS.to_string()),
+            ("wit/policy.wit", CONTRACT.to_string()),
+            ("README.md", PY_README.replace("{{NAME}}", name)),
+        ],
+    };
+    for (path, text) in files {
+        let path = root.join(path);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("creating {}", parent.display()))?;
+        }
+        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+    }
+    println!("{}", root.display());
+    eprintln!(
+        "wrote {}; its README.md says how to build it",
+        root.display()
+    );
+    Ok(ExitCode::SUCCESS)
 }
