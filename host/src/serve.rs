@@ -10,7 +10,7 @@ use anyhow::Context as _;
 use crate::backend::RealLauncher;
 use crate::config::{PolicyRef, Settings};
 use crate::engine::experiment::Experiment;
-use crate::engine::{EngineSettings, Hook, Hooks, Policy, PolicyEngine, PolicySet, PolicySource};
+use crate::engine::{EngineSettings, Hook, Hooks, Policy, PolicyEngine, PolicySet};
 use crate::proxy::{self, AppState};
 use crate::scheduler::{Scheduler, Status};
 
@@ -38,22 +38,16 @@ pub fn defaults(
         let policy = match choice {
             PolicyRef::Fallback => None,
             _ if loaded.contains_key(&key) => loaded.get(&key).cloned(),
-            PolicyRef::Builtin(name) => {
-                let p = engine
-                    .builtin(name)
-                    .with_context(|| format!("no built-in policy {name}"))??;
-                Some(Arc::new(p))
-            }
-            PolicyRef::File(path) => {
-                let bytes =
-                    std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-                let name = path.file_stem().map_or_else(
-                    || path.display().to_string(),
-                    |s| s.to_string_lossy().into_owned(),
-                );
-                let p = engine.load(&name, PolicySource::File(path.clone()), &bytes)?;
-                Some(Arc::new(p))
-            }
+            PolicyRef::Builtin(name) => Some(Arc::new(
+                engine
+                    .resolve(name, Path::new("."))
+                    .map_err(anyhow::Error::msg)?,
+            )),
+            PolicyRef::File(path) => Some(Arc::new(
+                engine
+                    .resolve(&path.display().to_string(), Path::new("."))
+                    .map_err(anyhow::Error::msg)?,
+            )),
         };
         if let Some(p) = &policy {
             if !p.exports(hook) {

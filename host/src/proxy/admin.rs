@@ -203,10 +203,15 @@ pub async fn stop_experiment(
     State(app): State<Arc<AppState>>,
     Path(hook): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let hook = hook_of(&hook)?;
-    let e = running(&app, hook)?;
-    app.scheduler.hooks().set_experiment(hook, None);
+    let e = end(&app, hook_of(&hook)?)?;
     Ok(axum::Json(e.report()))
+}
+
+/// Ends the experiment on `hook`, returning it.
+fn end(app: &AppState, hook: Hook) -> Result<Arc<Experiment>, ApiError> {
+    let e = running(app, hook)?;
+    app.scheduler.hooks().set_experiment(hook, None);
+    Ok(e)
 }
 
 /// `POST /admin/experiments/{hook}/promote`: the candidate becomes the hook's default policy
@@ -216,8 +221,7 @@ pub async fn promote(
     Path(hook): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
     let hook = hook_of(&hook)?;
-    let e = running(&app, hook)?;
-    app.scheduler.hooks().set_experiment(hook, None);
+    let e = end(&app, hook)?;
     let set = app.policies.clone();
     let candidate = e.candidate.clone();
     tokio::task::spawn_blocking(move || set.set_default(hook, Some(candidate)))

@@ -187,7 +187,7 @@ async fn serve(
         task: task.clone(),
         priority,
         client,
-        prompt_tokens: tokens::estimate(&bytes_text(&bytes)),
+        prompt_tokens: tokens::estimate(&String::from_utf8_lossy(&bytes)),
         max_tokens: context::requested_output(&body),
         last_user_message: last_user,
     };
@@ -422,10 +422,6 @@ impl Drop for Finish {
             e.record_outcome(key, outcome);
         }
     }
-}
-
-fn bytes_text(bytes: &Bytes) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {
