@@ -127,7 +127,8 @@ async fn twenty_replacements_under_traffic_drop_nothing_and_broken_files_are_ign
         "the model stayed loaded through every reload"
     );
     let events = set.events();
-    assert_eq!(events.iter().filter(|e| e.kind == "rejected").count(), 4);
+    let rejected: Vec<_> = events.iter().filter(|e| e.kind == "rejected").collect();
+    assert_eq!(rejected.len(), 4, "only the broken writes: {rejected:#?}");
 
     // Removing the file falls back to the configured default (lru).
     std::fs::remove_file(&file).unwrap();

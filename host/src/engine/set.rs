@@ -152,10 +152,11 @@ impl PolicySet {
             let loaded = self
                 .engine
                 .load(&name, PolicySource::File(path.clone()), &bytes);
-            // Bytes that changed under the read (a writer not done yet) are not judged: the
-            // writer's next event brings the rest.
-            let settled = std::fs::metadata(&path).is_ok_and(|m| m.len() == bytes.len() as u64);
-            if loaded.is_err() && !settled {
+            // Bytes that change under the read (a writer not done yet) are not judged: the
+            // writer's next event brings the rest. A partly written file can fail to parse in
+            // microseconds, before its size moves, so a failure is only judged once the bytes
+            // have stayed the same for a debounce period.
+            if loaded.is_err() && !settled(&path, &bytes) {
                 continue;
             }
             let entry = files.entry(path.clone()).or_insert(FileEntry {
@@ -316,4 +317,10 @@ fn wasm_files(dir: &Path) -> Vec<PathBuf> {
         .collect();
     out.sort();
     out
+}
+
+/// Whether `path` still holds exactly `bytes` after a quiet period (one debounce).
+fn settled(path: &Path, bytes: &[u8]) -> bool {
+    std::thread::sleep(RELOAD_DEBOUNCE);
+    std::fs::read(path).is_ok_and(|now| now == bytes)
 }
