@@ -40,4 +40,4 @@ mod experiments;
 
 // Issue 7, Python: the template built from source with the documented command, checked, and
 // compared with the Rust built-ins' decisions.
-mod sdk_python;
+mod sdk;

@@ -12,6 +12,7 @@ pub mod engine;
 pub mod policy_cmd;
 pub mod proxy;
 pub mod scheduler;
+pub mod sdk_tools;
 pub mod serve;
 pub mod setup;
 pub mod telemetry;

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use modelyard::{policy_cmd, serve, setup};
+use modelyard::{policy_cmd, sdk_tools, serve, setup};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -42,15 +42,41 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Install llama-server and small real models into a folder and write a config for them.
+    /// Install llama-server and small real models into a folder and write a config for them;
+    /// with `--sdk`, install only the tools that build policies in those languages.
     Setup {
         /// Where to provision.
         #[arg(long, default_value = setup::DEFAULT_DEMO_DIR)]
         dir: PathBuf,
+        /// Install the policy build tools for these languages (repeatable; `all` for every one).
+        #[arg(long, value_name = "LANG")]
+        sdk: Vec<SdkChoice>,
     },
     /// Inspect and check policy components.
     #[command(subcommand)]
     Policy(PolicyCommand),
+}
+
+/// A language for `setup --sdk`, or all of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum SdkChoice {
+    All,
+    Rust,
+    Python,
+    Js,
+    C,
+}
+
+impl SdkChoice {
+    fn lang(self) -> Option<policy_cmd::Lang> {
+        match self {
+            SdkChoice::All => None,
+            SdkChoice::Rust => Some(policy_cmd::Lang::Rust),
+            SdkChoice::Python => Some(policy_cmd::Lang::Python),
+            SdkChoice::Js => Some(policy_cmd::Lang::Js),
+            SdkChoice::C => Some(policy_cmd::Lang::C),
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -107,7 +133,18 @@ fn main() -> ExitCode {
         Command::Models { config, json } => runtime()
             .block_on(serve::models(&config, json))
             .map(|()| ExitCode::SUCCESS),
-        Command::Setup { dir } => setup::setup(&dir).map(|d| {
+        Command::Setup { dir, sdk } if !sdk.is_empty() => {
+            let langs: Vec<policy_cmd::Lang> = if sdk.contains(&SdkChoice::All) {
+                policy_cmd::Lang::ALL.to_vec()
+            } else {
+                sdk.iter().filter_map(|s| s.lang()).collect()
+            };
+            langs
+                .into_iter()
+                .try_for_each(|lang| sdk_tools::install(&dir, lang).map(drop))
+                .map(|()| ExitCode::SUCCESS)
+        }
+        Command::Setup { dir, .. } => setup::setup(&dir).map(|d| {
             println!("{}", d.config.display());
             ExitCode::SUCCESS
         }),

