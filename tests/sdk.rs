@@ -7,29 +7,12 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 
-use modelyard::engine::types::{EvictionDecision, Request};
+use modelyard::engine::types::{EvictionDecision, Request, Selection};
 use modelyard::engine::{Policy, PolicySource, sample};
-use modelyard::policy_cmd::Lang;
+use modelyard::policy_cmd::{self, Lang};
 use modelyard::sdk_tools;
 
 use crate::util::{builtin, engine, relaxed};
-
-/// The fenced block after the README line that ends with "from this folder:".
-fn documented_build(readme: &str) -> Vec<String> {
-    let mut lines = readme
-        .lines()
-        .skip_while(|l| !l.ends_with("from this folder:"));
-    assert!(
-        lines.next().is_some(),
-        "the README documents a build:\n{readme}"
-    );
-    lines
-        .skip_while(|l| !l.starts_with("```"))
-        .skip(1)
-        .take_while(|l| !l.starts_with("```"))
-        .map(str::to_string)
-        .collect()
-}
 
 /// Writes a project with `policy new`, builds it as its README says, and returns the component
 /// its README's `policy check` line names.
@@ -52,28 +35,9 @@ fn new_and_build(lang: Lang, name: &str, dir: &Path) -> PathBuf {
         String::from_utf8_lossy(&out.stderr)
     );
     let project = dir.join(name);
-    let readme = std::fs::read_to_string(project.join("README.md")).unwrap();
-    for command in documented_build(&readme) {
-        let began = std::time::Instant::now();
-        let mut cmd = Command::new("sh");
-        cmd.args(["-c", &command])
-            .current_dir(&project)
-            .env_remove("CARGO_TARGET_DIR");
-        let out = tools.apply(&mut cmd).output().unwrap();
-        assert!(
-            out.status.success(),
-            "building with `{command}` failed:\n{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        eprintln!("{}: `{command}` took {:?}", lang.name(), began.elapsed());
-    }
-    let checked = readme
-        .lines()
-        .find_map(|l| l.strip_prefix("modelyard policy check "))
-        .expect("the README says how to check the component");
-    let wasm = project.join(checked.trim());
-    assert!(wasm.is_file(), "{} was built", wasm.display());
+    let (wasm, took) = policy_cmd::build_as_documented(&project, &tools)
+        .unwrap_or_else(|e| panic!("building {} as documented: {e:#}", project.display()));
+    eprintln!("{}: built {} in {took:?}", lang.name(), wasm.display());
     wasm
 }
 
@@ -129,10 +93,91 @@ fn same_decisions_as_the_built_ins(lang: Lang) {
     let dir = tempfile::tempdir().unwrap();
     let name = format!("{}example", lang.name());
     let wasm = new_and_build(lang, &name, dir.path());
+    template_decides_as_the_built_ins(&name, &wasm);
+    the_documented_example_builds_and_decides_as_it_says(lang, &dir.path().join(&name));
+}
 
+/// The language page's "complete small policy", put in place of the template's source and built
+/// the same way: LFU eviction, `auto` to the most used model, the newest turns that fit.
+fn the_documented_example_builds_and_decides_as_it_says(lang: Lang, project: &Path) {
+    let page = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../sdk")
+        .join(match lang {
+            Lang::Js => "js",
+            other => other.name(),
+        })
+        .join("README.md");
+    let page = std::fs::read_to_string(&page).unwrap();
+    let example: String = page
+        .lines()
+        .skip_while(|l| *l != "## A complete small policy")
+        .skip_while(|l| !l.starts_with("```"))
+        .skip(1)
+        .take_while(|l| !l.starts_with("```"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert!(example.len() > 200, "the page has its example");
+    let source = match lang {
+        Lang::Rust => "src/lib.rs",
+        Lang::Python => "app.py",
+        Lang::Js => "app.js",
+        Lang::C => "app.c",
+    };
+    std::fs::write(project.join(source), example).unwrap();
+    let tools = sdk_tools::install(&crate::demo::demo().dir, lang).unwrap();
+    let (wasm, _) = policy_cmd::build_as_documented(project, &tools)
+        .unwrap_or_else(|e| panic!("building the {} page's example: {e:#}", lang.name()));
+
+    let engine = engine(relaxed());
+    let bytes = std::fs::read(&wasm).unwrap();
+    let example = engine
+        .load("example", PolicySource::File(wasm.clone()), &bytes)
+        .unwrap();
+    let (lfu, lru) = (builtin(&engine, "lfu"), builtin(&engine, "lru"));
+    let spec = builtin(&engine, "specialization");
+    for n in [2, 8, 16] {
+        let mut req = sample::eviction_request(n);
+        for needed_gib in [1u64, 3, 1000] {
+            req.needed_bytes = needed_gib << 30;
+            assert_eq!(
+                example.choose_eviction(&req).unwrap(),
+                lfu.choose_eviction(&req).unwrap(),
+                "{}: choose-eviction, {n} models, {needed_gib} GiB",
+                lang.name()
+            );
+        }
+    }
+    let (candidates, telemetry) = (sample::loaded(8), sample::telemetry(1, 1 << 34, 1 << 33));
+    let most_used = candidates
+        .iter()
+        .max_by(|a, b| a.use_count.cmp(&b.use_count).then(b.id.cmp(&a.id)))
+        .unwrap();
+    for req in requests() {
+        let want = if req.model == "auto" {
+            Selection::Model(most_used.id.clone())
+        } else {
+            spec.select_model(&req, &candidates, &telemetry).unwrap()
+        };
+        assert_eq!(
+            example.select_model(&req, &candidates, &telemetry).unwrap(),
+            want,
+            "{}: select-model for {req:?}",
+            lang.name()
+        );
+    }
+    for (turns, budget) in [(5, 40), (20, 400), (20, 10)] {
+        let req = sample::compression_request(turns, budget);
+        assert_eq!(
+            example.compress_context(&req).unwrap(),
+            lru.compress_context(&req).unwrap()
+        );
+    }
+}
+
+fn template_decides_as_the_built_ins(name: &str, wasm: &Path) {
     let check = Command::new(env!("CARGO_BIN_EXE_modelyard"))
         .args(["policy", "check"])
-        .arg(&wasm)
+        .arg(wasm)
         .output()
         .unwrap();
     let printed = String::from_utf8_lossy(&check.stdout);
@@ -143,10 +188,10 @@ fn same_decisions_as_the_built_ins(lang: Lang) {
     );
 
     let engine = engine(relaxed());
-    let bytes = std::fs::read(&wasm).unwrap();
+    let bytes = std::fs::read(wasm).unwrap();
     let guest: Arc<Policy> = Arc::new(
         engine
-            .load(&name, PolicySource::File(wasm.clone()), &bytes)
+            .load(name, PolicySource::File(wasm.to_path_buf()), &bytes)
             .unwrap(),
     );
     let (lru, spec) = (builtin(&engine, "lru"), builtin(&engine, "specialization"));

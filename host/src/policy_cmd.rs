@@ -271,19 +271,31 @@ fn template(lang: Lang, name: &str) -> Vec<(&'static str, String)> {
 /// `policy new NAME --lang L`: writes a buildable project from the language's template into
 /// `dir/NAME`, with a README that says how to build, check and drop it.
 pub fn new(name: &str, lang: Lang, dir: &Path) -> anyhow::Result<ExitCode> {
-    if name.is_empty()
+    let root = write_project(name, lang, dir)?;
+    println!("{}", root.display());
+    eprintln!(
+        "wrote {}; its README.md says how to build it",
+        root.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Writes the `lang` template as project `name` into `dir/name` and returns that folder.
+pub fn write_project(name: &str, lang: Lang, dir: &Path) -> anyhow::Result<std::path::PathBuf> {
+    if !name.starts_with(|c: char| c.is_ascii_alphabetic())
         || !name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
     {
-        anyhow::bail!("{name:?}: use letters, digits, `-` and `_` for a policy name");
+        anyhow::bail!(
+            "{name:?}: a policy name starts with a letter and holds letters, digits, `-` and `_`"
+        );
     }
     let root = dir.join(name);
     if root.exists() {
         anyhow::bail!("{} exists already", root.display());
     }
-    let files = template(lang, name);
-    for (path, text) in files {
+    for (path, text) in template(lang, name) {
         let path = root.join(path);
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent)
@@ -291,10 +303,112 @@ pub fn new(name: &str, lang: Lang, dir: &Path) -> anyhow::Result<ExitCode> {
         }
         std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
     }
-    println!("{}", root.display());
-    eprintln!(
-        "wrote {}; its README.md says how to build it",
-        root.display()
-    );
-    Ok(ExitCode::SUCCESS)
+    Ok(root)
+}
+
+/// The build commands a template's README documents: the fenced block after the line that
+/// ends with "from this folder:".
+pub fn documented_build(readme: &str) -> Vec<String> {
+    let mut lines = readme
+        .lines()
+        .skip_while(|l| !l.ends_with("from this folder:"));
+    if lines.next().is_none() {
+        return Vec::new();
+    }
+    lines
+        .skip_while(|l| !l.starts_with("```"))
+        .skip(1)
+        .take_while(|l| !l.starts_with("```"))
+        .map(str::to_string)
+        .collect()
+}
+
+/// The component a template's README checks with `modelyard policy check PATH`.
+pub fn documented_component(readme: &str) -> Option<&str> {
+    readme
+        .lines()
+        .find_map(|l| l.strip_prefix("modelyard policy check "))
+        .map(str::trim)
+}
+
+/// Runs the build commands `project`'s README documents, with `tools` in the environment,
+/// and returns the component it names and how long the build took.
+pub fn build_as_documented(
+    project: &Path,
+    tools: &crate::sdk_tools::Tools,
+) -> anyhow::Result<(std::path::PathBuf, std::time::Duration)> {
+    let readme_path = project.join("README.md");
+    let readme = std::fs::read_to_string(&readme_path)
+        .with_context(|| format!("reading {}", readme_path.display()))?;
+    let commands = documented_build(&readme);
+    if commands.is_empty() {
+        anyhow::bail!("{} documents no build", readme_path.display());
+    }
+    let began = std::time::Instant::now();
+    for command in commands {
+        let mut cmd = std::process::Command::new("sh");
+        cmd.args(["-c", &command])
+            .current_dir(project)
+            // The README's output path is the project's own target folder.
+            .env_remove("CARGO_TARGET_DIR");
+        let out = tools
+            .apply(&mut cmd)
+            .output()
+            .with_context(|| format!("running `{command}`"))?;
+        if !out.status.success() {
+            anyhow::bail!(
+                "`{command}` failed ({}):\n{}{}",
+                out.status,
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+    let took = began.elapsed();
+    let wasm = documented_component(&readme)
+        .map(|p| project.join(p))
+        .with_context(|| format!("{} names no component to check", readme_path.display()))?;
+    if !wasm.is_file() {
+        anyhow::bail!("the build did not write {}", wasm.display());
+    }
+    Ok((wasm, took))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_template_documents_its_build_and_its_component() {
+        for lang in Lang::ALL {
+            let files = template(lang, "my-policy");
+            let readme = &files.iter().find(|(p, _)| *p == "README.md").unwrap().1;
+            assert!(
+                !readme.contains("{{"),
+                "{}: unfilled placeholder",
+                lang.name()
+            );
+            assert!(
+                !documented_build(readme).is_empty(),
+                "{}: no build block",
+                lang.name()
+            );
+            let wasm = documented_component(readme).unwrap();
+            assert!(wasm.ends_with(".wasm"), "{}: {wasm}", lang.name());
+        }
+        assert!(documented_build("no build here").is_empty());
+    }
+
+    #[test]
+    fn policy_names_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        for bad in ["", "1st", "a b", "../up", "x/y"] {
+            assert!(write_project(bad, Lang::C, dir.path()).is_err(), "{bad:?}");
+        }
+        let made = write_project("ok_name-2", Lang::C, dir.path()).unwrap();
+        assert!(made.join("Makefile").is_file());
+        let again = write_project("ok_name-2", Lang::C, dir.path()).unwrap_err();
+        assert!(again.to_string().contains("exists already"), "{again}");
+    }
 }
