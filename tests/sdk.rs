@@ -234,3 +234,32 @@ fn template_decides_as_the_built_ins(name: &str, wasm: &Path) {
         EvictionDecision::Evict(_)
     ));
 }
+
+#[test]
+fn a_toolchain_that_cannot_be_installed_fails_naming_the_step() {
+    let dir = tempfile::tempdir().unwrap();
+    for (lang, step) in [
+        ("rust", "adding the wasm32-wasip2 target"),
+        ("python", "creating a Python virtual environment"),
+        (
+            "js",
+            "`npm install` failed (are Node.js and npm installed?)",
+        ),
+        ("c", "`apt-get download` failed"),
+    ] {
+        // No installer can be found on this PATH.
+        let out = Command::new(env!("CARGO_BIN_EXE_modelyard"))
+            .args(["setup", "--sdk", lang, "--dir"])
+            .arg(dir.path())
+            .env("PATH", dir.path().join("nothing-here"))
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{lang}: {stderr}");
+        assert!(
+            stderr.contains(&format!("installing the {lang} policy tools"))
+                && stderr.contains(step),
+            "{lang}: {stderr}"
+        );
+    }
+}

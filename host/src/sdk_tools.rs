@@ -85,6 +85,24 @@ impl Tools {
     }
 }
 
+impl Tools {
+    /// A POSIX shell snippet that sets these tools up (`. target/demo/sdk/c.env`).
+    pub fn shell_env(&self) -> String {
+        let quote = |v: &std::ffi::OsStr| {
+            let v = v.to_string_lossy();
+            shlex::try_quote(&v).map_or_else(|_| v.to_string(), |q| q.into_owned())
+        };
+        let mut out = String::new();
+        for p in &self.path {
+            out.push_str(&format!("export PATH={}:\"$PATH\"\n", quote(p.as_os_str())));
+        }
+        for (k, v) in &self.env {
+            out.push_str(&format!("export {k}={}\n", quote(v)));
+        }
+        out
+    }
+}
+
 /// Installs (or finds, if already installed) the tools for `lang` under `dir/sdk`.
 pub fn install(dir: &Path, lang: Lang) -> anyhow::Result<Tools> {
     std::fs::create_dir_all(dir.join("sdk"))
@@ -98,7 +116,18 @@ pub fn install(dir: &Path, lang: Lang) -> anyhow::Result<Tools> {
         Lang::Js => js(&dir.join("sdk/node")),
         Lang::C => c(&dir.join("sdk")),
     };
-    result.with_context(|| format!("installing the {} policy tools", lang.name()))
+    let tools = result.with_context(|| format!("installing the {} policy tools", lang.name()))?;
+    let env_file = dir.join("sdk").join(format!("{}.env", lang.name()));
+    std::fs::write(&env_file, tools.shell_env())
+        .with_context(|| format!("writing {}", env_file.display()))?;
+    step(
+        lang.name(),
+        &format!(
+            "ready; `. {}` puts the tools on this shell's PATH",
+            env_file.display()
+        ),
+    );
+    Ok(tools)
 }
 
 fn rust() -> anyhow::Result<Tools> {
@@ -187,18 +216,35 @@ fn c(sdk: &Path) -> anyhow::Result<Tools> {
         }
     }
     let _ = std::fs::remove_dir_all(sdk.join("cargo-build"));
-    let libs = std::env::join_paths([
-        root.join("usr/lib/x86_64-linux-gnu"),
-        root.join("usr/lib/llvm-14/lib"),
-    ])?;
+    // A `clang` that finds the unpacked libraries and wasi-libc without any set-up.
+    let wrapper = root.join("bin/clang");
+    std::fs::create_dir_all(root.join("bin"))?;
+    let libs = format!(
+        "{}:{}",
+        root.join("usr/lib/x86_64-linux-gnu").display(),
+        root.join("usr/lib/llvm-14/lib").display()
+    );
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\n# Debian's clang 14, unpacked by `modelyard setup --sdk c`, with its libraries and wasi-libc.\n\
+             LD_LIBRARY_PATH='{libs}'${{LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}} exec '{}' --sysroot='{}' \"$@\"\n",
+            clang.display(),
+            root.join("usr").display()
+        ),
+    )?;
+    std::fs::set_permissions(
+        &wrapper,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )?;
     Ok(Tools {
         // `usr/bin` holds `wasm-ld-14`, which Debian's clang calls by that name.
-        path: vec![cargo_root.join("bin"), root.join("usr/bin")],
-        env: vec![
-            ("CLANG".into(), clang.into_os_string()),
-            ("SYSROOT".into(), root.join("usr").into_os_string()),
-            ("LD_LIBRARY_PATH".into(), libs),
+        path: vec![
+            cargo_root.join("bin"),
+            root.join("bin"),
+            root.join("usr/bin"),
         ],
+        env: Vec::new(),
     })
 }
 
