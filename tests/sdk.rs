@@ -94,7 +94,72 @@ fn same_decisions_as_the_built_ins(lang: Lang) {
     let name = format!("{}example", lang.name());
     let wasm = new_and_build(lang, &name, dir.path());
     template_decides_as_the_built_ins(&name, &wasm);
+    the_host_serves_with_it(&name, &wasm);
     the_documented_example_builds_and_decides_as_it_says(lang, &dir.path().join(&name));
+}
+
+/// A real host with the component as its `select-model` policy routes real requests by it.
+fn the_host_serves_with_it(name: &str, wasm: &Path) {
+    let d = crate::demo::demo();
+    let coder_file = d.smollm2_q4_0.clone().unwrap_or_else(|| d.gemma3.clone());
+    let settings = crate::demo::settings(&format!(
+        "selection = \"{}\"\n{}{}",
+        wasm.display(),
+        crate::demo::llama_model(
+            "chatty",
+            &d.smollm2,
+            "aliases = [\"small\"]\ntags = [\"chat\"]"
+        ),
+        crate::demo::llama_model("coder", &coder_file, "tags = [\"code\"]"),
+    ));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let host = crate::demo::TestHost::start(settings).await;
+        let ask = |model: &str, task: Option<&str>| {
+            let mut req = host.http.post(host.url("/v1/chat/completions")).json(&serde_json::json!({
+                "model": model, "max_tokens": 2,
+                "messages": [{"role": "user", "content": "Why does this function not compile?"}],
+            }));
+            if let Some(task) = task {
+                req = req.header("x-modelyard-task", task);
+            }
+            req.send()
+        };
+        for (model, task, want) in [
+            ("auto", None, "coder"),
+            ("auto", Some("chat"), "chatty"),
+            ("small", None, "chatty"),
+        ] {
+            let resp = ask(model, task).await.unwrap();
+            assert_eq!(resp.status(), 200, "{name}: {model} {task:?}");
+            assert_eq!(
+                resp.headers()["x-modelyard-model"],
+                want,
+                "{name}: {model} {task:?}"
+            );
+        }
+        let refused = ask("no-such-model", None).await.unwrap();
+        assert_eq!(refused.status(), 404, "{name}: an unknown model is refused");
+        let policies: serde_json::Value = host
+            .http
+            .get(host.url("/admin/policies"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let select = &policies["hooks"][1];
+        assert_eq!(select["hook"], "select-model");
+        assert_eq!(select["policy"], name, "{policies}");
+        assert!(select["calls"].as_u64().unwrap_or(0) >= 4, "{policies}");
+        assert_eq!(select["failures"].as_u64(), Some(0), "{policies}");
+        host.stop().await;
+    });
 }
 
 /// The language page's "complete small policy", put in place of the template's source and built
