@@ -185,11 +185,21 @@ fn c(sdk: &Path) -> anyhow::Result<Tools> {
             "c",
             "downloading Debian's clang, lld, wasi-libc and wasm32 compiler-rt",
         );
-        run(Command::new("apt-get")
-            .arg("download")
-            .args(C_PACKAGES)
-            .current_dir(&debs))
-        .context("`apt-get download` failed (the C SDK uses Debian's packages)")?;
+        let download = || {
+            run(Command::new("apt-get")
+                .arg("download")
+                .args(C_PACKAGES)
+                .current_dir(&debs))
+        };
+        if download().is_err() {
+            // A fresh machine may have no package lists yet.
+            step(
+                "c",
+                "refreshing the package lists (apt-get update) and trying again",
+            );
+            let _ = run(Command::new("apt-get").args(["update", "-qq"]));
+            download().context("`apt-get download` failed (the C SDK uses Debian's packages)")?;
+        }
         step("c", "unpacking them (no system install)");
         for entry in std::fs::read_dir(&debs)? {
             let deb = entry?.path();
