@@ -11,6 +11,7 @@ mod util;
 
 // Each built-in strategy's decisions on hand-built scenarios, through the real wasm path.
 mod strategies;
+mod trace;
 
 // Deadline and memory cap (obeyed/violated pairs), the evil guest's every mode, quarantine.
 mod limits;

@@ -15,4 +15,5 @@ pub mod scheduler;
 pub mod sdk_tools;
 pub mod serve;
 pub mod setup;
+pub mod sim;
 pub mod telemetry;
