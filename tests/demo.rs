@@ -91,6 +91,18 @@ impl TestHost {
         self.host.scheduler.status()
     }
 
+    /// GETs `path` (an unauthenticated admin or info endpoint) and returns its JSON body.
+    pub async fn get_json(&self, path: &str) -> Value {
+        let resp = self
+            .http
+            .get(self.url(path))
+            .send()
+            .await
+            .expect("the host answers");
+        assert_eq!(resp.status(), 200, "GET {path}");
+        resp.json().await.expect("a JSON body")
+    }
+
     /// A short chat completion; returns the status and the JSON body.
     pub async fn chat(&self, model: &str, max_tokens: u32) -> (u16, Value) {
         let resp = self

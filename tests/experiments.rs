@@ -214,15 +214,7 @@ async fn an_experiment_runs_on_live_traffic_through_the_admin_api() {
         .await
         .unwrap();
     assert_eq!(promoted.status(), 200);
-    let policies: Value = host
-        .http
-        .get(host.url("/admin/policies"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let policies = host.get_json("/admin/policies").await;
     assert_eq!(
         policies["hooks"][1]["policy"], "modelyard_policy_evil",
         "{policies}"

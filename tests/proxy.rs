@@ -124,15 +124,7 @@ async fn auto_with_task_code_goes_to_the_code_model_and_aliases_resolve() {
     let by_alias = post(&host, hi("small"), &[]).await;
     assert_eq!(by_alias.status(), 200);
     assert_eq!(by_alias.headers()["x-modelyard-model"], "chatty");
-    let policies: Value = host
-        .http
-        .get(host.url("/admin/policies"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let policies = host.get_json("/admin/policies").await;
     let select = &policies["hooks"][1];
     assert_eq!(select["hook"], "select-model");
     assert_eq!(select["policy"], "specialization");

@@ -10,13 +10,13 @@ use std::sync::Arc;
 use modelyard::engine::types::{EvictionDecision, Request, Selection};
 use modelyard::engine::{Policy, PolicySource, sample};
 use modelyard::policy_cmd::{self, Lang};
-use modelyard::sdk_tools;
+use modelyard::sdk_tools::{self, Tools};
 
 use crate::util::{builtin, engine, relaxed};
 
 /// Writes a project with `policy new`, builds it as its README says, and returns the component
-/// its README's `policy check` line names.
-fn new_and_build(lang: Lang, name: &str, dir: &Path) -> PathBuf {
+/// its README's `policy check` line names, with the tools that built it.
+fn new_and_build(lang: Lang, name: &str, dir: &Path) -> (PathBuf, Tools) {
     let demo_dir = crate::demo::demo().dir.clone();
     let tools = sdk_tools::install(&demo_dir, lang).unwrap_or_else(|e| {
         panic!(
@@ -38,7 +38,7 @@ fn new_and_build(lang: Lang, name: &str, dir: &Path) -> PathBuf {
     let (wasm, took) = policy_cmd::build_as_documented(&project, &tools)
         .unwrap_or_else(|e| panic!("building {} as documented: {e:#}", project.display()));
     eprintln!("{}: built {} in {took:?}", lang.name(), wasm.display());
-    wasm
+    (wasm, tools)
 }
 
 fn requests() -> Vec<Request> {
@@ -92,10 +92,10 @@ fn same_decisions_as_the_built_ins(lang: Lang) {
     let _serial = crate::demo::serial();
     let dir = tempfile::tempdir().unwrap();
     let name = format!("{}example", lang.name());
-    let wasm = new_and_build(lang, &name, dir.path());
+    let (wasm, tools) = new_and_build(lang, &name, dir.path());
     template_decides_as_the_built_ins(&name, &wasm);
     the_host_serves_with_it(&name, &wasm);
-    the_documented_example_builds_and_decides_as_it_says(lang, &dir.path().join(&name));
+    the_documented_example_builds_and_decides_as_it_says(lang, &dir.path().join(&name), &tools);
 }
 
 /// A real host with the component as its `select-model` policy routes real requests by it.
@@ -144,15 +144,7 @@ fn the_host_serves_with_it(name: &str, wasm: &Path) {
         }
         let refused = ask("no-such-model", None).await.unwrap();
         assert_eq!(refused.status(), 404, "{name}: an unknown model is refused");
-        let policies: serde_json::Value = host
-            .http
-            .get(host.url("/admin/policies"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let policies = host.get_json("/admin/policies").await;
         let select = &policies["hooks"][1];
         assert_eq!(select["hook"], "select-model");
         assert_eq!(select["policy"], name, "{policies}");
@@ -164,13 +156,10 @@ fn the_host_serves_with_it(name: &str, wasm: &Path) {
 
 /// The language page's "complete small policy", put in place of the template's source and built
 /// the same way: LFU eviction, `auto` to the most used model, the newest turns that fit.
-fn the_documented_example_builds_and_decides_as_it_says(lang: Lang, project: &Path) {
+fn the_documented_example_builds_and_decides_as_it_says(lang: Lang, project: &Path, tools: &Tools) {
     let page = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../sdk")
-        .join(match lang {
-            Lang::Js => "js",
-            other => other.name(),
-        })
+        .join(lang.name())
         .join("README.md");
     let page = std::fs::read_to_string(&page).unwrap();
     let example: String = page
@@ -189,8 +178,7 @@ fn the_documented_example_builds_and_decides_as_it_says(lang: Lang, project: &Pa
         Lang::C => "app.c",
     };
     std::fs::write(project.join(source), example).unwrap();
-    let tools = sdk_tools::install(&crate::demo::demo().dir, lang).unwrap();
-    let (wasm, _) = policy_cmd::build_as_documented(project, &tools)
+    let (wasm, _) = policy_cmd::build_as_documented(project, tools)
         .unwrap_or_else(|e| panic!("building the {} page's example: {e:#}", lang.name()));
 
     let engine = engine(relaxed());

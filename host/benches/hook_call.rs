@@ -5,8 +5,12 @@
 //! fresh instance per call, and natively (including the input copy a wasm call also makes).
 //! Run with `cargo bench --bench hook_call`.
 
+mod common;
+
 use std::hint::black_box;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use common::measure;
 
 use modelyard::engine::types as host;
 use modelyard::engine::{EngineSettings, PolicyEngine, sample};
@@ -74,25 +78,6 @@ fn to_guest_request(r: &host::EvictionRequest) -> guest::EvictionRequest {
             cpu_percent: r.telemetry.cpu_percent,
         },
     }
-}
-
-/// Median and p99 of `iterations` timed runs of `f`, after a warm-up.
-fn measure(iterations: usize, mut f: impl FnMut()) -> (Duration, Duration) {
-    for _ in 0..iterations / 10 + 1 {
-        f();
-    }
-    let mut samples: Vec<Duration> = (0..iterations)
-        .map(|_| {
-            let t = Instant::now();
-            f();
-            t.elapsed()
-        })
-        .collect();
-    samples.sort();
-    (
-        samples[samples.len() / 2],
-        samples[samples.len() * 99 / 100],
-    )
 }
 
 fn micros(d: Duration) -> String {

@@ -8,31 +8,16 @@
 //! 8 candidates, `compress-context` on 20 turns). Run with `cargo bench --bench languages`;
 //! `MODELYARD_BENCH_LANGS=c,rust` picks languages.
 
+mod common;
+
 use std::hint::black_box;
 use std::time::{Duration, Instant};
+
+use common::measure;
 
 use modelyard::engine::{EngineSettings, PolicyEngine, PolicySource, sample};
 use modelyard::policy_cmd::{self, Lang};
 use modelyard::sdk_tools;
-
-/// Median and p99 of `iterations` timed runs of `f`, after a warm-up.
-fn measure(iterations: usize, mut f: impl FnMut()) -> (Duration, Duration) {
-    for _ in 0..iterations / 10 + 1 {
-        f();
-    }
-    let mut samples: Vec<Duration> = (0..iterations)
-        .map(|_| {
-            let t = Instant::now();
-            f();
-            t.elapsed()
-        })
-        .collect();
-    samples.sort();
-    (
-        samples[samples.len() / 2],
-        samples[samples.len() * 99 / 100],
-    )
-}
 
 fn micros((median, p99): (Duration, Duration)) -> String {
     format!(

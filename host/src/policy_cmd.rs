@@ -1,5 +1,7 @@
-//! `modelyard policy check|list`: what a policy author runs before dropping a component into
-//! `policies/`.
+//! `modelyard policy check|list|new`: what a policy author runs before dropping a component
+//! into `policies/`, and the per-language templates `new` writes, with the helpers that read a
+//! template's README for its build commands and its component (the SDK tests and the
+//! languages benchmark build exactly what the README documents).
 
 use std::path::Path;
 use std::process::ExitCode;

@@ -1,9 +1,10 @@
 //! `modelyard setup --sdk LANG`: installs the tools that build policies in each language, from
-//! the public registries, into `DIR/sdk` (by default inside `target/demo`, which git ignores).
-//! Nothing goes outside that folder. Every step is skipped when its result is already there.
+//! the public registries, into `DIR/sdk` (by default inside `target/demo`, which git ignores),
+//! and writes `DIR/sdk/LANG.env` to put them on a shell's `PATH`. Every step is skipped when
+//! its result is already there.
 //!
-//! - Rust: the toolchain's `wasm32-wasip2` target (`rustup target add`).
-//! - Python: componentize-py from PyPI, in the demo's virtual environment.
+//! - Rust: the toolchain's `wasm32-wasip2` target (`rustup target add`, into the toolchain).
+//! - Python: componentize-py from PyPI, in the demo's virtual environment (`DIR/venv`).
 //! - JavaScript: componentize-js and jco from npm, in `sdk/node`.
 //! - C: Debian's clang, lld, wasi-libc and wasm32 compiler-rt, unpacked (not installed) into
 //!   `sdk/c`, plus `wit-bindgen` and `wasm-tools` from crates.io in `sdk/cargo`.
@@ -11,13 +12,13 @@
 //! A failed step fails with the step's name, so a test that needs the tools says which install
 //! step broke.
 
-use std::ffi::OsString;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 
 use crate::policy_cmd::Lang;
+use crate::setup::run;
 
 const COMPONENTIZE_PY_PACKAGE: &str = "componentize-py==0.25.1";
 /// npm packages for JavaScript policies; the override keeps jco's type generator on a WASI
@@ -59,13 +60,11 @@ const WASM_TOOLS: (&str, &str, &[&str]) = (
     ],
 );
 
-/// What a build needs in its environment to find a language's tools.
+/// What a build needs in its environment to find a language's tools: folders to put in front
+/// of `PATH` (the C compiler's wrapper carries its own library path and sysroot).
 #[derive(Debug, Clone, Default)]
 pub struct Tools {
-    /// Folders to put in front of `PATH`.
     pub path: Vec<PathBuf>,
-    /// Further variables (`CLANG`, `SYSROOT`, ...), as the templates' build files read them.
-    pub env: Vec<(String, OsString)>,
 }
 
 impl Tools {
@@ -77,9 +76,6 @@ impl Tools {
         ));
         if let Ok(joined) = std::env::join_paths(path) {
             cmd.env("PATH", joined);
-        }
-        for (k, v) in &self.env {
-            cmd.env(k, v);
         }
         cmd
     }
@@ -95,9 +91,6 @@ impl Tools {
         let mut out = String::new();
         for p in &self.path {
             out.push_str(&format!("export PATH={}:\"$PATH\"\n", quote(p.as_os_str())));
-        }
-        for (k, v) in &self.env {
-            out.push_str(&format!("export {k}={}\n", quote(v)));
         }
         out
     }
@@ -150,7 +143,6 @@ fn python(dir: &Path) -> anyhow::Result<Tools> {
     }
     Ok(Tools {
         path: vec![venv.join("bin")],
-        env: Vec::new(),
     })
 }
 
@@ -168,10 +160,7 @@ fn js(node: &Path) -> anyhow::Result<Tools> {
             .current_dir(node))
         .context("`npm install` failed (are Node.js and npm installed?)")?;
     }
-    Ok(Tools {
-        path: vec![bin],
-        env: Vec::new(),
-    })
+    Ok(Tools { path: vec![bin] })
 }
 
 fn c(sdk: &Path) -> anyhow::Result<Tools> {
@@ -254,23 +243,9 @@ fn c(sdk: &Path) -> anyhow::Result<Tools> {
             root.join("bin"),
             root.join("usr/bin"),
         ],
-        env: Vec::new(),
     })
 }
 
 fn step(lang: &str, what: &str) {
     eprintln!("modelyard setup --sdk {lang}: {what}");
-}
-
-fn run(cmd: &mut Command) -> anyhow::Result<()> {
-    let shown = format!("{cmd:?}");
-    let status = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::from(std::io::stderr()))
-        .status()
-        .with_context(|| format!("could not run {shown}"))?;
-    if !status.success() {
-        bail!("{shown} failed ({status})");
-    }
-    Ok(())
 }

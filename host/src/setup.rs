@@ -263,7 +263,8 @@ fn step(what: &str) {
     eprintln!("modelyard setup: {what}");
 }
 
-fn run(cmd: &mut Command) -> anyhow::Result<()> {
+/// Runs `cmd` with its output on stderr; an error names the command and how it ended.
+pub(crate) fn run(cmd: &mut Command) -> anyhow::Result<()> {
     let shown = format!("{cmd:?}");
     let status = cmd
         .stdin(Stdio::null())
