@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use modelyard::sim::{report, trace};
 use modelyard::{policy_cmd, sdk_tools, serve, setup};
 
 #[derive(Debug, Parser)]
@@ -55,6 +56,39 @@ enum Command {
     /// Inspect and check policy components.
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// Replay a request trace through the scheduler with each policy on a virtual clock, and
+    /// compare their swap cost with the offline bounds.
+    Simulate {
+        /// The trace file (for azure-llm, one or more files).
+        #[arg(long, required = true, num_args = 1..)]
+        trace: Vec<PathBuf>,
+        #[arg(long, value_enum)]
+        format: trace::Format,
+        /// The memory models share.
+        #[arg(long, default_value = "80GiB")]
+        memory: String,
+        /// A policy to replay (a built-in name or a .wasm file); repeatable.
+        #[arg(long = "policy", default_values = ["lru", "hybrid"])]
+        policies: Vec<String>,
+        /// A TOML model catalogue: sizes, start-up times, bandwidth, token rates.
+        #[arg(long)]
+        models: Option<PathBuf>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Replay at several memory sizes, FROM..TO (e.g. 40GiB..160GiB), and plot them.
+        #[arg(long)]
+        sweep: Option<String>,
+        /// How many memory sizes a sweep takes.
+        #[arg(long, default_value_t = 5)]
+        steps: usize,
+        /// Where a sweep's SVG plot goes.
+        #[arg(long, default_value = "simulate.svg")]
+        plot: PathBuf,
+        /// Rounds of the Lagrangian lower bound on long traces (more: tighter, slower).
+        #[arg(long, default_value_t = 300)]
+        bound_rounds: usize,
+    },
 }
 
 /// A language for `setup --sdk`, or all of them.
@@ -105,14 +139,17 @@ enum PolicyCommand {
 }
 
 fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // A replay's every load and eviction would drown its table.
+    let quiet = matches!(cli.command, Command::Simulate { .. });
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+                tracing_subscriber::EnvFilter::new(if quiet { "warn" } else { "info" })
+            }),
         )
         .init();
-    let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve {
             config,
@@ -148,6 +185,30 @@ fn main() -> ExitCode {
             println!("{}", d.config.display());
             ExitCode::SUCCESS
         }),
+        Command::Simulate {
+            trace,
+            format,
+            memory,
+            policies,
+            models,
+            json,
+            sweep,
+            steps,
+            plot,
+            bound_rounds,
+        } => simulate(
+            report::Options {
+                trace,
+                format,
+                memory: Vec::new(),
+                policies,
+                models,
+                bound_rounds,
+            },
+            (&memory, sweep.as_deref(), steps),
+            json,
+            &plot,
+        ),
         Command::Policy(PolicyCommand::Check { file }) => policy_cmd::check(&file),
         Command::Policy(PolicyCommand::List { dir }) => policy_cmd::list(&dir),
         Command::Policy(PolicyCommand::New { name, lang, dir }) => {
@@ -161,6 +222,27 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn simulate(
+    mut opts: report::Options,
+    (memory, sweep, steps): (&str, Option<&str>, usize),
+    json: bool,
+    plot: &std::path::Path,
+) -> anyhow::Result<ExitCode> {
+    opts.memory = report::memory_sizes(memory, sweep, steps)?;
+    let r = report::simulate(&opts)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+    } else {
+        print!("{}", report::table(&r));
+    }
+    if sweep.is_some() {
+        std::fs::write(plot, report::svg(&r))
+            .map_err(|e| anyhow::anyhow!("writing {}: {e}", plot.display()))?;
+        eprintln!("plot written to {}", plot.display());
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn runtime() -> tokio::runtime::Runtime {

@@ -68,6 +68,8 @@ pub struct Telemetry {
     system: System,
     nvml: Option<Nvml>,
     last_cpu_refresh: Option<Instant>,
+    /// A machine that is not this one (the simulator's): every snapshot is this one.
+    fixed: Option<Snapshot>,
 }
 
 impl std::fmt::Debug for Telemetry {
@@ -98,7 +100,26 @@ impl Telemetry {
             system,
             nvml,
             last_cpu_refresh: None,
+            fixed: None,
         })
+    }
+
+    /// Telemetry of an imagined machine that always reads `snapshot` and measures no process:
+    /// what the simulator runs the scheduler on.
+    pub fn fixed(snapshot: Snapshot) -> anyhow::Result<Self> {
+        let system =
+            System::new().map_err(|e| anyhow::anyhow!("reading system information: {e}"))?;
+        Ok(Self {
+            system,
+            nvml: None,
+            last_cpu_refresh: None,
+            fixed: Some(snapshot),
+        })
+    }
+
+    /// True for [`Telemetry::fixed`]'s imagined machine.
+    pub fn is_fixed(&self) -> bool {
+        self.fixed.is_some()
     }
 
     /// True when GPU telemetry is available.
@@ -108,6 +129,9 @@ impl Telemetry {
 
     /// RAM, CPU and every GPU now.
     pub fn snapshot(&mut self) -> Snapshot {
+        if let Some(fixed) = &self.fixed {
+            return fixed.clone();
+        }
         self.system.refresh_memory();
         // CPU use is a difference between two readings; the first one reads 0.
         self.system.refresh_cpu_usage();
@@ -159,6 +183,9 @@ impl Telemetry {
 
     /// The measured footprint of `root` and all its descendants. Empty if `root` is gone.
     pub fn footprint(&mut self, root: u32) -> Footprint {
+        if self.fixed.is_some() {
+            return Footprint::default();
+        }
         self.system.refresh_processes_specifics(
             ProcessesToUpdate::All,
             true,

@@ -17,7 +17,7 @@
 mod room;
 mod slot;
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -171,6 +171,12 @@ struct Inner {
     /// One eviction conversation at a time per device.
     room: BTreeMap<String, tokio::sync::Mutex<()>>,
     epoch: Instant,
+    /// Slot index by model id, then by alias (an id wins over another model's alias).
+    names: HashMap<String, usize>,
+    /// Telemetry reads and policy calls run on the async thread itself instead of the blocking
+    /// pool: on the simulator's imagined machine, where nothing happens in real time, this
+    /// keeps a replay fast and deterministic.
+    inline: bool,
 }
 
 #[derive(Debug, Default)]
@@ -183,13 +189,23 @@ struct State {
 }
 
 impl Scheduler {
-    /// Builds the scheduler and starts its housekeeping. Must run inside a tokio runtime.
+    /// Builds the scheduler on this machine's telemetry and starts its housekeeping. Must run
+    /// inside a tokio runtime.
     pub fn new(
         settings: Arc<Settings>,
         hooks: Arc<Hooks>,
         launcher: Arc<dyn Launcher>,
     ) -> anyhow::Result<Self> {
-        let mut telemetry = Telemetry::new()?;
+        Self::with_telemetry(settings, hooks, launcher, Telemetry::new()?)
+    }
+
+    /// Builds the scheduler on the given telemetry (the simulator's imagined machine).
+    pub fn with_telemetry(
+        settings: Arc<Settings>,
+        hooks: Arc<Hooks>,
+        launcher: Arc<dyn Launcher>,
+        mut telemetry: Telemetry,
+    ) -> anyhow::Result<Self> {
         let snapshot = telemetry.snapshot();
         let mut devices: Vec<String> = settings.models.iter().map(|m| m.device.clone()).collect();
         devices.extend(settings.memory.devices.keys().cloned());
@@ -217,6 +233,16 @@ impl Scheduler {
             slots: settings.models.iter().cloned().map(Slot::new).collect(),
             ..State::default()
         };
+        let mut names = HashMap::new();
+        for (i, m) in settings.models.iter().enumerate() {
+            for alias in &m.aliases {
+                names.entry(alias.clone()).or_insert(i);
+            }
+        }
+        for (i, m) in settings.models.iter().enumerate() {
+            names.insert(m.id.clone(), i);
+        }
+        let inline = telemetry.is_fixed();
         let inner = Arc::new(Inner {
             room: devices
                 .iter()
@@ -231,6 +257,8 @@ impl Scheduler {
             state: Mutex::new(state),
             changed: watch::channel(0).0,
             epoch: Instant::now(),
+            names,
+            inline,
         });
         tokio::spawn(room::housekeeping(Arc::downgrade(&inner)));
         Ok(Self { inner })
@@ -498,15 +526,9 @@ impl Inner {
     }
 
     fn index(&self, name: &str) -> Result<usize, SchedError> {
-        let id = self
-            .settings
-            .model(name)
-            .map(|m| m.id.as_str())
-            .ok_or_else(|| SchedError::UnknownModel(name.to_string()))?;
-        self.lock()
-            .slots
-            .iter()
-            .position(|s| s.cfg.id == id)
+        self.names
+            .get(name)
+            .copied()
             .ok_or_else(|| SchedError::UnknownModel(name.to_string()))
     }
 

@@ -329,16 +329,20 @@ pub(super) fn wit_telemetry(inner: &Inner) -> Telemetry {
 async fn decide(inner: &Arc<Inner>, req: EvictionRequest, key: &str) -> Decided<EvictionDecision> {
     let hooks = inner.hooks.clone();
     let key = key.to_string();
-    let decided = tokio::task::spawn_blocking(move || hooks.choose_eviction_for(&key, &req))
-        .await
-        .unwrap_or_else(|e| Decided {
-            value: EvictionDecision::Wait,
-            by: DecidedBy::Fallback(Some(PolicyError::Trap {
-                policy: "?".into(),
-                hook: crate::engine::Hook::ChooseEviction,
-                message: e.to_string(),
-            })),
-        });
+    let decided = if inner.inline {
+        hooks.choose_eviction_for(&key, &req)
+    } else {
+        tokio::task::spawn_blocking(move || hooks.choose_eviction_for(&key, &req))
+            .await
+            .unwrap_or_else(|e| Decided {
+                value: EvictionDecision::Wait,
+                by: DecidedBy::Fallback(Some(PolicyError::Trap {
+                    policy: "?".into(),
+                    hook: crate::engine::Hook::ChooseEviction,
+                    message: e.to_string(),
+                })),
+            })
+    };
     let mut st = inner.lock();
     st.eviction.decisions += 1;
     if let DecidedBy::Fallback(Some(err)) = &decided.by {
@@ -451,7 +455,7 @@ async fn refresh(inner: &Arc<Inner>) {
         .filter_map(|(i, s)| Some((i, s.instance.as_ref()?.pid()?)))
         .collect();
     let telemetry = inner.telemetry.clone();
-    let Ok((snapshot, footprints)) = tokio::task::spawn_blocking(move || {
+    let read = move || {
         let mut t = telemetry.lock().unwrap_or_else(|e| e.into_inner());
         let snapshot = t.snapshot();
         let footprints: Vec<_> = pids
@@ -459,10 +463,14 @@ async fn refresh(inner: &Arc<Inner>) {
             .map(|(i, pid)| (i, pid, t.footprint(pid)))
             .collect();
         (snapshot, footprints)
-    })
-    .await
-    else {
-        return;
+    };
+    let (snapshot, footprints) = if inner.inline {
+        read()
+    } else {
+        let Ok(read) = tokio::task::spawn_blocking(read).await else {
+            return;
+        };
+        read
     };
     *inner.latest.lock().unwrap_or_else(|e| e.into_inner()) = snapshot;
     let mut st = inner.lock();

@@ -1,0 +1,460 @@
+//! `modelyard simulate`: replays a trace once per policy and memory size, computes the offline
+//! bounds for each size, and prints a table, JSON, or an SVG plot of cost against memory.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context as _, bail};
+use serde::Serialize;
+
+use super::bounds::{self, Item, Problem};
+use super::catalogue::Catalogue;
+use super::run::{self, Metrics};
+use super::trace::{self, Format, Trace};
+use crate::engine::{EngineSettings, Hook, PolicyEngine};
+
+/// Traces up to this many requests get FOO's exact flow; longer ones its Lagrangian bound.
+const EXACT_FLOW_MAX: usize = 2_000;
+
+/// What to simulate.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub trace: Vec<PathBuf>,
+    pub format: Format,
+    /// Memory sizes to replay at, in bytes.
+    pub memory: Vec<u64>,
+    /// Built-in names or `.wasm` paths.
+    pub policies: Vec<String>,
+    pub models: Option<PathBuf>,
+    /// Subgradient rounds of the Lagrangian lower bound.
+    pub bound_rounds: usize,
+}
+
+/// The offline bounds on the swap cost at one memory size.
+#[derive(Debug, Clone, Serialize)]
+pub struct Bounds {
+    /// Seconds of loading no schedule can avoid (FOO's relaxation).
+    pub lower_seconds: f64,
+    /// `flow` (exact min-cost flow) or `lagrangian` (its dual, for long traces).
+    pub lower_method: String,
+    /// The cost-aware Belady schedule's loading seconds: an upper bound on the optimum.
+    pub upper_seconds: f64,
+    pub upper_loads: usize,
+    /// The most memory that schedule held at once (never above the memory).
+    pub upper_peak_bytes: u64,
+    /// Requests left out of the bounds: their model is larger than the memory.
+    pub unservable_requests: usize,
+}
+
+/// One policy's replay at one memory size.
+#[derive(Debug, Clone, Serialize)]
+pub struct PolicyRun {
+    pub policy: String,
+    #[serde(flatten)]
+    pub metrics: Metrics,
+    /// Swap cost ÷ the lower bound.
+    pub cost_ratio: f64,
+}
+
+/// Every policy at one memory size.
+#[derive(Debug, Clone, Serialize)]
+pub struct Point {
+    pub memory_bytes: u64,
+    pub bounds: Bounds,
+    pub policies: Vec<PolicyRun>,
+}
+
+/// The whole simulation.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub trace: String,
+    pub format: String,
+    pub requests: usize,
+    pub models: usize,
+    pub span_seconds: f64,
+    pub catalogue_bytes: u64,
+    pub points: Vec<Point>,
+}
+
+/// The bounds problem of a trace at `memory`: models as items, load time as cost.
+pub fn problem(trace: &Trace, catalogue: &Catalogue, memory: u64) -> (Problem, usize) {
+    let ids: Vec<&String> = catalogue.models.keys().collect();
+    let items = catalogue
+        .models
+        .values()
+        .map(|m| Item {
+            size: m.size,
+            cost: catalogue.load_time(m).as_secs_f64(),
+        })
+        .collect::<Vec<_>>();
+    let mut left_out = 0;
+    let requests = trace
+        .arrivals
+        .iter()
+        .filter_map(|a| {
+            let i = ids.binary_search(&&a.model).ok()?;
+            if items[i].size > memory {
+                left_out += 1;
+                None
+            } else {
+                Some(i)
+            }
+        })
+        .collect();
+    (
+        Problem {
+            items,
+            requests,
+            capacity: memory,
+        },
+        left_out,
+    )
+}
+
+/// The offline bounds of `trace` at `memory`.
+pub fn bounds(
+    trace: &Trace,
+    catalogue: &Catalogue,
+    memory: u64,
+    rounds: usize,
+) -> anyhow::Result<Bounds> {
+    let (p, unservable_requests) = problem(trace, catalogue, memory);
+    let upper = bounds::belady(&p)?;
+    let (lower_seconds, lower_method) = if p.requests.len() <= EXACT_FLOW_MAX {
+        (bounds::foo_lower_bound(&p)?, "flow")
+    } else {
+        (bounds::foo_lagrangian_bound(&p, rounds)?, "lagrangian")
+    };
+    Ok(Bounds {
+        lower_seconds,
+        lower_method: lower_method.into(),
+        upper_seconds: upper.cost,
+        upper_loads: upper.loads,
+        upper_peak_bytes: upper.peak,
+        unservable_requests,
+    })
+}
+
+/// Runs the whole simulation.
+pub fn simulate(opts: &Options) -> anyhow::Result<Report> {
+    if opts.policies.is_empty() {
+        bail!("name at least one --policy (a built-in such as lru, or a .wasm file)");
+    }
+    let trace = trace::read(opts.format, &opts.trace)?;
+    if trace.arrivals.is_empty() {
+        bail!("the trace has no requests");
+    }
+    let catalogue = Catalogue::build(&trace, opts.models.as_deref())?;
+    let engine = PolicyEngine::new(EngineSettings::default())?;
+    let mut policies = Vec::new();
+    for name in &opts.policies {
+        let policy = engine
+            .resolve(name, Path::new("."))
+            .map_err(|e| anyhow::anyhow!("policy {name}: {e}"))?;
+        if !policy.exports(Hook::ChooseEviction) {
+            bail!("policy {name} does not export choose-eviction, which the simulator replays");
+        }
+        policies.push((name.clone(), Arc::new(policy)));
+    }
+    let mut points = Vec::new();
+    for &memory in &opts.memory {
+        let bounds = bounds(&trace, &catalogue, memory, opts.bound_rounds)?;
+        let mut runs = Vec::new();
+        for (name, policy) in &policies {
+            tracing::info!(policy = %name, memory, "replaying");
+            let metrics = run::replay(&trace, &catalogue, memory, policy.clone())
+                .with_context(|| format!("replaying with {name}"))?;
+            let cost_ratio = if bounds.lower_seconds > 0.0 {
+                metrics.load_seconds / bounds.lower_seconds
+            } else {
+                1.0
+            };
+            runs.push(PolicyRun {
+                policy: name.clone(),
+                metrics,
+                cost_ratio,
+            });
+        }
+        points.push(Point {
+            memory_bytes: memory,
+            bounds,
+            policies: runs,
+        });
+    }
+    let first = trace.arrivals.first().map_or(0, |a| a.t_ms);
+    let last = trace.arrivals.last().map_or(0, |a| a.t_ms);
+    Ok(Report {
+        trace: opts
+            .trace
+            .iter()
+            .map(|p| {
+                p.file_name()
+                    .map_or_else(|| p.display().to_string(), |n| n.to_string_lossy().into())
+            })
+            .collect::<Vec<_>>()
+            .join(", "),
+        format: format!("{:?}", opts.format),
+        requests: trace.arrivals.len(),
+        models: catalogue.models.len(),
+        span_seconds: (last - first) as f64 / 1000.0,
+        catalogue_bytes: catalogue.models.values().map(|m| m.size).sum(),
+        points,
+    })
+}
+
+fn gib(bytes: u64) -> String {
+    let g = bytes as f64 / f64::from(1u32 << 30);
+    if (g - g.round()).abs() < 0.05 {
+        format!("{g:.0} GiB")
+    } else {
+        format!("{g:.1} GiB")
+    }
+}
+
+/// The terminal table: one block per memory size.
+pub fn table(r: &Report) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "trace {}: {} requests over {:.1} h, {} models ({} in all)",
+        r.trace,
+        r.requests,
+        r.span_seconds / 3600.0,
+        r.models,
+        gib(r.catalogue_bytes)
+    );
+    for p in &r.points {
+        let b = &p.bounds;
+        let _ = writeln!(
+            out,
+            "\nmemory {}: swap cost lower bound {:.0} s (FOO, {}), upper bound {:.0} s (cost-aware Belady, {} loads)",
+            gib(p.memory_bytes),
+            b.lower_seconds,
+            b.lower_method,
+            b.upper_seconds,
+            b.upper_loads
+        );
+        if b.unservable_requests > 0 {
+            let _ = writeln!(
+                out,
+                "  {} requests are for models larger than the memory",
+                b.unservable_requests
+            );
+        }
+        let _ = writeln!(
+            out,
+            "{:<16} {:>9} {:>8} {:>10} {:>11} {:>8} {:>9} {:>9} {:>8} {:>7} {:>7}",
+            "policy",
+            "hit rate",
+            "loads",
+            "GB loaded",
+            "load time s",
+            "thrash",
+            "wait p50",
+            "wait p99",
+            "failed",
+            "cost/LB",
+            "wall s"
+        );
+        for run in &p.policies {
+            let m = &run.metrics;
+            let _ = writeln!(
+                out,
+                "{:<16} {:>8.2}% {:>8} {:>10.1} {:>11.0} {:>8} {:>7}ms {:>7}ms {:>8} {:>7.2} {:>7.1}",
+                run.policy,
+                m.hit_rate() * 100.0,
+                m.loads,
+                m.bytes_loaded as f64 / 1e9,
+                m.load_seconds,
+                m.thrash,
+                m.wait_p50_ms,
+                m.wait_p99_ms,
+                m.failed,
+                run.cost_ratio,
+                m.wall_seconds
+            );
+        }
+    }
+    out
+}
+
+/// An SVG line plot of swap cost against memory: one line per policy, the bounds dashed.
+pub fn svg(r: &Report) -> String {
+    let (w, h, left, right, top, bottom) = (720.0, 440.0, 70.0, 150.0, 30.0, 50.0);
+    let xs: Vec<f64> = r
+        .points
+        .iter()
+        .map(|p| p.memory_bytes as f64 / f64::from(1u32 << 30))
+        .collect();
+    let mut series: Vec<(String, Vec<f64>, bool)> = Vec::new();
+    let names: Vec<String> = r
+        .points
+        .first()
+        .map(|p| p.policies.iter().map(|x| x.policy.clone()).collect())
+        .unwrap_or_default();
+    for (i, name) in names.iter().enumerate() {
+        let ys = r
+            .points
+            .iter()
+            .map(|p| p.policies[i].metrics.load_seconds)
+            .collect();
+        series.push((name.clone(), ys, false));
+    }
+    series.push((
+        "upper bound".into(),
+        r.points.iter().map(|p| p.bounds.upper_seconds).collect(),
+        true,
+    ));
+    series.push((
+        "lower bound".into(),
+        r.points.iter().map(|p| p.bounds.lower_seconds).collect(),
+        true,
+    ));
+    let (x0, x1) = (
+        xs.iter().copied().fold(f64::INFINITY, f64::min),
+        xs.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+    );
+    let y1 = series
+        .iter()
+        .flat_map(|s| s.1.iter().copied())
+        .fold(0.0, f64::max)
+        .max(1.0)
+        * 1.05;
+    let px = |x: f64| {
+        if x1 > x0 {
+            left + (x - x0) / (x1 - x0) * (w - left - right)
+        } else {
+            left + (w - left - right) / 2.0
+        }
+    };
+    let py = |y: f64| top + (1.0 - y / y1) * (h - top - bottom);
+    let colours = [
+        "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
+    ];
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12">"#
+    );
+    let _ = writeln!(s, r#"<rect width="{w}" height="{h}" fill="white"/>"#);
+    let _ = writeln!(
+        s,
+        r#"<text x="{left}" y="18">swap cost (load seconds) vs memory: {}</text>"#,
+        xml(&r.trace)
+    );
+    let (bx, by) = (h - bottom, w - right);
+    let _ = writeln!(
+        s,
+        r#"<line x1="{left}" y1="{bx}" x2="{by}" y2="{bx}" stroke="black"/><line x1="{left}" y1="{top}" x2="{left}" y2="{bx}" stroke="black"/>"#
+    );
+    for k in 0..=4 {
+        let y = y1 / 1.05 * f64::from(k) / 4.0;
+        let _ = writeln!(
+            s,
+            r#"<text x="{}" y="{:.1}" text-anchor="end">{:.0}</text>"#,
+            left - 6.0,
+            py(y) + 4.0,
+            y
+        );
+    }
+    for &x in &xs {
+        let _ = writeln!(
+            s,
+            r#"<text x="{:.1}" y="{}" text-anchor="middle">{x:.0}</text>"#,
+            px(x),
+            bx + 18.0
+        );
+    }
+    let _ = writeln!(
+        s,
+        r#"<text x="{:.1}" y="{}" text-anchor="middle">memory (GiB)</text>"#,
+        (left + w - right) / 2.0,
+        h - 10.0
+    );
+    for (i, (name, ys, dashed)) in series.iter().enumerate() {
+        let colour = if *dashed {
+            "#000000"
+        } else {
+            colours[i % colours.len()]
+        };
+        let points: Vec<String> = xs
+            .iter()
+            .zip(ys)
+            .map(|(&x, &y)| format!("{:.1},{:.1}", px(x), py(y)))
+            .collect();
+        let dash = if *dashed {
+            if name.starts_with("lower") {
+                r#" stroke-dasharray="2,3""#
+            } else {
+                r#" stroke-dasharray="6,4""#
+            }
+        } else {
+            ""
+        };
+        let _ = writeln!(
+            s,
+            r#"<polyline fill="none" stroke="{colour}" stroke-width="2"{dash} points="{}"/>"#,
+            points.join(" ")
+        );
+        let ly = top + 16.0 * i as f64 + 10.0;
+        let _ = writeln!(
+            s,
+            r#"<line x1="{:.1}" y1="{ly:.1}" x2="{:.1}" y2="{ly:.1}" stroke="{colour}" stroke-width="2"{dash}/><text x="{:.1}" y="{:.1}">{}</text>"#,
+            w - right + 10.0,
+            w - right + 34.0,
+            w - right + 40.0,
+            ly + 4.0,
+            xml(name)
+        );
+    }
+    s.push_str("</svg>\n");
+    s
+}
+
+fn xml(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+/// Parses `80GiB`, or a sweep `40GiB..160GiB` into `steps` evenly spaced sizes.
+pub fn memory_sizes(memory: &str, sweep: Option<&str>, steps: usize) -> anyhow::Result<Vec<u64>> {
+    let parse = |t: &str| -> anyhow::Result<u64> {
+        t.trim()
+            .parse::<bytesize::ByteSize>()
+            .map(|b| b.as_u64())
+            .map_err(|e| anyhow::anyhow!("{t:?} is not a memory size ({e})"))
+    };
+    let Some(sweep) = sweep else {
+        return Ok(vec![parse(memory)?]);
+    };
+    let Some((a, b)) = sweep.split_once("..") else {
+        bail!("--sweep takes FROM..TO, such as 40GiB..160GiB, not {sweep:?}");
+    };
+    let (a, b) = (parse(a)?, parse(b)?);
+    if a == 0 || b < a || steps < 2 {
+        bail!("--sweep needs 0 < FROM <= TO and at least 2 steps");
+    }
+    Ok((0..steps)
+        .map(|i| a + ((b - a) as f64 * i as f64 / (steps - 1) as f64) as u64)
+        .collect())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_sizes_parse_one_size_or_a_sweep() {
+        assert_eq!(memory_sizes("80GiB", None, 5).unwrap(), vec![80 << 30]);
+        assert_eq!(
+            memory_sizes("", Some("40GiB..160GiB"), 4).unwrap(),
+            vec![40 << 30, 80 << 30, 120 << 30, 160 << 30]
+        );
+        assert!(memory_sizes("lots", None, 5).is_err());
+        assert!(memory_sizes("", Some("40GiB-160GiB"), 5).is_err());
+        assert!(memory_sizes("", Some("160GiB..40GiB"), 5).is_err());
+    }
+}

@@ -1,0 +1,282 @@
+//! One replay: a trace through the real [`Scheduler`] and a real wasm eviction policy, on
+//! tokio's paused clock (time jumps to the next timer whenever every task waits, so a day of
+//! traffic replays in seconds), with simulated backends that take the catalogue's load time to
+//! start and record every load and stop.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use serde::Serialize;
+use tokio::time::Instant;
+
+use super::catalogue::Catalogue;
+use super::trace::Trace;
+use crate::backend::{BackendError, Endpoint, Instance, Launcher};
+use crate::config::{CPU_DEVICE, ModelSettings, Settings};
+use crate::engine::{Hook, Hooks, Policy};
+use crate::scheduler::{Demand, Scheduler};
+use crate::telemetry::{DeviceUsage, Snapshot, Telemetry};
+
+/// A model reloaded within this long of its eviction counts as thrash.
+pub const THRASH_WINDOW: Duration = Duration::from_secs(60);
+
+/// What one policy did with one trace at one memory size.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Metrics {
+    pub requests: u64,
+    pub served: u64,
+    /// Requests the scheduler turned away (timed out, rejected).
+    pub failed: u64,
+    /// Served requests whose model was ready when they arrived.
+    pub hits: u64,
+    pub loads: u64,
+    pub bytes_loaded: u64,
+    /// The swap cost: seconds spent loading, summed over loads.
+    pub load_seconds: f64,
+    pub evictions: u64,
+    /// Loads of a model within [`THRASH_WINDOW`] of its eviction.
+    pub thrash: u64,
+    /// Wait added to served requests (arrival to ready), in milliseconds.
+    pub wait_p50_ms: u64,
+    pub wait_p99_ms: u64,
+    pub wait_mean_ms: f64,
+    /// `choose-eviction` calls, and those the native default answered for a failing policy.
+    pub decisions: u64,
+    pub fallbacks: u64,
+    /// Real time the replay took.
+    pub wall_seconds: f64,
+}
+
+impl Metrics {
+    pub fn hit_rate(&self) -> f64 {
+        if self.served == 0 {
+            0.0
+        } else {
+            self.hits as f64 / self.served as f64
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct SwapLog {
+    loads: u64,
+    bytes: u64,
+    load_seconds: f64,
+    thrash: u64,
+    stopped_at: HashMap<String, Instant>,
+}
+
+/// Backends that cost only virtual time: a start sleeps the model's load time.
+#[derive(Debug)]
+struct SimLauncher {
+    /// Per model: load time and size.
+    models: HashMap<String, (Duration, u64)>,
+    log: Arc<Mutex<SwapLog>>,
+}
+
+#[derive(Debug)]
+struct SimInstance {
+    endpoint: Endpoint,
+    log: Arc<Mutex<SwapLog>>,
+}
+
+fn lock(log: &Mutex<SwapLog>) -> std::sync::MutexGuard<'_, SwapLog> {
+    log.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Launcher for SimLauncher {
+    fn start(
+        &self,
+        model: &ModelSettings,
+    ) -> BoxFuture<'static, Result<Arc<dyn Instance>, BackendError>> {
+        let id = model.id.clone();
+        let found = self.models.get(&id).copied();
+        let log = self.log.clone();
+        Box::pin(async move {
+            let Some((load, size)) = found else {
+                return Err(BackendError::Spawn {
+                    program: "simulated".into(),
+                    reason: format!("{id} is not in the catalogue"),
+                });
+            };
+            {
+                let mut l = lock(&log);
+                l.loads += 1;
+                l.bytes += size;
+                l.load_seconds += load.as_secs_f64();
+                if l.stopped_at
+                    .get(&id)
+                    .is_some_and(|t| t.elapsed() <= THRASH_WINDOW)
+                {
+                    l.thrash += 1;
+                }
+            }
+            tokio::time::sleep(load).await;
+            Ok(Arc::new(SimInstance {
+                endpoint: Endpoint {
+                    api_base: "sim://".into(),
+                    api_key: None,
+                    model_name: id,
+                },
+                log,
+            }) as Arc<dyn Instance>)
+        })
+    }
+}
+
+impl Instance for SimInstance {
+    fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
+    }
+    fn pid(&self) -> Option<u32> {
+        None
+    }
+    fn stop(&self) -> BoxFuture<'_, ()> {
+        lock(&self.log)
+            .stopped_at
+            .insert(self.endpoint.model_name.clone(), Instant::now());
+        Box::pin(async {})
+    }
+    fn exited(&self) -> BoxFuture<'static, String> {
+        Box::pin(futures_util::future::pending())
+    }
+}
+
+/// The host settings a replay runs on: every catalogue model on one device of `memory` bytes,
+/// queues deep enough that only the timeout turns a request away.
+fn settings(catalogue: &Catalogue, memory: u64) -> anyhow::Result<Settings> {
+    let q = |s: &str| serde_json::to_string(s).unwrap_or_default();
+    let mut text = format!(
+        "[scheduler]\nmax_queue = {}\n[memory]\npressure = 1.0\n[memory.{CPU_DEVICE}]\nbudget = {memory}\nreserve = 0\n",
+        u32::MAX
+    );
+    for m in catalogue.models.values() {
+        text.push_str(&format!(
+            "[models.{}]\ncmd = \"simulated ${{PORT}}\"\nsize = {}\npinned = {}\npriority = {}\ntags = [{}]\n",
+            q(&m.id),
+            m.size,
+            m.pinned,
+            m.priority,
+            m.tags.iter().map(|t| q(t)).collect::<Vec<_>>().join(", ")
+        ));
+    }
+    Settings::from_toml(&text, std::path::Path::new("."), "the simulation").map_err(Into::into)
+}
+
+/// Replays `trace` with `policy` serving `choose-eviction` on a device of `memory` bytes.
+pub fn replay(
+    trace: &Trace,
+    catalogue: &Catalogue,
+    memory: u64,
+    policy: Arc<Policy>,
+) -> anyhow::Result<Metrics> {
+    let wall = std::time::Instant::now();
+    let settings = Arc::new(settings(catalogue, memory)?);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()?;
+    let mut metrics = rt.block_on(async {
+        let hooks = Arc::new(Hooks::new());
+        hooks.set(Hook::ChooseEviction, Some(policy));
+        let log = Arc::new(Mutex::new(SwapLog::default()));
+        let launcher = SimLauncher {
+            models: catalogue
+                .models
+                .values()
+                .map(|m| (m.id.clone(), (catalogue.load_time(m), m.size)))
+                .collect(),
+            log: log.clone(),
+        };
+        let telemetry = Telemetry::fixed(Snapshot {
+            devices: vec![DeviceUsage {
+                name: CPU_DEVICE.to_string(),
+                product: "simulated".into(),
+                total_bytes: memory,
+                used_bytes: 0,
+                free_bytes: memory,
+                utilization_percent: None,
+            }],
+            cpu_percent: 0.0,
+        })?;
+        let sched = Scheduler::with_telemetry(settings, hooks, Arc::new(launcher), telemetry)?;
+        let outcomes: Arc<Mutex<Outcomes>> = Arc::default();
+        let start = Instant::now();
+        let mut running = tokio::task::JoinSet::new();
+        let demand = Arc::new(Demand::default());
+        for a in &trace.arrivals {
+            tokio::time::sleep_until(start + Duration::from_millis(a.t_ms)).await;
+            while running.try_join_next().is_some() {}
+            let (sched, outcomes, demand) = (sched.clone(), outcomes.clone(), demand.clone());
+            let model = a.model.clone();
+            let service = catalogue.service_time(a);
+            running.spawn(async move {
+                let arrived = Instant::now();
+                let lease = sched.acquire(&model, &demand).await;
+                let waited = arrived.elapsed();
+                {
+                    let mut o = outcomes.lock().unwrap_or_else(|e| e.into_inner());
+                    match &lease {
+                        Ok(l) => {
+                            o.waits_ms
+                                .push(u32::try_from(waited.as_millis()).unwrap_or(u32::MAX));
+                            o.hits += u64::from(l.ready_on_arrival);
+                        }
+                        Err(e) => {
+                            o.failed += 1;
+                            tracing::debug!(error = %e, "simulated request failed");
+                        }
+                    }
+                }
+                if let Ok(lease) = lease {
+                    tokio::time::sleep(service).await;
+                    drop(lease);
+                }
+            });
+        }
+        while running.join_next().await.is_some() {}
+        let status = sched.status();
+        sched.shutdown().await;
+        let mut o = std::mem::take(&mut *outcomes.lock().unwrap_or_else(|e| e.into_inner()));
+        let log = lock(&log);
+        o.waits_ms.sort_unstable();
+        let pct = |p: usize| {
+            o.waits_ms
+                .get((o.waits_ms.len() * p / 100).min(o.waits_ms.len().saturating_sub(1)))
+                .map_or(0, |&w| u64::from(w))
+        };
+        let served = o.waits_ms.len() as u64;
+        anyhow::Ok(Metrics {
+            requests: trace.arrivals.len() as u64,
+            served,
+            failed: o.failed,
+            hits: o.hits,
+            loads: log.loads,
+            bytes_loaded: log.bytes,
+            load_seconds: log.load_seconds,
+            evictions: status.eviction.evictions,
+            thrash: log.thrash,
+            wait_p50_ms: pct(50),
+            wait_p99_ms: pct(99),
+            wait_mean_ms: if served == 0 {
+                0.0
+            } else {
+                o.waits_ms.iter().map(|&w| f64::from(w)).sum::<f64>() / served as f64
+            },
+            decisions: status.eviction.decisions,
+            fallbacks: status.eviction.fallbacks,
+            wall_seconds: 0.0,
+        })
+    })?;
+    metrics.wall_seconds = wall.elapsed().as_secs_f64();
+    Ok(metrics)
+}
+
+#[derive(Debug, Default)]
+struct Outcomes {
+    waits_ms: Vec<u32>,
+    hits: u64,
+    failed: u64,
+}
