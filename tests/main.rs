@@ -13,6 +13,9 @@ mod util;
 mod strategies;
 mod trace;
 
+// Issue 6: the simulator on the shipped traces: bounds around every policy, the command line.
+mod simulate;
+
 // Deadline and memory cap (obeyed/violated pairs), the evil guest's every mode, quarantine.
 mod limits;
 

@@ -11,6 +11,7 @@
 //! prefill = 2000          # prompt tokens per second
 //! decode = 50             # output tokens per second
 //! service = "1s"          # a request with no tokens and no run time
+//! run_times = false       # Azure Functions: serve calls for their function's mean run time
 //!
 //! [models.code]
 //! size = "16GiB"
@@ -40,6 +41,9 @@ pub struct Defaults {
     /// Output tokens per second.
     pub decode: f64,
     pub service: Duration,
+    /// Azure Functions: serve each call for its function's mean run time (most of these are
+    /// batch jobs of seconds to minutes, far from an LLM request) instead of `service`.
+    pub run_times: bool,
 }
 
 impl Default for Defaults {
@@ -52,6 +56,7 @@ impl Default for Defaults {
             prefill: 2000.0,
             decode: 50.0,
             service: Duration::from_secs(1),
+            run_times: false,
         }
     }
 }
@@ -95,6 +100,7 @@ struct RawDefaults {
     prefill: Option<f64>,
     decode: Option<f64>,
     service: Option<String>,
+    run_times: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -168,14 +174,18 @@ impl Catalogue {
         if let Some(t) = &r.service {
             d.service = duration("defaults.service", t)?;
         }
+        if let Some(v) = r.run_times {
+            d.run_times = v;
+        }
         let mut models = BTreeMap::new();
         for (id, hint) in &trace.models {
             let size = hint
                 .memory_mb
                 .map_or(d.size, |mb| (mb as f64 * d.memory_scale * 1e6) as u64);
-            let service = hint
-                .mean_service_ms
-                .map_or(d.service, Duration::from_millis);
+            let service = match hint.mean_service_ms {
+                Some(ms) if d.run_times => Duration::from_millis(ms),
+                _ => d.service,
+            };
             models.insert(
                 id.clone(),
                 ModelSpec {
@@ -266,7 +276,7 @@ mod tests {
             output_tokens: o,
             service_ms: None,
         };
-        assert_eq!(c.service_time(&a(0, 0)), Duration::from_millis(250));
+        assert_eq!(c.service_time(&a(0, 0)), Duration::from_secs(1));
         assert_eq!(c.service_time(&a(2000, 100)), Duration::from_secs(3));
     }
 

@@ -1,0 +1,52 @@
+//! Replay speed: one million requests through the real scheduler and a wasm policy on the
+//! virtual clock. The trace is the 100-function Azure Functions sample (621,128 requests in a
+//! day) followed by its first 378,872 requests again as a second day. Prints, per memory size,
+//! the wall time, requests per second and the policy calls made. Run with
+//! `cargo bench --bench simulate`.
+
+use std::sync::Arc;
+
+use modelyard::engine::{EngineSettings, PolicyEngine};
+use modelyard::sim::catalogue::Catalogue;
+use modelyard::sim::run::replay;
+use modelyard::sim::trace::{self, Format};
+
+const REQUESTS: usize = 1_000_000;
+const DAY_MS: u64 = 86_400_000;
+
+fn main() -> anyhow::Result<()> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/data/traces/azure-functions-2019/100_inv.csv");
+    let mut t = trace::read(Format::AzureFunctions, &[path])?;
+    let again: Vec<_> = t
+        .arrivals
+        .iter()
+        .take(REQUESTS - t.arrivals.len())
+        .map(|a| {
+            let mut a = a.clone();
+            a.t_ms += DAY_MS;
+            a
+        })
+        .collect();
+    t.arrivals.extend(again);
+    let catalogue = Catalogue::build(&t, None)?;
+    let engine = PolicyEngine::new(EngineSettings::default())?;
+    let lru = Arc::new(engine.builtin("lru").expect("built in")?);
+    println!(
+        "{:>10} {:>10} {:>10} {:>10} {:>12} {:>12}",
+        "memory", "requests", "loads", "decisions", "wall s", "requests/s"
+    );
+    for gib in [1024u64, 80] {
+        let m = replay(&t, &catalogue, gib << 30, lru.clone())?;
+        println!(
+            "{:>6} GiB {:>10} {:>10} {:>10} {:>12.2} {:>12.0}",
+            gib,
+            m.requests,
+            m.loads,
+            m.decisions,
+            m.wall_seconds,
+            m.requests as f64 / m.wall_seconds
+        );
+    }
+    Ok(())
+}

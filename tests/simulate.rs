@@ -1,0 +1,233 @@
+//! Issue 6: `modelyard simulate` replays a real trace through the real scheduler and wasm
+//! policies on a virtual clock; the offline bounds bracket what the policies pay.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use modelyard::engine::PolicyEngine;
+use modelyard::sim::catalogue::Catalogue;
+use modelyard::sim::report;
+use modelyard::sim::run::replay;
+use modelyard::sim::trace::{self, Format, Trace};
+
+use crate::util::{builtin, engine, guest_path, relaxed};
+
+const GIB: u64 = 1 << 30;
+
+fn traces() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/data/traces")
+}
+
+/// The first `hours` of the 100-function Azure sample.
+fn functions_sample(hours: u64) -> Trace {
+    let mut t = trace::read(
+        Format::AzureFunctions,
+        &[traces().join("azure-functions-2019/100_inv.csv")],
+    )
+    .unwrap();
+    t.arrivals.retain(|a| a.t_ms < hours * 3_600_000);
+    t
+}
+
+#[test]
+fn on_the_functions_sample_the_lower_bound_is_below_every_policy_and_the_upper_bound_fits() {
+    let t = functions_sample(1);
+    assert!(t.arrivals.len() > 10_000, "{}", t.arrivals.len());
+    let catalogue = Catalogue::build(&t, None).unwrap();
+    let memory = 80 * GIB;
+    let b = report::bounds(&t, &catalogue, memory, 200).unwrap();
+    assert_eq!(b.lower_method, "lagrangian");
+    assert!(b.upper_peak_bytes <= memory, "{b:?}");
+    assert!(b.lower_seconds <= b.upper_seconds, "{b:?}");
+    // Every model's first load is compulsory; the bound must see more than that here.
+    let (p, _) = report::problem(&t, &catalogue, memory);
+    let mut first = vec![false; p.items.len()];
+    let compulsory: f64 = p
+        .requests
+        .iter()
+        .filter_map(|&i| (!std::mem::replace(&mut first[i], true)).then_some(p.items[i].cost))
+        .sum();
+    assert!(b.lower_seconds > compulsory * 1.5, "{b:?} vs {compulsory}");
+    let e: PolicyEngine = engine(relaxed());
+    let mut costs = Vec::new();
+    for name in ["lru", "hybrid"] {
+        let m = replay(&t, &catalogue, memory, builtin(&e, name)).unwrap();
+        assert_eq!(m.served + m.failed, m.requests, "{name}: {m:?}");
+        assert_eq!(m.failed, 0, "{name}: {m:?}");
+        assert!(
+            m.loads as usize >= catalogue.models.len() / 2,
+            "{name}: {m:?}"
+        );
+        assert!(m.hits < m.served && m.hits > m.served / 2, "{name}: {m:?}");
+        assert!(m.decisions > 0 && m.fallbacks == 0, "{name}: {m:?}");
+        assert!(
+            b.lower_seconds <= m.load_seconds,
+            "{name} paid {} s, below the lower bound {b:?}",
+            m.load_seconds
+        );
+        costs.push(m.load_seconds);
+    }
+    // The policies really decide: they do not all pay the same.
+    assert!(
+        costs.iter().any(|c| (c - costs[0]).abs() > 1.0),
+        "{costs:?}"
+    );
+}
+
+#[test]
+fn with_room_for_every_model_each_loads_once_and_both_bounds_are_the_first_loads() {
+    let t = functions_sample(1);
+    let catalogue = Catalogue::build(&t, None).unwrap();
+    let memory = 2048 * GIB;
+    let b = report::bounds(&t, &catalogue, memory, 50).unwrap();
+    let e = engine(relaxed());
+    let m = replay(&t, &catalogue, memory, builtin(&e, "lru")).unwrap();
+    let requested: std::collections::BTreeSet<&str> =
+        t.arrivals.iter().map(|a| a.model.as_str()).collect();
+    assert_eq!(m.loads as usize, requested.len());
+    assert_eq!(m.evictions, 0);
+    assert!(
+        (m.load_seconds - b.upper_seconds).abs() < 1e-6,
+        "{m:?} {b:?}"
+    );
+    assert!(
+        (m.load_seconds - b.lower_seconds).abs() < 1e-6,
+        "{m:?} {b:?}"
+    );
+}
+
+fn run(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_modelyard"))
+        .arg("simulate")
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn the_command_prints_a_table_json_and_a_sweep_plot_for_jsonl_and_a_wasm_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let trace = dir.path().join("t.jsonl");
+    // Three models of 3 GB in 8 GB: a, b, c round robin forces evictions.
+    let mut lines = String::new();
+    for i in 0..60u64 {
+        let model = ["a", "b", "c", "a"][(i % 4) as usize];
+        lines.push_str(&format!(
+            "{{\"t_ms\": {}, \"model\": \"{model}\", \"prompt_tokens\": 100, \"output_tokens\": 20}}\n",
+            i * 30_000
+        ));
+    }
+    std::fs::write(&trace, lines).unwrap();
+    let cat = dir.path().join("models.toml");
+    std::fs::write(
+        &cat,
+        "[defaults]\nsize = \"3GB\"\n[models.c]\nsize = \"4GB\"\n",
+    )
+    .unwrap();
+    let trace_arg = trace.to_str().unwrap();
+    let cat_arg = cat.to_str().unwrap();
+    let lru_file = guest_path("modelyard_policy_lru");
+    let (ok, out, err) = run(&[
+        "--trace",
+        trace_arg,
+        "--format",
+        "jsonl",
+        "--memory",
+        "8GB",
+        "--models",
+        cat_arg,
+        "--policy",
+        "lfu",
+        "--policy",
+        lru_file.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("60 requests") && out.contains("3 models"),
+        "{out}"
+    );
+    assert!(
+        out.contains("lower bound") && out.contains("(FOO, flow)"),
+        "{out}"
+    );
+    assert!(out.contains("cost/LB"), "{out}");
+    let rows: Vec<&str> = out
+        .lines()
+        .filter(|l| l.starts_with("lfu") || l.contains("modelyard_policy_lru"))
+        .collect();
+    assert_eq!(rows.len(), 2, "{out}");
+
+    let (ok, out, err) = run(&[
+        "--trace", trace_arg, "--format", "jsonl", "--memory", "8GB", "--models", cat_arg, "--json",
+    ]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let point = &v["points"][0];
+    let lower = point["bounds"]["lower_seconds"].as_f64().unwrap();
+    let policies = point["policies"].as_array().unwrap();
+    assert_eq!(policies.len(), 2, "lru and hybrid by default");
+    for p in policies {
+        assert!(p["load_seconds"].as_f64().unwrap() >= lower - 1e-9, "{p}");
+        assert!(p["loads"].as_u64().unwrap() > 3, "{p}");
+        assert_eq!(p["served"].as_u64().unwrap(), 60, "{p}");
+    }
+
+    let plot = dir.path().join("cost.svg");
+    let (ok, out, err) = run(&[
+        "--trace",
+        trace_arg,
+        "--format",
+        "jsonl",
+        "--models",
+        cat_arg,
+        "--sweep",
+        "8GB..12GB",
+        "--steps",
+        "3",
+        "--plot",
+        plot.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    assert_eq!(out.matches("\nmemory ").count(), 3, "{out}");
+    let svg = std::fs::read_to_string(&plot).unwrap();
+    assert!(
+        svg.starts_with("<svg") && svg.matches("<polyline").count() == 4,
+        "{svg}"
+    );
+}
+
+#[test]
+fn bad_input_is_named() {
+    let missing = traces().join("nope.csv");
+    let (ok, _, err) = run(&[
+        "--trace",
+        missing.to_str().unwrap(),
+        "--format",
+        "azure-functions",
+    ]);
+    assert!(!ok && err.contains("nope.csv"), "{err}");
+    let inv = traces().join("azure-functions-2019/100_inv.csv");
+    let (ok, _, err) = run(&[
+        "--trace",
+        inv.to_str().unwrap(),
+        "--format",
+        "azure-functions",
+        "--policy",
+        "no-such-policy.wasm",
+    ]);
+    assert!(!ok && err.contains("no-such-policy.wasm"), "{err}");
+    let (ok, _, err) = run(&[
+        "--trace",
+        inv.to_str().unwrap(),
+        "--format",
+        "azure-functions",
+        "--sweep",
+        "lots",
+    ]);
+    assert!(!ok && err.contains("FROM..TO"), "{err}");
+}
