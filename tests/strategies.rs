@@ -233,6 +233,56 @@ fn hybrid_prefers_evicting_unreliable_and_rarely_reloaded_models() {
 }
 
 #[test]
+fn hybrid_guards_a_model_expected_back_within_half_its_load_time() {
+    let (_e, hybrid) = setup("hybrid");
+    // 1,000 requests in 100 s: one every 100 ms. Idle for 50 ms, it is due in 50 ms, well
+    // within half its 2 s load: evicting it would cost a reload almost at once.
+    let mut hot = loaded("hot", 99_950);
+    hot.use_count = 1_000;
+    let mut req = need(1, vec![hot.clone()]);
+    req.telemetry.now_ms = 100_000;
+    assert_eq!(
+        hybrid.choose_eviction(&req).unwrap(),
+        EvictionDecision::Wait
+    );
+    // Idle for 10 s, far past its usual gap: no longer guarded.
+    hot.last_used_ms = 90_000;
+    let req = EvictionRequest {
+        loaded: vec![hot],
+        ..req
+    };
+    assert_eq!(evicts(&hybrid, &req), ["hot"]);
+}
+
+#[test]
+fn hybrid_still_rejects_what_even_its_guarded_models_could_not_free() {
+    let (_e, hybrid) = setup("hybrid");
+    let mut hot = loaded("hot", 99_950);
+    hot.use_count = 1_000;
+    let mut req = need(2, vec![hot]);
+    req.telemetry.now_ms = 100_000;
+    assert!(matches!(
+        hybrid.choose_eviction(&req).unwrap(),
+        EvictionDecision::Reject(_)
+    ));
+}
+
+#[test]
+fn hybrid_evicts_the_model_that_frees_most_bytes_per_reload_second_until_its_next_use() {
+    let (_e, hybrid) = setup("hybrid");
+    // Both used every 10 s on average. big (8 GiB) is due in 8 s, small (1 GiB) in 6 s:
+    // LRU would evict small, which frees an eighth of the bytes for the same reload time.
+    let mut big = model("big", 8, &["chat"]);
+    big.last_used_ms = 98_000;
+    big.use_count = 10;
+    let mut small = loaded("small", 96_000);
+    small.use_count = 10;
+    let mut req = need(1, vec![small, big]);
+    req.telemetry.now_ms = 100_000;
+    assert_eq!(evicts(&hybrid, &req), ["big"]);
+}
+
+#[test]
 fn every_builtin_evicts_just_enough_and_never_pinned_or_busy() {
     let e = engine(relaxed());
     for name in modelyard::engine::builtin::NAMES {

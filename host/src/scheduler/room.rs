@@ -18,6 +18,8 @@ use crate::engine::{Decided, DecidedBy, PolicyError};
 const HOUSEKEEPING_KEY: &str = "modelyard:housekeeping";
 /// How long a load waits before asking again after its eviction lost a race.
 const RACE_PAUSE: Duration = Duration::from_millis(20);
+/// How long a load the policy told to wait waits before asking again when nothing changes.
+const WAIT_RECHECK: Duration = Duration::from_secs(1);
 
 /// How far a device is from fitting one more model.
 enum Shortfall {
@@ -199,19 +201,23 @@ fn shortfall(inner: &Inner, st: &State, idx: usize) -> Shortfall {
 
 /// Reserves room for model `idx`, evicting through the policy while it does not fit.
 async fn make_room(inner: &Arc<Inner>, idx: usize, key: &str) -> Result<(), SchedError> {
-    // Fast path: it fits, no conversation needed.
-    {
+    let device = inner.lock().slots[idx].cfg.device.clone();
+    let room = inner.room.get(&device);
+    // Fast path: it fits and no load is waiting for room on this device (one that is keeps
+    // its turn: memory it is waiting for is not handed to later, smaller loads).
+    let mut _room = room.and_then(|m| m.try_lock().ok());
+    if _room.is_some() || room.is_none() {
         let mut st = inner.lock();
         if let Shortfall::None = shortfall(inner, &st, idx) {
             st.slots[idx].reserved = true;
             return Ok(());
         }
     }
-    let device = inner.lock().slots[idx].cfg.device.clone();
-    let _room = match inner.room.get(&device) {
-        Some(m) => Some(m.lock().await),
-        None => None,
-    };
+    if _room.is_none()
+        && let Some(m) = room
+    {
+        _room = Some(m.lock().await);
+    }
     let deadline = Instant::now() + inner.settings.scheduler.queue_timeout;
     let mut rx = inner.changed.subscribe();
     loop {
@@ -252,10 +258,11 @@ async fn make_room(inner: &Arc<Inner>, idx: usize, key: &str) -> Result<(), Sche
             }
             EvictionDecision::Wait => {
                 tracing::debug!(model = %id, "eviction policy says wait");
-                if tokio::time::timeout_at(deadline, rx.changed())
-                    .await
-                    .is_err()
-                {
+                // Ask again on the next change, or after a pause: a policy may wait on time
+                // alone (a model it guards grows colder while nothing happens).
+                let recheck = (Instant::now() + WAIT_RECHECK).min(deadline);
+                let _ = tokio::time::timeout_at(recheck, rx.changed()).await;
+                if Instant::now() >= deadline {
                     return Err(SchedError::Timeout {
                         model: id,
                         waited: inner.settings.scheduler.queue_timeout,

@@ -255,3 +255,50 @@ async fn a_shadow_candidate_is_compared_but_never_acted_on() {
         report.differed
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_load_waiting_for_room_keeps_its_turn_over_later_loads_that_fit() {
+    let (s, _) = scheduler(
+        "[models.c]\ncmd = \"x ${PORT}\"\nsize = \"300MiB\"\n[models.d]\ncmd = \"x ${PORT}\"\nsize = \"300MiB\"\n",
+    );
+    let s = Arc::new(s);
+    // a is loaded and busy: b (600 MiB) must wait for it to finish.
+    let a = s.acquire("a", &NO_DEMAND).await.expect("a");
+    let (tx, mut order) = tokio::sync::mpsc::unbounded_channel();
+    let spawn = |model: &'static str| {
+        let (s, tx) = (s.clone(), tx.clone());
+        tokio::spawn(async move {
+            let lease = s.acquire(model, &NO_DEMAND).await.expect(model);
+            tx.send(model).expect("the test listens");
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            drop(lease);
+        })
+    };
+    let b = spawn("b");
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    // c (300 MiB) fits beside a right now, but taking that room would leave b nothing.
+    let c = spawn("c");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        order.try_recv().is_err(),
+        "c went ahead of b, which waits for room"
+    );
+    drop(a);
+    let _ = tokio::join!(b, c);
+    assert_eq!(order.recv().await, Some("b"));
+    assert_eq!(order.recv().await, Some("c"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn with_no_load_waiting_for_room_a_load_that_fits_starts_at_once() {
+    let (s, fake) = scheduler("[models.c]\ncmd = \"x ${PORT}\"\nsize = \"300MiB\"\n");
+    let _a = s.acquire("a", &NO_DEMAND).await.expect("a");
+    let began = tokio::time::Instant::now();
+    let _c = s.acquire("c", &NO_DEMAND).await.expect("c fits beside a");
+    assert!(
+        began.elapsed() < Duration::from_millis(300),
+        "{:?}",
+        began.elapsed()
+    );
+    assert_eq!(fake.starts.load(Ordering::SeqCst), 2);
+}

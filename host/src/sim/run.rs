@@ -47,6 +47,9 @@ pub struct Metrics {
     pub fallbacks: u64,
     /// Real time the replay took.
     pub wall_seconds: f64,
+    /// The models of the served requests, in the order they were served (after their waits).
+    #[serde(skip)]
+    pub served_order: Vec<String>,
 }
 
 impl Metrics {
@@ -220,6 +223,7 @@ pub fn replay(
                     let mut o = outcomes.lock().unwrap_or_else(|e| e.into_inner());
                     match &lease {
                         Ok(l) => {
+                            o.served_order.push(model.clone());
                             o.waits_ms
                                 .push(u32::try_from(waited.as_millis()).unwrap_or(u32::MAX));
                             o.hits += u64::from(l.ready_on_arrival);
@@ -268,6 +272,7 @@ pub fn replay(
             decisions: status.eviction.decisions,
             fallbacks: status.eviction.fallbacks,
             wall_seconds: 0.0,
+            served_order: std::mem::take(&mut o.served_order),
         })
     })?;
     metrics.wall_seconds = wall.elapsed().as_secs_f64();
@@ -277,6 +282,7 @@ pub fn replay(
 #[derive(Debug, Default)]
 struct Outcomes {
     waits_ms: Vec<u32>,
+    served_order: Vec<String>,
     hits: u64,
     failed: u64,
 }
