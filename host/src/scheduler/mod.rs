@@ -168,6 +168,10 @@ struct Inner {
     capacity: BTreeMap<String, u64>,
     state: Mutex<State>,
     changed: watch::Sender<u64>,
+    /// Per model: bumped when its state changes, which is all its waiting requests wait for.
+    slot_changed: Vec<watch::Sender<u64>>,
+    /// Counts the changes that can make room: a model goes idle, one stops, a load ends.
+    room_changes: std::sync::atomic::AtomicU64,
     /// One eviction conversation at a time per device.
     room: BTreeMap<String, tokio::sync::Mutex<()>>,
     epoch: Instant,
@@ -243,6 +247,11 @@ impl Scheduler {
             names.insert(m.id.clone(), i);
         }
         let inline = telemetry.is_fixed();
+        let settings_models_watch = settings
+            .models
+            .iter()
+            .map(|_| watch::channel(0).0)
+            .collect();
         let inner = Arc::new(Inner {
             room: devices
                 .iter()
@@ -256,6 +265,8 @@ impl Scheduler {
             capacity,
             state: Mutex::new(state),
             changed: watch::channel(0).0,
+            slot_changed: settings_models_watch,
+            room_changes: std::sync::atomic::AtomicU64::new(0),
             epoch: Instant::now(),
             names,
             inline,
@@ -281,7 +292,7 @@ impl Scheduler {
         let idx = inner.index(model)?;
         let arrived = Instant::now();
         let deadline = arrived + inner.settings.scheduler.queue_timeout;
-        let mut rx = inner.changed.subscribe();
+        let mut rx = inner.slot_changed[idx].subscribe();
         let mut queued = Queued {
             inner,
             idx,
@@ -472,7 +483,7 @@ impl Scheduler {
                     models_bytes: st
                         .slots
                         .iter()
-                        .filter(|s| &s.cfg.device == name && s.holds_memory())
+                        .filter(|s| s.holds_memory() && &s.cfg.device == name)
                         .map(Slot::size)
                         .sum(),
                     total_bytes: d.map_or(0, |d| d.total_bytes),
@@ -510,7 +521,10 @@ impl Scheduler {
                 })
                 .collect()
         };
-        self.inner.bump();
+        for i in 0..self.inner.slot_changed.len() {
+            self.inner.slot_changed(i);
+        }
+        self.inner.room_changed();
         futures_util::future::join_all(instances.iter().map(|i| i.stop())).await;
     }
 }
@@ -523,6 +537,24 @@ impl Inner {
     /// Wakes everything waiting for a state change.
     fn bump(&self) {
         self.changed.send_modify(|v| *v = v.wrapping_add(1));
+    }
+
+    /// A change that can make room: a loaded model goes idle, a model stops, a load ends.
+    fn room_changed(&self) {
+        self.room_changes
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.bump();
+    }
+
+    /// Wakes the requests waiting for model `idx`.
+    fn slot_changed(&self, idx: usize) {
+        if let Some(tx) = self.slot_changed.get(idx) {
+            tx.send_modify(|v| *v = v.wrapping_add(1));
+        }
+    }
+
+    fn room_change_count(&self) -> u64 {
+        self.room_changes.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     fn index(&self, name: &str) -> Result<usize, SchedError> {
@@ -643,8 +675,13 @@ impl Drop for Lease {
         if self.failed {
             slot.stats.errors += 1;
         }
+        let idle = slot.in_flight == 0;
         drop(st);
-        self.inner.bump();
+        if idle {
+            self.inner.room_changed();
+        } else {
+            self.inner.bump();
+        }
     }
 }
 

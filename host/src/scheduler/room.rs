@@ -41,7 +41,8 @@ pub(super) async fn load(inner: Arc<Inner>, idx: usize, generation: u64, key: St
         Ok(()) => {
             slot.outcome = Some((generation, Ok(())));
             drop(st);
-            inner.bump();
+            inner.slot_changed(idx);
+            inner.room_changed();
             return;
         }
         Err(e @ SchedError::LoadFailed { reason, .. }) => {
@@ -61,7 +62,8 @@ pub(super) async fn load(inner: Arc<Inner>, idx: usize, generation: u64, key: St
     slot.outcome = Some((generation, outcome));
     inner.event(&mut st, &id, kind, detail);
     drop(st);
-    inner.bump();
+    inner.slot_changed(idx);
+    inner.room_changed();
 }
 
 async fn start(inner: &Arc<Inner>, idx: usize, generation: u64) -> Result<(), SchedError> {
@@ -155,7 +157,8 @@ pub(super) async fn mark_crashed(inner: &Inner, idx: usize, generation: u64, rea
         inner.event(&mut st, &id, "crashed", reason);
         instance
     };
-    inner.bump();
+    inner.slot_changed(idx);
+    inner.room_changed();
     // Whatever the dead server left in its process group.
     if let Some(i) = instance {
         i.stop().await;
@@ -189,7 +192,7 @@ fn shortfall(inner: &Inner, st: &State, idx: usize) -> Shortfall {
         .slots
         .iter()
         .enumerate()
-        .filter(|(i, s)| *i != idx && &s.cfg.device == device && s.holds_memory())
+        .filter(|(i, s)| *i != idx && s.holds_memory() && &s.cfg.device == device)
         .map(|(_, s)| s.size())
         .sum();
     if used + need <= cap {
@@ -260,8 +263,15 @@ async fn make_room(inner: &Arc<Inner>, idx: usize, key: &str) -> Result<(), Sche
                 tracing::debug!(model = %id, "eviction policy says wait");
                 // Ask again on the next change, or after a pause: a policy may wait on time
                 // alone (a model it guards grows colder while nothing happens).
+                // Changes that cannot make room (requests arriving, loads starting) do not
+                // call the policy again.
                 let recheck = (Instant::now() + WAIT_RECHECK).min(deadline);
-                let _ = tokio::time::timeout_at(recheck, rx.changed()).await;
+                let seen = inner.room_change_count();
+                while matches!(
+                    tokio::time::timeout_at(recheck, rx.changed()).await,
+                    Ok(Ok(()))
+                ) && inner.room_change_count() == seen
+                {}
                 if Instant::now() >= deadline {
                     return Err(SchedError::Timeout {
                         model: id,
@@ -289,7 +299,7 @@ fn eviction_request(
     let loaded = st
         .slots
         .iter()
-        .filter(|s| s.cfg.device == device && s.cfg.id != incoming.id && s.holds_memory())
+        .filter(|s| s.holds_memory() && s.cfg.device == device && s.cfg.id != incoming.id)
         .filter(|s| include(s))
         .map(|s| s.to_wit(inner.epoch))
         .collect();
@@ -414,6 +424,9 @@ pub(super) async fn evict(
         *st.eviction.by.entry(by.to_string()).or_default() += victims.len() as u64;
         victims
     };
+    for (i, _) in &victims {
+        inner.slot_changed(*i);
+    }
     inner.bump();
     futures_util::future::join_all(
         victims
@@ -431,7 +444,10 @@ pub(super) async fn evict(
             slot.footprint = None;
         }
     }
-    inner.bump();
+    for (i, _) in &victims {
+        inner.slot_changed(*i);
+    }
+    inner.room_changed();
     true
 }
 
@@ -540,14 +556,14 @@ async fn expire_ttl(inner: &Arc<Inner>) {
             let needed: u64 = st
                 .slots
                 .iter()
-                .filter(|s| s.cfg.device == device && expired(s))
+                .filter(|s| expired(s) && s.cfg.device == device)
                 .map(super::Slot::size)
                 .sum::<u64>()
                 .max(1);
             if !st
                 .slots
                 .iter()
-                .any(|s| s.cfg.device == device && expired(s))
+                .any(|s| expired(s) && s.cfg.device == device)
             {
                 continue;
             }
@@ -591,7 +607,7 @@ async fn relieve_pressure(inner: &Arc<Inner>) {
             let held: u64 = st
                 .slots
                 .iter()
-                .filter(|s| s.cfg.device == device && s.holds_memory())
+                .filter(|s| s.holds_memory() && s.cfg.device == device)
                 .map(super::Slot::size)
                 .sum();
             let over_budget = held.saturating_sub(cap);
@@ -603,7 +619,7 @@ async fn relieve_pressure(inner: &Arc<Inner>) {
             let evictable: u64 = st
                 .slots
                 .iter()
-                .filter(|s| s.cfg.device == device && s.evictable())
+                .filter(|s| s.evictable() && s.cfg.device == device)
                 .map(super::Slot::size)
                 .sum();
             let needed = over_budget.max(over_pressure).min(evictable);

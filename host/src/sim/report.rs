@@ -127,7 +127,7 @@ fn lower_bound(p: &Problem, rounds: usize) -> anyhow::Result<(f64, &'static str)
 
 /// FOO's lower bound on the swap cost of serving `models` in that order at `memory`.
 pub fn served_lower_bound(
-    models: &[String],
+    models: &[impl AsRef<str>],
     catalogue: &Catalogue,
     memory: u64,
     rounds: usize,
@@ -137,7 +137,7 @@ pub fn served_lower_bound(
             .iter()
             .map(|m| Arrival {
                 t_ms: 0,
-                model: m.clone(),
+                model: m.as_ref().to_string(),
                 prompt_tokens: 0,
                 output_tokens: 0,
                 service_ms: None,

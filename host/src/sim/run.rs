@@ -49,7 +49,7 @@ pub struct Metrics {
     pub wall_seconds: f64,
     /// The models of the served requests, in the order they were served (after their waits).
     #[serde(skip)]
-    pub served_order: Vec<String>,
+    pub served_order: Vec<Arc<str>>,
 }
 
 impl Metrics {
@@ -209,11 +209,15 @@ pub fn replay(
         let start = Instant::now();
         let mut running = tokio::task::JoinSet::new();
         let demand = Arc::new(Demand::default());
+        let mut names: HashMap<&str, Arc<str>> = HashMap::new();
         for a in &trace.arrivals {
             tokio::time::sleep_until(start + Duration::from_millis(a.t_ms)).await;
             while running.try_join_next().is_some() {}
             let (sched, outcomes, demand) = (sched.clone(), outcomes.clone(), demand.clone());
-            let model = a.model.clone();
+            let model = names
+                .entry(a.model.as_str())
+                .or_insert_with(|| Arc::from(a.model.as_str()))
+                .clone();
             let service = catalogue.service_time(a);
             running.spawn(async move {
                 let arrived = Instant::now();
@@ -223,7 +227,7 @@ pub fn replay(
                     let mut o = outcomes.lock().unwrap_or_else(|e| e.into_inner());
                     match &lease {
                         Ok(l) => {
-                            o.served_order.push(model.clone());
+                            o.served_order.push(model);
                             o.waits_ms
                                 .push(u32::try_from(waited.as_millis()).unwrap_or(u32::MAX));
                             o.hits += u64::from(l.ready_on_arrival);
@@ -282,7 +286,7 @@ pub fn replay(
 #[derive(Debug, Default)]
 struct Outcomes {
     waits_ms: Vec<u32>,
-    served_order: Vec<String>,
+    served_order: Vec<Arc<str>>,
     hits: u64,
     failed: u64,
 }
