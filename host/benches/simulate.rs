@@ -6,8 +6,9 @@
 
 use std::sync::Arc;
 
-use modelyard::engine::{EngineSettings, PolicyEngine};
+use modelyard::engine::PolicyEngine;
 use modelyard::sim::catalogue::Catalogue;
+use modelyard::sim::report;
 use modelyard::sim::run::replay;
 use modelyard::sim::trace::{self, Format};
 
@@ -30,7 +31,7 @@ fn main() -> anyhow::Result<()> {
         .collect();
     t.arrivals.extend(again);
     let catalogue = Catalogue::build(&t, None)?;
-    let engine = PolicyEngine::new(EngineSettings::default())?;
+    let engine = PolicyEngine::new(report::engine_settings())?;
     println!(
         "{:<8} {:>10} {:>10} {:>10} {:>10} {:>12} {:>12}",
         "policy", "memory", "requests", "loads", "decisions", "wall s", "requests/s"

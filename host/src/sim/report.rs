@@ -17,6 +17,17 @@ use crate::engine::{EngineSettings, Hook, PolicyEngine};
 /// Traces up to this many requests get FOO's exact flow; longer ones its Lagrangian bound.
 const EXACT_FLOW_MAX: usize = 2_000;
 
+/// The engine a replay runs policies in: the serving limits, except a deadline generous
+/// enough that a busy machine never makes a call miss it (the replay judges decisions, and a
+/// fallback taken for a slow moment would make it depend on the machine). A policy that
+/// loops is still stopped.
+pub fn engine_settings() -> EngineSettings {
+    EngineSettings {
+        hook_deadline: std::time::Duration::from_secs(1),
+        ..EngineSettings::default()
+    }
+}
+
 /// What to simulate.
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -179,7 +190,7 @@ pub fn simulate(opts: &Options) -> anyhow::Result<Report> {
         bail!("the trace has no requests");
     }
     let catalogue = Catalogue::build(&trace, opts.models.as_deref())?;
-    let engine = PolicyEngine::new(EngineSettings::default())?;
+    let engine = PolicyEngine::new(engine_settings())?;
     let mut policies = Vec::new();
     for name in &opts.policies {
         let policy = engine
