@@ -233,3 +233,31 @@ fn bad_input_is_named() {
     ]);
     assert!(!ok && err.contains("FROM..TO"), "{err}");
 }
+
+/// Issue 6's target for the tuned built-in at the default catalogue, on the sample's first six
+/// hours (the whole day, in the README, takes a minute and a half in a test build).
+#[test]
+fn on_the_functions_sample_hybrid_pays_a_quarter_less_than_lru_and_within_a_tenth_of_the_bound() {
+    let t = functions_sample(6);
+    let catalogue = Catalogue::build(&t, None).unwrap();
+    let memory = 80 * GIB;
+    let e: PolicyEngine = engine(relaxed());
+    let lru = replay(&t, &catalogue, memory, builtin(&e, "lru")).unwrap();
+    let hybrid = replay(&t, &catalogue, memory, builtin(&e, "hybrid")).unwrap();
+    for m in [&lru, &hybrid] {
+        assert_eq!(m.failed, 0, "{m:?}");
+    }
+    assert!(
+        hybrid.load_seconds <= 0.75 * lru.load_seconds,
+        "hybrid {} s, lru {} s",
+        hybrid.load_seconds,
+        lru.load_seconds
+    );
+    // Within 1.10x of FOO's bound for the trace.
+    let b = report::bounds(&t, &catalogue, memory, 300).unwrap();
+    assert!(
+        hybrid.load_seconds <= 1.10 * b.lower_seconds,
+        "hybrid {} s, lower bound {b:?}",
+        hybrid.load_seconds
+    );
+}
