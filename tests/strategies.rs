@@ -245,6 +245,16 @@ fn hybrid_guards_a_model_expected_back_within_half_its_load_time() {
         hybrid.choose_eviction(&req).unwrap(),
         EvictionDecision::Wait
     );
+    // The guard yields when the load it holds back has more requests waiting than four times
+    // what the guarded model expects during one reload (2 s / 100 ms = 20).
+    let mut waited = req.clone();
+    waited.incoming.queued = 81;
+    assert_eq!(evicts(&hybrid, &waited), ["hot"]);
+    waited.incoming.queued = 80;
+    assert_eq!(
+        hybrid.choose_eviction(&waited).unwrap(),
+        EvictionDecision::Wait
+    );
     // Idle for 10 s, far past its usual gap: no longer guarded.
     hot.last_used_ms = 90_000;
     let req = EvictionRequest {
