@@ -247,7 +247,7 @@ impl Scheduler {
             names.insert(m.id.clone(), i);
         }
         let inline = telemetry.is_fixed();
-        let settings_models_watch = settings
+        let slot_changed = settings
             .models
             .iter()
             .map(|_| watch::channel(0).0)
@@ -265,7 +265,7 @@ impl Scheduler {
             capacity,
             state: Mutex::new(state),
             changed: watch::channel(0).0,
-            slot_changed: settings_models_watch,
+            slot_changed,
             room_changes: std::sync::atomic::AtomicU64::new(0),
             epoch: Instant::now(),
             names,
@@ -521,8 +521,8 @@ impl Scheduler {
                 })
                 .collect()
         };
-        for i in 0..self.inner.slot_changed.len() {
-            self.inner.slot_changed(i);
+        for tx in &self.inner.slot_changed {
+            tx.send_modify(|v| *v = v.wrapping_add(1));
         }
         self.inner.room_changed();
         futures_util::future::join_all(instances.iter().map(|i| i.stop())).await;

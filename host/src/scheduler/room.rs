@@ -208,19 +208,20 @@ async fn make_room(inner: &Arc<Inner>, idx: usize, key: &str) -> Result<(), Sche
     let room = inner.room.get(&device);
     // Fast path: it fits and no load is waiting for room on this device (one that is keeps
     // its turn: memory it is waiting for is not handed to later, smaller loads).
-    let mut _room = room.and_then(|m| m.try_lock().ok());
-    if _room.is_some() || room.is_none() {
+    let free = room.and_then(|m| m.try_lock().ok());
+    if free.is_some() || room.is_none() {
         let mut st = inner.lock();
         if let Shortfall::None = shortfall(inner, &st, idx) {
             st.slots[idx].reserved = true;
             return Ok(());
         }
     }
-    if _room.is_none()
-        && let Some(m) = room
-    {
-        _room = Some(m.lock().await);
-    }
+    // Held until room is made: this load's turn on the device.
+    let _turn = match (free, room) {
+        (Some(guard), _) => Some(guard),
+        (None, Some(m)) => Some(m.lock().await),
+        (None, None) => None,
+    };
     let deadline = Instant::now() + inner.settings.scheduler.queue_timeout;
     let mut rx = inner.changed.subscribe();
     loop {
@@ -424,9 +425,6 @@ pub(super) async fn evict(
         *st.eviction.by.entry(by.to_string()).or_default() += victims.len() as u64;
         victims
     };
-    for (i, _) in &victims {
-        inner.slot_changed(*i);
-    }
     inner.bump();
     futures_util::future::join_all(
         victims

@@ -11,7 +11,7 @@ use serde::Serialize;
 use super::bounds::{self, Item, Problem};
 use super::catalogue::Catalogue;
 use super::run::{self, Metrics};
-use super::trace::{self, Arrival, Format, Trace};
+use super::trace::{self, Format, Trace};
 use crate::engine::{EngineSettings, Hook, PolicyEngine};
 
 /// Traces up to this many requests get FOO's exact flow; longer ones its Lagrangian bound.
@@ -94,7 +94,21 @@ pub struct Report {
 
 /// The bounds problem of a trace at `memory`: models as items, load time as cost.
 pub fn problem(trace: &Trace, catalogue: &Catalogue, memory: u64) -> (Problem, usize) {
-    let ids: Vec<&String> = catalogue.models.keys().collect();
+    problem_of(
+        trace.arrivals.iter().map(|a| a.model.as_str()),
+        catalogue,
+        memory,
+    )
+}
+
+/// The bounds problem of requests for `models`, in that order; also the requests left out
+/// because their model is larger than the memory.
+fn problem_of<'a>(
+    models: impl Iterator<Item = &'a str>,
+    catalogue: &Catalogue,
+    memory: u64,
+) -> (Problem, usize) {
+    let ids: Vec<&str> = catalogue.models.keys().map(String::as_str).collect();
     let items = catalogue
         .models
         .values()
@@ -104,11 +118,9 @@ pub fn problem(trace: &Trace, catalogue: &Catalogue, memory: u64) -> (Problem, u
         })
         .collect::<Vec<_>>();
     let mut left_out = 0;
-    let requests = trace
-        .arrivals
-        .iter()
-        .filter_map(|a| {
-            let i = ids.binary_search(&&a.model).ok()?;
+    let requests = models
+        .filter_map(|model| {
+            let i = ids.binary_search(&model).ok()?;
             if items[i].size > memory {
                 left_out += 1;
                 None
@@ -127,6 +139,11 @@ pub fn problem(trace: &Trace, catalogue: &Catalogue, memory: u64) -> (Problem, u
     )
 }
 
+/// A cost over its lower bound (1 when the bound is 0: nothing had to be paid).
+fn ratio(cost: f64, bound: f64) -> f64 {
+    if bound > 0.0 { cost / bound } else { 1.0 }
+}
+
 /// FOO's lower bound on `p`: the exact flow for short sequences, its Lagrangian dual else.
 fn lower_bound(p: &Problem, rounds: usize) -> anyhow::Result<(f64, &'static str)> {
     Ok(if p.requests.len() <= EXACT_FLOW_MAX {
@@ -143,20 +160,7 @@ pub fn served_lower_bound(
     memory: u64,
     rounds: usize,
 ) -> anyhow::Result<f64> {
-    let served = Trace {
-        arrivals: models
-            .iter()
-            .map(|m| Arrival {
-                t_ms: 0,
-                model: m.as_ref().to_string(),
-                prompt_tokens: 0,
-                output_tokens: 0,
-                service_ms: None,
-            })
-            .collect(),
-        models: Default::default(),
-    };
-    let (p, _) = problem(&served, catalogue, memory);
+    let (p, _) = problem_of(models.iter().map(AsRef::as_ref), catalogue, memory);
     Ok(lower_bound(&p, rounds)?.0)
 }
 
@@ -209,11 +213,7 @@ pub fn simulate(opts: &Options) -> anyhow::Result<Report> {
             tracing::info!(policy = %name, memory, "replaying");
             let metrics = run::replay(&trace, &catalogue, memory, policy.clone())
                 .with_context(|| format!("replaying with {name}"))?;
-            let cost_ratio = if bounds.lower_seconds > 0.0 {
-                metrics.load_seconds / bounds.lower_seconds
-            } else {
-                1.0
-            };
+            let cost_ratio = ratio(metrics.load_seconds, bounds.lower_seconds);
             let served_lower_seconds =
                 served_lower_bound(&metrics.served_order, &catalogue, memory, opts.bound_rounds)?;
             runs.push(PolicyRun {
@@ -322,11 +322,7 @@ pub fn table(r: &Report) -> String {
                 m.wait_p99_ms,
                 m.failed,
                 run.cost_ratio,
-                if run.served_lower_seconds > 0.0 {
-                    m.load_seconds / run.served_lower_seconds
-                } else {
-                    1.0
-                },
+                ratio(m.load_seconds, run.served_lower_seconds),
                 m.wall_seconds
             );
         }
