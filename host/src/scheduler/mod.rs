@@ -167,11 +167,11 @@ struct Inner {
     latest: Mutex<Snapshot>,
     capacity: BTreeMap<String, u64>,
     state: Mutex<State>,
-    changed: watch::Sender<u64>,
     /// Per model: bumped when its state changes, which is all its waiting requests wait for.
     slot_changed: Vec<watch::Sender<u64>>,
     /// Counts the changes that can make room: a model goes idle, one stops, a load ends.
-    room_changes: std::sync::atomic::AtomicU64,
+    /// Only loads waiting for room listen, so only while one does are the others woken.
+    room_changes: watch::Sender<u64>,
     /// One eviction conversation at a time per device.
     room: BTreeMap<String, tokio::sync::Mutex<()>>,
     epoch: Instant,
@@ -264,9 +264,8 @@ impl Scheduler {
             latest: Mutex::new(snapshot),
             capacity,
             state: Mutex::new(state),
-            changed: watch::channel(0).0,
             slot_changed,
-            room_changes: std::sync::atomic::AtomicU64::new(0),
+            room_changes: watch::channel(0).0,
             epoch: Instant::now(),
             names,
             inline,
@@ -334,9 +333,7 @@ impl Scheduler {
                             inner: inner.clone(),
                             idx,
                             generation: slot.generation,
-                            endpoint: instance.endpoint().clone(),
                             instance,
-                            model: slot.cfg.id.clone(),
                             started: now,
                             failed: false,
                         });
@@ -371,7 +368,6 @@ impl Scheduler {
                             slot.generation,
                             demand.key.clone(),
                         ));
-                        inner.bump();
                     }
                     ModelState::Loading => {
                         joined.get_or_insert(slot.generation);
@@ -534,16 +530,15 @@ impl Inner {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Wakes everything waiting for a state change.
-    fn bump(&self) {
-        self.changed.send_modify(|v| *v = v.wrapping_add(1));
-    }
-
     /// A change that can make room: a loaded model goes idle, a model stops, a load ends.
+    /// Wakes the loads waiting for room, if any: this runs as each request ends. A load that
+    /// starts listening just after the check reads the state after this change.
     fn room_changed(&self) {
-        self.room_changes
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.bump();
+        let listening = self.room_changes.receiver_count() > 0;
+        self.room_changes.send_if_modified(|n| {
+            *n = n.wrapping_add(1);
+            listening
+        });
     }
 
     /// Wakes the requests waiting for model `idx`.
@@ -551,10 +546,6 @@ impl Inner {
         if let Some(tx) = self.slot_changed.get(idx) {
             tx.send_modify(|v| *v = v.wrapping_add(1));
         }
-    }
-
-    fn room_change_count(&self) -> u64 {
-        self.room_changes.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     fn index(&self, name: &str) -> Result<usize, SchedError> {
@@ -629,9 +620,7 @@ pub struct Lease {
     inner: Arc<Inner>,
     idx: usize,
     generation: u64,
-    endpoint: Endpoint,
     instance: Arc<dyn Instance>,
-    model: String,
     started: Instant,
     failed: bool,
 }
@@ -639,12 +628,12 @@ pub struct Lease {
 impl Lease {
     /// Where to send the request.
     pub fn endpoint(&self) -> &Endpoint {
-        &self.endpoint
+        self.instance.endpoint()
     }
 
     /// The model's id.
     pub fn model(&self) -> &str {
-        &self.model
+        &self.inner.settings.models[self.idx].id
     }
 
     /// Counts the request as an error of the model.
@@ -679,8 +668,6 @@ impl Drop for Lease {
         drop(st);
         if idle {
             self.inner.room_changed();
-        } else {
-            self.inner.bump();
         }
     }
 }

@@ -223,8 +223,10 @@ async fn make_room(inner: &Arc<Inner>, idx: usize, key: &str) -> Result<(), Sche
         (None, None) => None,
     };
     let deadline = Instant::now() + inner.settings.scheduler.queue_timeout;
-    let mut rx = inner.changed.subscribe();
+    let mut rx = inner.room_changes.subscribe();
     loop {
+        // Changes from here on, to the state the policy is about to see, count as new.
+        rx.borrow_and_update();
         let (req, id) = {
             let mut st = inner.lock();
             let id = st.slots[idx].cfg.id.clone();
@@ -267,12 +269,7 @@ async fn make_room(inner: &Arc<Inner>, idx: usize, key: &str) -> Result<(), Sche
                 // Changes that cannot make room (requests arriving, loads starting) do not
                 // call the policy again.
                 let recheck = (Instant::now() + WAIT_RECHECK).min(deadline);
-                let seen = inner.room_change_count();
-                while matches!(
-                    tokio::time::timeout_at(recheck, rx.changed()).await,
-                    Ok(Ok(()))
-                ) && inner.room_change_count() == seen
-                {}
+                let _ = tokio::time::timeout_at(recheck, rx.changed()).await;
                 if Instant::now() >= deadline {
                     return Err(SchedError::Timeout {
                         model: id,
@@ -425,7 +422,6 @@ pub(super) async fn evict(
         *st.eviction.by.entry(by.to_string()).or_default() += victims.len() as u64;
         victims
     };
-    inner.bump();
     futures_util::future::join_all(
         victims
             .iter()

@@ -3,8 +3,10 @@
 //! traffic replays in seconds), with simulated backends that take the catalogue's load time to
 //! start and record every load and stop.
 
-use std::collections::HashMap;
+use std::collections::{BinaryHeap, HashMap};
+use std::future::Future;
 use std::sync::{Arc, Mutex};
+use std::task::Poll;
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
@@ -16,7 +18,7 @@ use super::trace::Trace;
 use crate::backend::{BackendError, Endpoint, Instance, Launcher};
 use crate::config::{CPU_DEVICE, ModelSettings, Settings};
 use crate::engine::{Hook, Hooks, Policy};
-use crate::scheduler::{Demand, Scheduler};
+use crate::scheduler::{Demand, Lease, Scheduler};
 use crate::telemetry::{DeviceUsage, Snapshot, Telemetry};
 
 /// A model reloaded within this long of its eviction counts as thrash.
@@ -207,44 +209,69 @@ pub fn replay(
         let sched = Scheduler::with_telemetry(settings, hooks, Arc::new(launcher), telemetry)?;
         let outcomes: Arc<Mutex<Outcomes>> = Arc::default();
         let start = Instant::now();
-        let mut running = tokio::task::JoinSet::new();
+        // Requests whose model was ready take their lease at once and wait here, ordered by
+        // when they finish; only those that queue get a task of their own.
+        let mut serving: BinaryHeap<Serving> = BinaryHeap::new();
+        let mut queued = tokio::task::JoinSet::new();
         let demand = Arc::new(Demand::default());
         let mut names: HashMap<&str, Arc<str>> = HashMap::new();
+        let mut seq = 0u64;
         for a in &trace.arrivals {
-            tokio::time::sleep_until(start + Duration::from_millis(a.t_ms)).await;
-            while running.try_join_next().is_some() {}
+            let at = start + Duration::from_millis(a.t_ms);
+            finish(&mut serving, Some(at)).await;
+            tokio::time::sleep_until(at).await;
+            while queued.try_join_next().is_some() {}
             let (sched, outcomes, demand) = (sched.clone(), outcomes.clone(), demand.clone());
             let model = names
                 .entry(a.model.as_str())
                 .or_insert_with(|| Arc::from(a.model.as_str()))
                 .clone();
             let service = catalogue.service_time(a);
-            running.spawn(async move {
+            let mut request = Box::pin(async move {
                 let arrived = Instant::now();
                 let lease = sched.acquire(&model, &demand).await;
                 let waited = arrived.elapsed();
-                {
-                    let mut o = outcomes.lock().unwrap_or_else(|e| e.into_inner());
-                    match &lease {
-                        Ok(l) => {
-                            o.served_order.push(model);
-                            o.waits_ms
-                                .push(u32::try_from(waited.as_millis()).unwrap_or(u32::MAX));
-                            o.hits += u64::from(l.ready_on_arrival);
-                        }
-                        Err(e) => {
-                            o.failed += 1;
-                            tracing::debug!(error = %e, "simulated request failed");
-                        }
+                let mut o = outcomes.lock().unwrap_or_else(|e| e.into_inner());
+                match lease {
+                    Ok(l) => {
+                        o.served_order.push(model);
+                        o.waits_ms
+                            .push(u32::try_from(waited.as_millis()).unwrap_or(u32::MAX));
+                        o.hits += u64::from(l.ready_on_arrival);
+                        Some(l)
+                    }
+                    Err(e) => {
+                        o.failed += 1;
+                        tracing::debug!(error = %e, "simulated request failed");
+                        None
                     }
                 }
-                if let Ok(lease) = lease {
-                    tokio::time::sleep(service).await;
-                    drop(lease);
-                }
             });
+            // One look now: a ready model answers without a task; the request's wakers are
+            // registered again when its task first polls it.
+            let mut look = std::task::Context::from_waker(std::task::Waker::noop());
+            match request.as_mut().poll(&mut look) {
+                Poll::Ready(Some(lease)) => {
+                    seq += 1;
+                    serving.push(Serving {
+                        until: Instant::now() + service,
+                        seq,
+                        _lease: lease,
+                    });
+                }
+                Poll::Ready(None) => {}
+                Poll::Pending => {
+                    queued.spawn(async move {
+                        if let Some(lease) = request.await {
+                            tokio::time::sleep(service).await;
+                            drop(lease);
+                        }
+                    });
+                }
+            }
         }
-        while running.join_next().await.is_some() {}
+        finish(&mut serving, None).await;
+        while queued.join_next().await.is_some() {}
         let status = sched.status();
         sched.shutdown().await;
         let mut o = std::mem::take(&mut *outcomes.lock().unwrap_or_else(|e| e.into_inner()));
@@ -281,6 +308,50 @@ pub fn replay(
     })?;
     metrics.wall_seconds = wall.elapsed().as_secs_f64();
     Ok(metrics)
+}
+
+/// A request being served: its lease is dropped at `until`.
+struct Serving {
+    until: Instant,
+    /// Arrival order, so that requests finishing together finish in it.
+    seq: u64,
+    /// Held, so the model stays leased, until `until`.
+    _lease: Lease,
+}
+
+impl PartialEq for Serving {
+    fn eq(&self, other: &Self) -> bool {
+        (self.until, self.seq) == (other.until, other.seq)
+    }
+}
+
+impl Eq for Serving {}
+
+impl PartialOrd for Serving {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Serving {
+    /// Reversed, so that [`BinaryHeap`] pops the earliest first.
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (other.until, other.seq).cmp(&(self.until, self.seq))
+    }
+}
+
+/// Ends, each at its time, the requests being served that finish before `until` (all of them
+/// for `None`).
+async fn finish(serving: &mut BinaryHeap<Serving>, until: Option<Instant>) {
+    while let Some(next) = serving.peek().map(|s| s.until) {
+        if until.is_some_and(|u| next >= u) {
+            break;
+        }
+        tokio::time::sleep_until(next).await;
+        while serving.peek().is_some_and(|s| s.until <= next) {
+            serving.pop();
+        }
+    }
 }
 
 #[derive(Debug, Default)]
