@@ -203,7 +203,8 @@ impl Scheduler {
         Self::with_telemetry(settings, hooks, launcher, Telemetry::new()?)
     }
 
-    /// Builds the scheduler on the given telemetry (the simulator's imagined machine).
+    /// Builds the scheduler on the given telemetry (the simulator's imagined machine). On fixed
+    /// telemetry, housekeeping runs only if a model has a TTL.
     pub fn with_telemetry(
         settings: Arc<Settings>,
         hooks: Arc<Hooks>,
@@ -270,7 +271,12 @@ impl Scheduler {
             names,
             inline,
         });
-        tokio::spawn(room::housekeeping(Arc::downgrade(&inner)));
+        // An imagined machine's readings never change, so without TTLs there is no house to
+        // keep: a replay of two days would otherwise wake 172,800 times for nothing.
+        let ttls = inner.settings.models.iter().any(|m| m.ttl.is_some());
+        if !inner.inline || ttls {
+            tokio::spawn(room::housekeeping(Arc::downgrade(&inner)));
+        }
         Ok(Self { inner })
     }
 
@@ -291,7 +297,9 @@ impl Scheduler {
         let idx = inner.index(model)?;
         let arrived = Instant::now();
         let deadline = arrived + inner.settings.scheduler.queue_timeout;
-        let mut rx = inner.slot_changed[idx].subscribe();
+        // Made when the request first waits, under the state lock: a change after the state it
+        // saw is sent after that lock is released, so it is not missed.
+        let mut rx: Option<watch::Receiver<u64>> = None;
         let mut queued = Queued {
             inner,
             idx,
@@ -314,7 +322,7 @@ impl Scheduler {
                     queued.leave(&mut st.slots[idx]);
                     return Err(SchedError::ShuttingDown);
                 }
-                let now = Instant::now();
+                let now = if first_look { arrived } else { Instant::now() };
                 let slot = &mut st.slots[idx];
                 match slot.state {
                     ModelState::Ready => {
@@ -387,8 +395,12 @@ impl Scheduler {
                     slot.queued += 1;
                     queued.active = true;
                 }
+                rx.get_or_insert_with(|| inner.slot_changed[idx].subscribe());
             }
             first_look = false;
+            let Some(rx) = rx.as_mut() else {
+                return Err(SchedError::ShuttingDown);
+            };
             match tokio::time::timeout_at(deadline, rx.changed()).await {
                 Ok(Ok(())) => {}
                 Ok(Err(_)) => return Err(SchedError::ShuttingDown),
@@ -531,19 +543,19 @@ impl Inner {
     }
 
     /// A change that can make room: a loaded model goes idle, a model stops, a load ends.
-    /// Wakes the loads waiting for room, if any: this runs as each request ends. A load that
+    /// Wakes the loads waiting for room, if any (this runs as each request ends); a load that
     /// starts listening just after the check reads the state after this change.
     fn room_changed(&self) {
-        let listening = self.room_changes.receiver_count() > 0;
-        self.room_changes.send_if_modified(|n| {
-            *n = n.wrapping_add(1);
-            listening
-        });
+        if self.room_changes.receiver_count() > 0 {
+            self.room_changes.send_modify(|n| *n = n.wrapping_add(1));
+        }
     }
 
     /// Wakes the requests waiting for model `idx`.
     fn slot_changed(&self, idx: usize) {
-        if let Some(tx) = self.slot_changed.get(idx) {
+        if let Some(tx) = self.slot_changed.get(idx)
+            && tx.receiver_count() > 0
+        {
             tx.send_modify(|v| *v = v.wrapping_add(1));
         }
     }

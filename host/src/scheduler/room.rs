@@ -202,6 +202,24 @@ fn shortfall(inner: &Inner, st: &State, idx: usize) -> Shortfall {
     }
 }
 
+/// True when model `idx` fits, or would if every idle model on its device were evicted.
+fn could_fit(inner: &Inner, idx: usize) -> bool {
+    let st = inner.lock();
+    match shortfall(inner, &st, idx) {
+        Shortfall::Bytes(needed) => {
+            let device = &st.slots[idx].cfg.device;
+            let idle: u64 = st
+                .slots
+                .iter()
+                .filter(|s| s.evictable() && &s.cfg.device == device)
+                .map(super::Slot::size)
+                .sum();
+            idle >= needed
+        }
+        Shortfall::None | Shortfall::Never(_) => true,
+    }
+}
+
 /// Reserves room for model `idx`, evicting through the policy while it does not fit.
 async fn make_room(inner: &Arc<Inner>, idx: usize, key: &str) -> Result<(), SchedError> {
     let device = inner.lock().slots[idx].cfg.device.clone();
@@ -264,12 +282,15 @@ async fn make_room(inner: &Arc<Inner>, idx: usize, key: &str) -> Result<(), Sche
             }
             EvictionDecision::Wait => {
                 tracing::debug!(model = %id, "eviction policy says wait");
-                // Ask again on the next change, or after a pause: a policy may wait on time
-                // alone (a model it guards grows colder while nothing happens).
-                // Changes that cannot make room (requests arriving, loads starting) do not
-                // call the policy again.
+                // Ask again when a change lets the load fit by evicting idle models, or after a
+                // pause whatever happened: a policy may wait on time alone (a model it guards
+                // grows colder while nothing happens), or give up waiting.
                 let recheck = (Instant::now() + WAIT_RECHECK).min(deadline);
-                let _ = tokio::time::timeout_at(recheck, rx.changed()).await;
+                while let Ok(Ok(())) = tokio::time::timeout_at(recheck, rx.changed()).await {
+                    if could_fit(inner, idx) {
+                        break;
+                    }
+                }
                 if Instant::now() >= deadline {
                     return Err(SchedError::Timeout {
                         model: id,

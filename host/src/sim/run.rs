@@ -219,7 +219,9 @@ pub fn replay(
         for a in &trace.arrivals {
             let at = start + Duration::from_millis(a.t_ms);
             finish(&mut serving, Some(at)).await;
-            tokio::time::sleep_until(at).await;
+            if Instant::now() < at {
+                tokio::time::sleep_until(at).await;
+            }
             while queued.try_join_next().is_some() {}
             let (sched, outcomes, demand) = (sched.clone(), outcomes.clone(), demand.clone());
             let model = names
@@ -347,7 +349,9 @@ async fn finish(serving: &mut BinaryHeap<Serving>, until: Option<Instant>) {
         if until.is_some_and(|u| next >= u) {
             break;
         }
-        tokio::time::sleep_until(next).await;
+        if Instant::now() < next {
+            tokio::time::sleep_until(next).await;
+        }
         while serving.peek().is_some_and(|s| s.until <= next) {
             serving.pop();
         }
