@@ -302,3 +302,40 @@ async fn with_no_load_waiting_for_room_a_load_that_fits_starts_at_once() {
     );
     assert_eq!(fake.starts.load(Ordering::SeqCst), 2);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_parked_load_is_asked_again_when_idle_models_could_make_room_or_after_a_second() {
+    let (s, _) = scheduler("[models.c]\ncmd = \"x ${PORT}\"\nsize = \"300MiB\"\n");
+    let s = Arc::new(s);
+    let a = s.acquire("a", &NO_DEMAND).await.expect("a");
+    let c = s.acquire("c", &NO_DEMAND).await.expect("c");
+    let decisions = || s.status().eviction.decisions;
+    // b (600 MiB) needs 476 MiB of the 900 that a and c hold, and both are busy.
+    let b = {
+        let s = s.clone();
+        tokio::spawn(async move { s.acquire("b", &NO_DEMAND).await.map(drop) })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(decisions(), 1, "b was told to wait");
+    // c going idle gives back 300 MiB: not enough, so the policy is not asked again...
+    drop(c);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        decisions(),
+        1,
+        "asked again on a change that could not make room"
+    );
+    // ...until a second has passed with nothing better.
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    assert_eq!(decisions(), 2, "not asked again after a second");
+    // a going idle makes room: asked at once, not at the next second.
+    let idle = tokio::time::Instant::now();
+    drop(a);
+    b.await.expect("joins").expect("b loads");
+    assert_eq!(decisions(), 3);
+    assert!(
+        idle.elapsed() < Duration::from_millis(500),
+        "b loaded {:?} after a went idle",
+        idle.elapsed()
+    );
+}
