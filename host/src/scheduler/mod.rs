@@ -169,8 +169,8 @@ struct Inner {
     state: Mutex<State>,
     /// Per model: bumped when its state changes, which is all its waiting requests wait for.
     slot_changed: Vec<watch::Sender<u64>>,
-    /// Counts the changes that can make room: a model goes idle, one stops, a load ends.
-    /// Only loads waiting for room listen, so only while one does are the others woken.
+    /// Bumped by each change that can make room (a model goes idle, one stops, a load ends)
+    /// while a load waiting for room listens; with no listener nothing is sent.
     room_changes: watch::Sender<u64>,
     /// One eviction conversation at a time per device.
     room: BTreeMap<String, tokio::sync::Mutex<()>>,
@@ -316,7 +316,7 @@ impl Scheduler {
             }
         }
         loop {
-            {
+            let rx = {
                 let mut st = inner.lock();
                 if st.shutting_down {
                     queued.leave(&mut st.slots[idx]);
@@ -395,12 +395,9 @@ impl Scheduler {
                     slot.queued += 1;
                     queued.active = true;
                 }
-                rx.get_or_insert_with(|| inner.slot_changed[idx].subscribe());
-            }
-            first_look = false;
-            let Some(rx) = rx.as_mut() else {
-                return Err(SchedError::ShuttingDown);
+                rx.get_or_insert_with(|| inner.slot_changed[idx].subscribe())
             };
+            first_look = false;
             match tokio::time::timeout_at(deadline, rx.changed()).await {
                 Ok(Ok(())) => {}
                 Ok(Err(_)) => return Err(SchedError::ShuttingDown),

@@ -206,18 +206,18 @@ fn shortfall(inner: &Inner, st: &State, idx: usize) -> Shortfall {
 fn could_fit(inner: &Inner, idx: usize) -> bool {
     let st = inner.lock();
     match shortfall(inner, &st, idx) {
-        Shortfall::Bytes(needed) => {
-            let device = &st.slots[idx].cfg.device;
-            let idle: u64 = st
-                .slots
-                .iter()
-                .filter(|s| s.evictable() && &s.cfg.device == device)
-                .map(super::Slot::size)
-                .sum();
-            idle >= needed
-        }
+        Shortfall::Bytes(needed) => idle_bytes(&st, &st.slots[idx].cfg.device) >= needed,
         Shortfall::None | Shortfall::Never(_) => true,
     }
+}
+
+/// What the models a policy may evict (ready, idle, unpinned) hold on `device`.
+fn idle_bytes(st: &State, device: &str) -> u64 {
+    st.slots
+        .iter()
+        .filter(|s| s.evictable() && s.cfg.device == device)
+        .map(super::Slot::size)
+        .sum()
 }
 
 /// Reserves room for model `idx`, evicting through the policy while it does not fit.
@@ -631,13 +631,7 @@ async fn relieve_pressure(inner: &Arc<Inner>) {
                 d.used_bytes.saturating_sub(limit)
             });
             // Ask for no more than idle models could give back, so that a policy can answer.
-            let evictable: u64 = st
-                .slots
-                .iter()
-                .filter(|s| s.evictable() && s.cfg.device == device)
-                .map(super::Slot::size)
-                .sum();
-            let needed = over_budget.max(over_pressure).min(evictable);
+            let needed = over_budget.max(over_pressure).min(idle_bytes(&st, &device));
             if needed == 0 {
                 continue;
             }
