@@ -14,21 +14,26 @@
 //!
 //! It knows nothing of HTTP: the proxy holds a [`Lease`] for each request it forwards.
 
+mod housekeeping;
+mod lease;
 mod room;
 mod slot;
+mod status;
+mod view;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use serde::Serialize;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-pub use slot::ModelStatus;
+pub use lease::Lease;
+use lease::Queued;
 use slot::{Slot, millis_since};
+pub use status::{DeviceStatus, Event, EvictionStats, ModelStatus, Status};
 
-use crate::backend::{Endpoint, Instance, Launcher};
+use crate::backend::{Instance, Launcher};
 use crate::config::{CPU_DEVICE, Settings};
 use crate::engine::Hooks;
 use crate::engine::types::ModelState;
@@ -95,61 +100,11 @@ impl SchedError {
 /// What the scheduler knows of a request besides its model.
 #[derive(Debug, Clone, Default)]
 pub struct Demand {
+    /// The request's priority: a load it waits for is made with the highest waiting priority.
     pub priority: i32,
     pub task: Option<String>,
     /// The request's sticky key for an experiment on `choose-eviction`.
     pub key: String,
-}
-
-/// Something that happened to a model, kept for status output.
-#[derive(Debug, Clone, Serialize, serde::Deserialize)]
-pub struct Event {
-    /// Milliseconds since the host started.
-    pub at_ms: u64,
-    pub model: String,
-    /// `loaded`, `evicted`, `failed`, `crashed`, `rejected`.
-    pub kind: String,
-    /// Who decided (for evictions) or why.
-    pub detail: String,
-}
-
-/// A device's memory as the scheduler sees it.
-#[derive(Debug, Clone, Serialize, serde::Deserialize)]
-pub struct DeviceStatus {
-    pub name: String,
-    /// What models may use: the budget, less the reserve.
-    pub capacity_bytes: u64,
-    /// What models hold now (measured where ready).
-    pub models_bytes: u64,
-    pub total_bytes: u64,
-    pub used_bytes: u64,
-    pub free_bytes: u64,
-    pub utilization_percent: Option<u8>,
-}
-
-/// Counters of `choose-eviction` decisions.
-#[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
-pub struct EvictionStats {
-    /// The component serving the hook (`none` when the native default does).
-    pub policy: String,
-    pub decisions: u64,
-    /// Decisions the native default made because the policy failed or broke a host rule.
-    pub fallbacks: u64,
-    /// Of those, answers the host refused (e.g. naming a model with requests in flight).
-    pub refused: u64,
-    pub evictions: u64,
-    /// Evictions by who decided (`policy lru`, `native default (invalid_decision)`, ...).
-    pub by: BTreeMap<String, u64>,
-}
-
-/// Everything `modelyard models` prints.
-#[derive(Debug, Clone, Serialize, serde::Deserialize)]
-pub struct Status {
-    pub uptime_ms: u64,
-    pub models: Vec<ModelStatus>,
-    pub devices: Vec<DeviceStatus>,
-    pub eviction: EvictionStats,
-    pub events: Vec<Event>,
 }
 
 /// Makes models ready for requests. Cheap to clone.
@@ -275,7 +230,7 @@ impl Scheduler {
         // keep: a replay of two days would otherwise wake 172,800 times for nothing.
         let ttls = inner.settings.models.iter().any(|m| m.ttl.is_some());
         if !inner.inline || ttls {
-            tokio::spawn(room::housekeeping(Arc::downgrade(&inner)));
+            tokio::spawn(housekeeping::run(Arc::downgrade(&inner)));
         }
         Ok(Self { inner })
     }
@@ -300,100 +255,85 @@ impl Scheduler {
         // Made when the request first waits, under the state lock: a change after the state it
         // saw is sent after that lock is released, so it is not missed.
         let mut rx: Option<watch::Receiver<u64>> = None;
-        let mut queued = Queued {
-            inner,
-            idx,
-            active: false,
-        };
+        let mut queued = Queued::new(inner, idx);
+        // The load attempt this request waits on, and whether it started that attempt.
         let mut joined: Option<u64> = None;
         let mut started_load: Option<u64> = None;
         let mut first_look = true;
         if let Some(task) = &demand.task {
-            let mut st = inner.lock();
-            st.demand.push_back(task.clone());
-            if st.demand.len() > DEMAND_WINDOW {
-                st.demand.pop_front();
-            }
+            inner.lock().note_demand(task);
         }
         loop {
             let rx = {
                 let mut st = inner.lock();
-                if st.shutting_down {
-                    queued.leave(&mut st.slots[idx]);
+                let now = if first_look { arrived } else { Instant::now() };
+                let shutting_down = st.shutting_down;
+                let slot = &mut st.slots[idx];
+                if shutting_down {
+                    queued.leave(slot);
                     return Err(SchedError::ShuttingDown);
                 }
-                let now = if first_look { arrived } else { Instant::now() };
-                let slot = &mut st.slots[idx];
-                match slot.state {
+                match slot.state() {
                     ModelState::Ready => {
                         queued.leave(slot);
-                        let Some(instance) = slot.instance.clone() else {
+                        let Some(instance) = slot.lease() else {
                             return Err(SchedError::ShuttingDown);
                         };
-                        slot.in_flight += 1;
-                        slot.stats.use_count += 1;
-                        let load_seconds = (started_load == Some(slot.generation))
-                            .then(|| slot.stats.loaded_at.map(|t| (t - arrived).as_secs_f64()))
+                        let generation = slot.generation();
+                        let load_seconds = (started_load == Some(generation))
+                            .then(|| slot.stats().loaded_at.map(|t| (t - arrived).as_secs_f64()))
                             .flatten();
                         return Ok(Lease {
                             ready_on_arrival: first_look,
                             load_seconds,
                             inner: inner.clone(),
                             idx,
-                            generation: slot.generation,
+                            generation,
                             instance,
                             started: now,
                             failed: false,
                         });
                     }
                     ModelState::Unloaded | ModelState::Failed => {
-                        if let (Some(joined_gen), Some((done, Err(e)))) = (joined, &slot.outcome)
-                            && *done >= joined_gen
-                        {
+                        if let Some(Err(e)) = joined.and_then(|g| slot.outcome_since(g)) {
                             let e = e.clone();
                             queued.leave(slot);
                             return Err(e);
                         }
-                        if slot.state == ModelState::Failed
-                            && let Some(at) = slot.retry_at
-                            && at > now
-                        {
+                        if let Some(retry_after) = slot.backing_off(now) {
                             let e = SchedError::BackingOff {
                                 model: slot.cfg.id.clone(),
-                                reason: slot.last_error.clone().unwrap_or_default(),
-                                retry_after: at - now,
+                                reason: slot.last_error().unwrap_or_default().to_string(),
+                                retry_after,
                             };
                             queued.leave(slot);
                             return Err(e);
                         }
-                        slot.state = ModelState::Loading;
-                        slot.generation += 1;
-                        joined = Some(slot.generation);
-                        started_load = Some(slot.generation);
+                        let generation = slot.begin_load();
+                        joined = Some(generation);
+                        started_load = Some(generation);
                         tokio::spawn(room::load(
                             inner.clone(),
                             idx,
-                            slot.generation,
+                            generation,
                             demand.key.clone(),
                         ));
                     }
                     ModelState::Loading => {
-                        joined.get_or_insert(slot.generation);
+                        joined.get_or_insert(slot.generation());
                     }
                     ModelState::Unloading => {}
                 }
-                if !queued.active {
-                    let max = inner.settings.scheduler.max_queue;
-                    if slot.queued >= max {
-                        let mean = slot.to_wit(inner.epoch).mean_load_ms;
+                if !queued.waiting() {
+                    if slot.queued() >= inner.settings.scheduler.max_queue {
+                        let mean = slot.stats().mean_load_ms();
                         return Err(SchedError::QueueFull {
                             model: slot.cfg.id.clone(),
-                            queued: slot.queued,
+                            queued: slot.queued(),
                             retry_after: Duration::from_millis(u64::from(mean).max(1000)),
                         });
                     }
-                    slot.queued += 1;
-                    queued.active = true;
+                    queued.join(slot, demand.priority);
                 }
                 rx.get_or_insert_with(|| inner.slot_changed[idx].subscribe())
             };
@@ -413,16 +353,12 @@ impl Scheduler {
 
     /// Every configured model as the contract shows it to `select-model`.
     pub fn candidates(&self) -> Vec<crate::engine::types::Model> {
-        let st = self.inner.lock();
-        st.slots
-            .iter()
-            .map(|s| s.to_wit(self.inner.epoch))
-            .collect()
+        view::candidates(&self.inner, &self.inner.lock())
     }
 
     /// The latest telemetry as the contract shows it.
     pub fn telemetry(&self) -> crate::engine::types::Telemetry {
-        room::wit_telemetry(&self.inner)
+        view::telemetry(&self.inner, &self.inner.lock())
     }
 
     /// Loads `model` (an id or alias) if it is not loaded, and waits until it is ready.
@@ -436,7 +372,7 @@ impl Scheduler {
         let (id, state, in_flight) = {
             let st = self.inner.lock();
             let s = &st.slots[idx];
-            (s.cfg.id.clone(), s.state, s.in_flight)
+            (s.cfg.id.clone(), s.state(), s.in_flight())
         };
         if in_flight > 0 {
             return Err(SchedError::Busy {
@@ -459,7 +395,7 @@ impl Scheduler {
         {
             Ok(())
         } else {
-            let in_flight = self.inner.lock().slots[idx].in_flight;
+            let in_flight = self.inner.lock().slots[idx].in_flight();
             Err(SchedError::Busy {
                 model: id,
                 in_flight,
@@ -485,12 +421,7 @@ impl Scheduler {
                 DeviceStatus {
                     name: name.clone(),
                     capacity_bytes: *cap,
-                    models_bytes: st
-                        .slots
-                        .iter()
-                        .filter(|s| s.holds_memory() && &s.cfg.device == name)
-                        .map(Slot::size)
-                        .sum(),
+                    models_bytes: st.held_on(name),
                     total_bytes: d.map_or(0, |d| d.total_bytes),
                     used_bytes: d.map_or(0, |d| d.used_bytes),
                     free_bytes: d.map_or(0, |d| d.free_bytes),
@@ -505,7 +436,7 @@ impl Scheduler {
             .map_or_else(|| "none".to_string(), |p| p.name().to_string());
         Status {
             uptime_ms: millis_since(inner.epoch, now),
-            models: st.slots.iter().map(|s| s.status(now)).collect(),
+            models: st.slots.iter().map(|s| status::model(s, now)).collect(),
             devices,
             eviction,
             events: st.events.iter().cloned().collect(),
@@ -517,20 +448,32 @@ impl Scheduler {
         let instances: Vec<Arc<dyn Instance>> = {
             let mut st = self.inner.lock();
             st.shutting_down = true;
-            st.slots
-                .iter_mut()
-                .filter_map(|s| {
-                    s.state = ModelState::Unloaded;
-                    s.reserved = false;
-                    s.instance.take()
-                })
-                .collect()
+            st.slots.iter_mut().filter_map(Slot::shut_down).collect()
         };
         for tx in &self.inner.slot_changed {
             tx.send_modify(|v| *v = v.wrapping_add(1));
         }
         self.inner.room_changed();
         futures_util::future::join_all(instances.iter().map(|i| i.stop())).await;
+    }
+}
+
+impl State {
+    /// What the models that count against `device` hold on it.
+    fn held_on(&self, device: &str) -> u64 {
+        self.slots
+            .iter()
+            .filter(|s| s.holds_memory() && s.cfg.device == device)
+            .map(Slot::size)
+            .sum()
+    }
+
+    /// Counts a request for `task` in the recent window.
+    fn note_demand(&mut self, task: &str) {
+        self.demand.push_back(task.to_string());
+        if self.demand.len() > DEMAND_WINDOW {
+            self.demand.pop_front();
+        }
     }
 }
 
@@ -580,104 +523,6 @@ impl Inner {
             kind: kind.to_string(),
             detail,
         });
-    }
-}
-
-/// Backoff before the next load after `n` consecutive failures: none after the first (a crash
-/// after a good run restarts at once), then 1 s, 2 s, 4 s, ... up to a minute.
-fn backoff(n: u32) -> Duration {
-    if n <= 1 {
-        Duration::ZERO
-    } else {
-        Duration::from_secs(1u64 << (n - 2).min(6)).min(MAX_BACKOFF)
-    }
-}
-
-/// A place in a model's wait queue; leaving it (or dropping it) frees the place.
-struct Queued<'a> {
-    inner: &'a Inner,
-    idx: usize,
-    active: bool,
-}
-
-impl Queued<'_> {
-    fn leave(&mut self, slot: &mut Slot) {
-        if std::mem::take(&mut self.active) {
-            slot.queued = slot.queued.saturating_sub(1);
-        }
-    }
-}
-
-impl Drop for Queued<'_> {
-    fn drop(&mut self) {
-        if self.active {
-            let mut st = self.inner.lock();
-            let slot = &mut st.slots[self.idx];
-            slot.queued = slot.queued.saturating_sub(1);
-        }
-    }
-}
-
-/// A request's hold on a ready model: while it lives the model is never evicted. Dropping it
-/// records the request's time.
-#[derive(Debug)]
-pub struct Lease {
-    /// The model was ready when the request arrived.
-    pub ready_on_arrival: bool,
-    /// The request started the model's load, which took this long (from its arrival).
-    pub load_seconds: Option<f64>,
-    inner: Arc<Inner>,
-    idx: usize,
-    generation: u64,
-    instance: Arc<dyn Instance>,
-    started: Instant,
-    failed: bool,
-}
-
-impl Lease {
-    /// Where to send the request.
-    pub fn endpoint(&self) -> &Endpoint {
-        self.instance.endpoint()
-    }
-
-    /// The model's id.
-    pub fn model(&self) -> &str {
-        &self.inner.settings.models[self.idx].id
-    }
-
-    /// Counts the request as an error of the model.
-    pub fn fail(&mut self) {
-        self.failed = true;
-    }
-
-    /// The server could not be reached or broke off: counts the error and, if the server has
-    /// died, marks the model failed before returning, so that the next request restarts it
-    /// instead of meeting the dead server.
-    pub async fn backend_failed(&mut self) {
-        self.failed = true;
-        if let Ok(reason) = tokio::time::timeout(CRASH_CONFIRM, self.instance.exited()).await {
-            room::mark_crashed(&self.inner, self.idx, self.generation, reason).await;
-        }
-    }
-}
-
-impl Drop for Lease {
-    fn drop(&mut self) {
-        let now = Instant::now();
-        let mut st = self.inner.lock();
-        let slot = &mut st.slots[self.idx];
-        slot.in_flight = slot.in_flight.saturating_sub(1);
-        slot.stats.last_used = Some(now);
-        slot.stats.requests_done += 1;
-        slot.stats.request_ms_total += millis_since(self.started, now);
-        if self.failed {
-            slot.stats.errors += 1;
-        }
-        let idle = slot.in_flight == 0;
-        drop(st);
-        if idle {
-            self.inner.room_changed();
-        }
     }
 }
 

@@ -1,21 +1,19 @@
-//! Loading, making room and unloading: the scheduler's background work. Every eviction, for a
-//! load, an idle TTL or memory pressure, is the `choose-eviction` policy's decision, checked
-//! again against the live state just before it is carried out.
+//! Loading, making room and unloading: the conversation with the `choose-eviction` policy.
+//! Every eviction, for a load, an idle TTL or memory pressure ([`super::housekeeping`]), is
+//! the policy's decision, checked again against the live state just before it is carried out;
+//! the slot's transitions ([`super::slot`]) do the rest.
 
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::slot::millis_since;
-use super::{HOUSEKEEPING_INTERVAL, Inner, SchedError, State, backoff};
-use crate::engine::types::{
-    Device, EvictionDecision, EvictionRequest, Model, ModelState, TaskDemand, Telemetry,
-};
+use super::slot::{Slot, millis_since};
+use super::view::{self, Incoming};
+use super::{Inner, SchedError, State};
+use crate::engine::types::{EvictionDecision, EvictionRequest};
 use crate::engine::{Decided, DecidedBy, PolicyError};
 
-/// The sticky key of evictions no request asked for (TTL, pressure).
-const HOUSEKEEPING_KEY: &str = "modelyard:housekeeping";
 /// How long a load waits before asking again after its eviction lost a race.
 const RACE_PAUSE: Duration = Duration::from_millis(20);
 /// How long a load the policy told to wait waits before asking again when nothing changes.
@@ -35,32 +33,17 @@ pub(super) async fn load(inner: Arc<Inner>, idx: usize, generation: u64, key: St
         Err(e) => Err(e),
     };
     let mut st = inner.lock();
+    let event = match &outcome {
+        Ok(()) => None,
+        Err(e @ SchedError::LoadFailed { .. }) => Some(("failed", e.to_string())),
+        Err(e) => Some(("rejected", e.to_string())),
+    };
     let slot = &mut st.slots[idx];
     let id = slot.cfg.id.clone();
-    let (kind, detail) = match &outcome {
-        Ok(()) => {
-            slot.outcome = Some((generation, Ok(())));
-            drop(st);
-            inner.slot_changed(idx);
-            inner.room_changed();
-            return;
-        }
-        Err(e @ SchedError::LoadFailed { reason, .. }) => {
-            slot.state = ModelState::Failed;
-            slot.consecutive_failures += 1;
-            slot.retry_at = Some(Instant::now() + backoff(slot.consecutive_failures));
-            slot.stats.errors += 1;
-            slot.last_error = Some(reason.clone());
-            ("failed", e.to_string())
-        }
-        Err(e) => {
-            slot.state = ModelState::Unloaded;
-            ("rejected", e.to_string())
-        }
-    };
-    slot.reserved = false;
-    slot.outcome = Some((generation, outcome));
-    inner.event(&mut st, &id, kind, detail);
+    slot.load_ended(generation, outcome, Instant::now());
+    if let Some((kind, detail)) = event {
+        inner.event(&mut st, &id, kind, detail);
+    }
     drop(st);
     inner.slot_changed(idx);
     inner.room_changed();
@@ -84,24 +67,14 @@ async fn start(inner: &Arc<Inner>, idx: usize, generation: u64) -> Result<(), Sc
     let now = Instant::now();
     let ready = {
         let mut st = inner.lock();
-        if st.shutting_down {
-            false
-        } else {
-            let slot = &mut st.slots[idx];
-            slot.state = ModelState::Ready;
-            slot.instance = Some(instance.clone());
-            slot.footprint = footprint;
-            slot.consecutive_failures = 0;
-            slot.retry_at = None;
-            slot.last_error = None;
-            slot.stats.loaded_at = Some(now);
-            slot.stats.load_count += 1;
-            let load_ms = millis_since(began, now);
-            slot.stats.load_ms_total += load_ms;
+        let load_ms = millis_since(began, now);
+        let slot = &mut st.slots[idx];
+        let ready = slot.loaded(instance.clone(), footprint, now, load_ms);
+        if ready {
             let detail = format!("ready in {load_ms} ms, {} bytes", slot.size());
             inner.event(&mut st, &cfg.id, "loaded", detail);
-            true
         }
+        ready
     };
     if !ready {
         instance.stop().await;
@@ -135,34 +108,17 @@ pub(super) async fn mark_crashed(inner: &Inner, idx: usize, generation: u64, rea
     let instance = {
         let mut st = inner.lock();
         let slot = &mut st.slots[idx];
-        if slot.generation != generation || slot.state != ModelState::Ready {
+        let Some(instance) = slot.crashed(generation, &reason, Instant::now()) else {
             return;
-        }
-        slot.state = ModelState::Failed;
-        slot.reserved = false;
-        slot.footprint = None;
-        slot.stats.errors += 1;
-        slot.consecutive_failures += 1;
-        slot.retry_at = Some(Instant::now() + backoff(slot.consecutive_failures));
-        slot.last_error = Some(reason.clone());
-        slot.outcome = Some((
-            generation,
-            Err(SchedError::Crashed {
-                model: slot.cfg.id.clone(),
-                reason: reason.clone(),
-            }),
-        ));
+        };
         let id = slot.cfg.id.clone();
-        let instance = slot.instance.take();
         inner.event(&mut st, &id, "crashed", reason);
         instance
     };
     inner.slot_changed(idx);
     inner.room_changed();
     // Whatever the dead server left in its process group.
-    if let Some(i) = instance {
-        i.stop().await;
-    }
+    instance.stop().await;
 }
 
 /// Measures a process tree off the async threads.
@@ -188,13 +144,9 @@ fn shortfall(inner: &Inner, st: &State, idx: usize) -> Shortfall {
             "it needs {need} bytes and models may use at most {cap} on {device}"
         ));
     }
-    let used: u64 = st
-        .slots
-        .iter()
-        .enumerate()
-        .filter(|(i, s)| *i != idx && s.holds_memory() && &s.cfg.device == device)
-        .map(|(_, s)| s.size())
-        .sum();
+    // A loading model holds memory once it has reserved room: not counted twice.
+    let own = if slot.holds_memory() { need } else { 0 };
+    let used = st.held_on(device) - own;
     if used + need <= cap {
         Shortfall::None
     } else {
@@ -212,11 +164,11 @@ fn could_fit(inner: &Inner, idx: usize) -> bool {
 }
 
 /// What the models a policy may evict (ready, idle, unpinned) hold on `device`.
-fn idle_bytes(st: &State, device: &str) -> u64 {
+pub(super) fn idle_bytes(st: &State, device: &str) -> u64 {
     st.slots
         .iter()
         .filter(|s| s.evictable() && s.cfg.device == device)
-        .map(super::Slot::size)
+        .map(Slot::size)
         .sum()
 }
 
@@ -230,7 +182,7 @@ async fn make_room(inner: &Arc<Inner>, idx: usize, key: &str) -> Result<(), Sche
     if free.is_some() || room.is_none() {
         let mut st = inner.lock();
         if let Shortfall::None = shortfall(inner, &st, idx) {
-            st.slots[idx].reserved = true;
+            st.slots[idx].reserve();
             return Ok(());
         }
     }
@@ -250,18 +202,14 @@ async fn make_room(inner: &Arc<Inner>, idx: usize, key: &str) -> Result<(), Sche
             let id = st.slots[idx].cfg.id.clone();
             match shortfall(inner, &st, idx) {
                 Shortfall::None => {
-                    st.slots[idx].reserved = true;
+                    st.slots[idx].reserve();
                     return Ok(());
                 }
                 Shortfall::Never(reason) => return Err(SchedError::Rejected { model: id, reason }),
-                Shortfall::Bytes(needed) => {
-                    let incoming = st.slots[idx].to_wit(inner.epoch);
-                    let priority = incoming.priority;
-                    (
-                        eviction_request(inner, &st, incoming, needed, priority, |_| true),
-                        id,
-                    )
-                }
+                Shortfall::Bytes(needed) => (
+                    view::eviction_request(inner, &st, Incoming::Load(idx), needed, |_| true),
+                    id,
+                ),
             }
         };
         let decided = decide(inner, req, key).await;
@@ -305,64 +253,12 @@ async fn make_room(inner: &Arc<Inner>, idx: usize, key: &str) -> Result<(), Sche
     }
 }
 
-/// The request a policy sees: the models on the incoming model's device that `include` keeps.
-fn eviction_request(
-    inner: &Inner,
-    st: &State,
-    incoming: Model,
-    needed_bytes: u64,
-    priority: i32,
-    include: impl Fn(&super::Slot) -> bool,
-) -> EvictionRequest {
-    let device = incoming.device.clone();
-    let loaded = st
-        .slots
-        .iter()
-        .filter(|s| s.holds_memory() && s.cfg.device == device && s.cfg.id != incoming.id)
-        .filter(|s| include(s))
-        .map(|s| s.to_wit(inner.epoch))
-        .collect();
-    let mut demand: Vec<TaskDemand> = Vec::new();
-    for task in &st.demand {
-        match demand.iter_mut().find(|d| &d.task == task) {
-            Some(d) => d.requests += 1,
-            None => demand.push(TaskDemand {
-                task: task.clone(),
-                requests: 1,
-            }),
-        }
-    }
-    EvictionRequest {
-        incoming,
-        needed_bytes,
-        device,
-        priority,
-        loaded,
-        demand,
-        telemetry: wit_telemetry(inner),
-    }
-}
-
-pub(super) fn wit_telemetry(inner: &Inner) -> Telemetry {
-    let latest = inner.latest.lock().unwrap_or_else(|e| e.into_inner());
-    Telemetry {
-        now_ms: millis_since(inner.epoch, Instant::now()),
-        devices: latest
-            .devices
-            .iter()
-            .map(|d| Device {
-                name: d.name.clone(),
-                total_bytes: d.total_bytes,
-                free_bytes: d.free_bytes,
-                utilization_percent: d.utilization_percent,
-            })
-            .collect(),
-        cpu_percent: latest.cpu_percent,
-    }
-}
-
 /// Asks the hook (off the async threads: a guest may run to its deadline) and counts the answer.
-async fn decide(inner: &Arc<Inner>, req: EvictionRequest, key: &str) -> Decided<EvictionDecision> {
+pub(super) async fn decide(
+    inner: &Arc<Inner>,
+    req: EvictionRequest,
+    key: &str,
+) -> Decided<EvictionDecision> {
     let hooks = inner.hooks.clone();
     let key = key.to_string();
     let decided = if inner.inline {
@@ -391,7 +287,7 @@ async fn decide(inner: &Arc<Inner>, req: EvictionRequest, key: &str) -> Decided<
     decided
 }
 
-fn decided_by(by: &DecidedBy) -> String {
+pub(super) fn decided_by(by: &DecidedBy) -> String {
     match by {
         DecidedBy::Policy(name) => format!("policy {name}"),
         DecidedBy::Fallback(None) => "native default".into(),
@@ -421,9 +317,9 @@ pub(super) async fn evict(
         let mut st = inner.lock();
         let mut found = Vec::new();
         for id in ids {
-            let ok = |s: &super::Slot| match authority {
+            let ok = |s: &Slot| match authority {
                 Authority::Policy => s.evictable(),
-                Authority::Operator => s.state == ModelState::Ready && s.in_flight == 0,
+                Authority::Operator => s.idle(),
             };
             match st.slots.iter().position(|s| &s.cfg.id == id) {
                 Some(i) if ok(&st.slots[i]) => found.push(i),
@@ -433,10 +329,9 @@ pub(super) async fn evict(
         let mut victims = Vec::new();
         for &i in &found {
             let slot = &mut st.slots[i];
-            slot.state = ModelState::Unloading;
-            slot.stats.evictions += 1;
+            let instance = slot.begin_unload();
             let id = slot.cfg.id.clone();
-            victims.push((i, slot.instance.take()));
+            victims.push((i, instance));
             inner.event(&mut st, &id, "evicted", format!("by {by}, {why}"));
         }
         st.eviction.evictions += victims.len() as u64;
@@ -453,10 +348,7 @@ pub(super) async fn evict(
     {
         let mut st = inner.lock();
         for (i, _) in &victims {
-            let slot = &mut st.slots[*i];
-            slot.state = ModelState::Unloaded;
-            slot.reserved = false;
-            slot.footprint = None;
+            st.slots[*i].unloaded();
         }
     }
     for (i, _) in &victims {
@@ -464,192 +356,4 @@ pub(super) async fn evict(
     }
     inner.room_changed();
     true
-}
-
-/// Every [`HOUSEKEEPING_INTERVAL`]: refresh telemetry and footprints, then unload idle models
-/// past their TTL and relieve memory pressure, both through the policy.
-pub(super) async fn housekeeping(inner: Weak<Inner>) {
-    let mut tick = tokio::time::interval(HOUSEKEEPING_INTERVAL);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        let Some(inner) = inner.upgrade() else { return };
-        if inner.lock().shutting_down {
-            return;
-        }
-        refresh(&inner).await;
-        expire_ttl(&inner).await;
-        relieve_pressure(&inner).await;
-    }
-}
-
-async fn refresh(inner: &Arc<Inner>) {
-    let pids: Vec<(usize, u32)> = inner
-        .lock()
-        .slots
-        .iter()
-        .enumerate()
-        .filter(|(_, s)| s.state == ModelState::Ready)
-        .filter_map(|(i, s)| Some((i, s.instance.as_ref()?.pid()?)))
-        .collect();
-    let telemetry = inner.telemetry.clone();
-    let read = move || {
-        let mut t = telemetry.lock().unwrap_or_else(|e| e.into_inner());
-        let snapshot = t.snapshot();
-        let footprints: Vec<_> = pids
-            .into_iter()
-            .map(|(i, pid)| (i, pid, t.footprint(pid)))
-            .collect();
-        (snapshot, footprints)
-    };
-    let (snapshot, footprints) = if inner.inline {
-        read()
-    } else {
-        let Ok(read) = tokio::task::spawn_blocking(read).await else {
-            return;
-        };
-        read
-    };
-    *inner.latest.lock().unwrap_or_else(|e| e.into_inner()) = snapshot;
-    let mut st = inner.lock();
-    for (i, pid, fp) in footprints {
-        let slot = &mut st.slots[i];
-        let same = slot.state == ModelState::Ready
-            && slot.instance.as_ref().and_then(|i| i.pid()) == Some(pid);
-        if same && !fp.pids.is_empty() {
-            slot.footprint = Some(fp);
-        }
-    }
-}
-
-/// A record standing for housekeeping in `eviction-request.incoming`: nothing is loading, the
-/// host wants `needed` bytes back on `device`.
-fn housekeeping_incoming(reason: &str, device: &str, needed: u64) -> Model {
-    Model {
-        id: format!("modelyard:{reason}"),
-        aliases: Vec::new(),
-        state: ModelState::Unloaded,
-        device: device.to_string(),
-        size_bytes: needed,
-        size_measured: false,
-        context_tokens: 0,
-        tags: Vec::new(),
-        priority: i32::MAX,
-        pinned: false,
-        last_used_ms: 0,
-        loaded_at_ms: 0,
-        use_count: 0,
-        load_count: 0,
-        in_flight: 0,
-        queued: 0,
-        errors: 0,
-        mean_load_ms: 0,
-        mean_latency_ms: 0,
-    }
-}
-
-/// Idle models past their TTL, offered to the policy (which may keep them with `wait`).
-async fn expire_ttl(inner: &Arc<Inner>) {
-    let now = Instant::now();
-    let expired = |s: &super::Slot| {
-        s.evictable()
-            && s.cfg.ttl.is_some_and(|ttl| {
-                s.stats
-                    .last_used
-                    .or(s.stats.loaded_at)
-                    .is_some_and(|t| now - t >= ttl)
-            })
-    };
-    let devices: Vec<String> = inner.capacity.keys().cloned().collect();
-    for device in devices {
-        let Some(room) = inner.room.get(&device) else {
-            continue;
-        };
-        let Ok(_room) = room.try_lock() else { continue };
-        let req = {
-            let st = inner.lock();
-            let needed: u64 = st
-                .slots
-                .iter()
-                .filter(|s| expired(s) && s.cfg.device == device)
-                .map(super::Slot::size)
-                .sum::<u64>()
-                .max(1);
-            if !st
-                .slots
-                .iter()
-                .any(|s| expired(s) && s.cfg.device == device)
-            {
-                continue;
-            }
-            let incoming = housekeeping_incoming("ttl", &device, needed);
-            eviction_request(inner, &st, incoming, needed, i32::MAX, |s| expired(s))
-        };
-        let decided = decide(inner, req, HOUSEKEEPING_KEY).await;
-        if let EvictionDecision::Evict(ids) = &decided.value {
-            evict(
-                inner,
-                ids,
-                Authority::Policy,
-                &decided_by(&decided.by),
-                "idle past its ttl",
-            )
-            .await;
-        }
-    }
-}
-
-/// Unloads through the policy while a device is fuller than `memory.pressure` (measured), or
-/// its models hold more than its capacity (they grow as they serve).
-async fn relieve_pressure(inner: &Arc<Inner>) {
-    let latest = inner
-        .latest
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .clone();
-    let devices: Vec<(String, u64)> = inner
-        .capacity
-        .iter()
-        .map(|(d, c)| (d.clone(), *c))
-        .collect();
-    for (device, cap) in devices {
-        let Some(room) = inner.room.get(&device) else {
-            continue;
-        };
-        let Ok(_room) = room.try_lock() else { continue };
-        let req = {
-            let st = inner.lock();
-            let held: u64 = st
-                .slots
-                .iter()
-                .filter(|s| s.holds_memory() && s.cfg.device == device)
-                .map(super::Slot::size)
-                .sum();
-            let over_budget = held.saturating_sub(cap);
-            let over_pressure = latest.device(&device).map_or(0, |d| {
-                let limit = (d.total_bytes as f64 * inner.settings.memory.pressure) as u64;
-                d.used_bytes.saturating_sub(limit)
-            });
-            // Ask for no more than idle models could give back, so that a policy can answer.
-            let needed = over_budget.max(over_pressure).min(idle_bytes(&st, &device));
-            if needed == 0 {
-                continue;
-            }
-            let incoming = housekeeping_incoming("pressure", &device, needed);
-            eviction_request(inner, &st, incoming, needed, i32::MAX, |_| true)
-        };
-        let needed = req.needed_bytes;
-        let decided = decide(inner, req, HOUSEKEEPING_KEY).await;
-        if let EvictionDecision::Evict(ids) = &decided.value {
-            let why = format!("memory pressure on {device} ({needed} bytes over)");
-            evict(
-                inner,
-                ids,
-                Authority::Policy,
-                &decided_by(&decided.by),
-                &why,
-            )
-            .await;
-        }
-    }
 }

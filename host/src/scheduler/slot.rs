@@ -1,37 +1,63 @@
-//! One configured model's live state and statistics, and how it is shown: to policies as the
-//! contract's `model` record, to people as a [`ModelStatus`].
+//! One configured model's lifecycle, queue and statistics.
+//!
+//! The lifecycle is a private [`Phase`] that changes only through the transition methods
+//! below, each of which checks the phase it leaves (as llama-swap's `swapState(expected, new)`
+//! does): the rest of the scheduler asks and reads, it never writes lifecycle fields. How a
+//! slot is shown lives elsewhere: to policies in [`super::view`], to people in
+//! [`super::status`].
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
-use serde::Serialize;
 use tokio::time::Instant;
 
-use super::SchedError;
+use super::{MAX_BACKOFF, SchedError};
 use crate::backend::Instance;
-use crate::config::{BackendSettings, ModelSettings};
-use crate::engine::types::{Model, ModelState};
+use crate::config::ModelSettings;
+use crate::engine::types::ModelState;
 use crate::telemetry::Footprint;
+
+/// Where a model is in its life. Richer than the contract's `model-state`, which
+/// [`Slot::state`] derives from it: a new phase inside needs no contract change.
+#[derive(Debug)]
+enum Phase {
+    Unloaded,
+    /// Its backend is starting. `reserved`: the load has made room, so it counts against its
+    /// device's budget.
+    Loading {
+        reserved: bool,
+    },
+    Ready {
+        instance: Arc<dyn Instance>,
+        footprint: Option<Footprint>,
+    },
+    /// Being stopped; it holds its memory until the stop ends.
+    Unloading {
+        footprint: Option<Footprint>,
+    },
+    /// Its last start failed or its server died; the next load waits until `retry_at`.
+    Failed {
+        retry_at: Instant,
+    },
+}
 
 /// A model's live state.
 #[derive(Debug)]
 pub(super) struct Slot {
     pub cfg: Arc<ModelSettings>,
-    pub state: ModelState,
-    /// Counts against its device's budget: set when a load has made room, cleared when the
-    /// model is unloaded or its load fails.
-    pub reserved: bool,
-    pub instance: Option<Arc<dyn Instance>>,
+    phase: Phase,
     /// Increments with every load attempt; a crash or an outcome belongs to one attempt.
-    pub generation: u64,
+    generation: u64,
     /// How the latest finished attempt ended, for the requests that waited on it.
-    pub outcome: Option<(u64, Result<(), SchedError>)>,
-    pub footprint: Option<Footprint>,
-    pub in_flight: u32,
-    pub queued: u32,
-    pub consecutive_failures: u32,
-    pub retry_at: Option<Instant>,
-    pub last_error: Option<String>,
-    pub stats: Stats,
+    outcome: Option<(u64, Result<(), SchedError>)>,
+    in_flight: u32,
+    /// Requests waiting for it, counted by their priority.
+    waiting: BTreeMap<i32, u32>,
+    queued: u32,
+    consecutive_failures: u32,
+    last_error: Option<String>,
+    stats: Stats,
 }
 
 /// Counters the contract exposes to policies.
@@ -48,155 +74,312 @@ pub(super) struct Stats {
     pub evictions: u32,
 }
 
+impl Stats {
+    pub fn mean_load_ms(&self) -> u32 {
+        mean(self.load_ms_total, u64::from(self.load_count))
+    }
+
+    pub fn mean_latency_ms(&self) -> u32 {
+        mean(self.request_ms_total, self.requests_done)
+    }
+}
+
 impl Slot {
     pub fn new(cfg: ModelSettings) -> Self {
         Self {
             cfg: Arc::new(cfg),
-            state: ModelState::Unloaded,
-            reserved: false,
-            instance: None,
+            phase: Phase::Unloaded,
             generation: 0,
             outcome: None,
-            footprint: None,
             in_flight: 0,
+            waiting: BTreeMap::new(),
             queued: 0,
             consecutive_failures: 0,
-            retry_at: None,
             last_error: None,
             stats: Stats::default(),
         }
     }
 
+    // ---- reading ----
+
+    /// The phase as the contract names it.
+    pub fn state(&self) -> ModelState {
+        match self.phase {
+            Phase::Unloaded => ModelState::Unloaded,
+            Phase::Loading { .. } => ModelState::Loading,
+            Phase::Ready { .. } => ModelState::Ready,
+            Phase::Unloading { .. } => ModelState::Unloading,
+            Phase::Failed { .. } => ModelState::Failed,
+        }
+    }
+
+    pub fn instance(&self) -> Option<&Arc<dyn Instance>> {
+        match &self.phase {
+            Phase::Ready { instance, .. } => Some(instance),
+            _ => None,
+        }
+    }
+
+    pub fn footprint(&self) -> Option<&Footprint> {
+        match &self.phase {
+            Phase::Ready { footprint, .. } | Phase::Unloading { footprint } => footprint.as_ref(),
+            _ => None,
+        }
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// How attempt `generation`, or a later one, ended, if it has.
+    pub fn outcome_since(&self, generation: u64) -> Option<&Result<(), SchedError>> {
+        self.outcome
+            .as_ref()
+            .filter(|(done, _)| *done >= generation)
+            .map(|(_, r)| r)
+    }
+
+    /// How long until a failed model may be loaded again, if it must wait.
+    pub fn backing_off(&self, now: Instant) -> Option<Duration> {
+        match self.phase {
+            Phase::Failed { retry_at } if retry_at > now => Some(retry_at - now),
+            _ => None,
+        }
+    }
+
+    pub fn last_error(&self) -> Option<&str> {
+        self.last_error.as_deref()
+    }
+
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    pub fn in_flight(&self) -> u32 {
+        self.in_flight
+    }
+
+    pub fn queued(&self) -> u32 {
+        self.queued
+    }
+
+    /// The highest priority among the requests waiting for it.
+    pub fn waiting_priority(&self) -> Option<i32> {
+        self.waiting.keys().next_back().copied()
+    }
+
     /// Bytes it holds (or will hold) on its device: measured once ready, else the estimate.
     pub fn size(&self) -> u64 {
-        match &self.footprint {
+        match self.footprint() {
             Some(f) if !f.pids.is_empty() => f.on(&self.cfg.device),
             _ => self.cfg.size_estimate,
         }
     }
 
     pub fn size_measured(&self) -> bool {
-        self.footprint.as_ref().is_some_and(|f| !f.pids.is_empty())
+        self.footprint().is_some_and(|f| !f.pids.is_empty())
     }
 
     /// True while it counts against its device's budget.
     pub fn holds_memory(&self) -> bool {
-        self.reserved || matches!(self.state, ModelState::Ready | ModelState::Unloading)
+        matches!(
+            self.phase,
+            Phase::Loading { reserved: true } | Phase::Ready { .. } | Phase::Unloading { .. }
+        )
     }
 
     /// Ready, idle and unpinned: the host would accept evicting it.
     pub fn evictable(&self) -> bool {
-        self.state == ModelState::Ready && self.in_flight == 0 && !self.cfg.pinned
+        self.idle() && !self.cfg.pinned
     }
 
-    /// The contract's view of this model; times are milliseconds since `epoch` (0: never).
-    pub fn to_wit(&self, epoch: Instant) -> Model {
-        let ms = |t: Option<Instant>| t.map_or(0, |t| millis_since(epoch, t).max(1));
-        let s = &self.stats;
-        Model {
-            id: self.cfg.id.clone(),
-            aliases: self.cfg.aliases.clone(),
-            state: self.state,
-            device: self.cfg.device.clone(),
-            size_bytes: self.size(),
-            size_measured: self.size_measured(),
-            context_tokens: self.cfg.context_tokens,
-            tags: self.cfg.tags.clone(),
-            priority: self.cfg.priority,
-            pinned: self.cfg.pinned,
-            last_used_ms: ms(s.last_used),
-            loaded_at_ms: ms(s.loaded_at),
-            use_count: s.use_count,
-            load_count: s.load_count,
-            in_flight: self.in_flight,
-            queued: self.queued,
-            errors: s.errors,
-            mean_load_ms: mean(s.load_ms_total, u64::from(s.load_count)),
-            mean_latency_ms: mean(s.request_ms_total, s.requests_done),
+    /// Ready with nothing in flight.
+    pub fn idle(&self) -> bool {
+        matches!(self.phase, Phase::Ready { .. }) && self.in_flight == 0
+    }
+
+    /// When it last finished a request, or became ready if it has served none.
+    pub fn last_active(&self) -> Option<Instant> {
+        self.stats.last_used.or(self.stats.loaded_at)
+    }
+
+    // ---- requests ----
+
+    /// Takes a place in its wait queue.
+    pub fn join_queue(&mut self, priority: i32) {
+        self.queued += 1;
+        *self.waiting.entry(priority).or_default() += 1;
+    }
+
+    /// Gives back a place taken with [`Slot::join_queue`].
+    pub fn leave_queue(&mut self, priority: i32) {
+        self.queued = self.queued.saturating_sub(1);
+        if let Some(n) = self.waiting.get_mut(&priority) {
+            *n -= 1;
+            if *n == 0 {
+                self.waiting.remove(&priority);
+            }
         }
     }
 
-    pub fn status(&self, now: Instant) -> ModelStatus {
-        let s = &self.stats;
-        let idle_ms = (self.state == ModelState::Ready && self.in_flight == 0)
-            .then(|| s.last_used.or(s.loaded_at).map(|t| millis_since(t, now)))
-            .flatten();
-        let fp = self.footprint.clone().unwrap_or_default();
-        ModelStatus {
-            id: self.cfg.id.clone(),
-            aliases: self.cfg.aliases.clone(),
-            state: state_name(self.state),
-            backend: match self.cfg.backend {
-                BackendSettings::Command(_) => "command".to_string(),
-                BackendSettings::OpenAi(_) => "openai".to_string(),
-            },
-            device: self.cfg.device.clone(),
-            size_bytes: self.size(),
-            size_measured: self.size_measured(),
-            ram_bytes: fp.ram_bytes,
-            vram_bytes: fp.vram_bytes.values().sum(),
-            pids: fp.pids,
-            endpoint: self
-                .instance
-                .as_ref()
-                .map(|i| i.endpoint().api_base.clone()),
-            pinned: self.cfg.pinned,
-            priority: self.cfg.priority,
-            ttl_secs: self.cfg.ttl.map(|t| t.as_secs()),
-            in_flight: self.in_flight,
-            queued: self.queued,
-            idle_ms,
-            use_count: s.use_count,
-            load_count: s.load_count,
-            evictions: s.evictions,
-            errors: s.errors,
-            mean_load_ms: mean(s.load_ms_total, u64::from(s.load_count)),
-            mean_latency_ms: mean(s.request_ms_total, s.requests_done),
-            last_error: self.last_error.clone(),
+    /// A request starts on it, if it is ready: its server.
+    pub fn lease(&mut self) -> Option<Arc<dyn Instance>> {
+        let instance = self.instance()?.clone();
+        self.in_flight += 1;
+        self.stats.use_count += 1;
+        Some(instance)
+    }
+
+    /// A request that took [`Slot::lease`] ends after `took_ms`; true when it is idle now.
+    pub fn release(&mut self, now: Instant, took_ms: u64, failed: bool) -> bool {
+        self.in_flight = self.in_flight.saturating_sub(1);
+        self.stats.last_used = Some(now);
+        self.stats.requests_done += 1;
+        self.stats.request_ms_total += took_ms;
+        if failed {
+            self.stats.errors += 1;
+        }
+        self.in_flight == 0
+    }
+
+    // ---- lifecycle ----
+
+    /// Unloaded or failed → loading: a new attempt, whose generation it returns.
+    pub fn begin_load(&mut self) -> u64 {
+        debug_assert!(matches!(self.phase, Phase::Unloaded | Phase::Failed { .. }));
+        self.phase = Phase::Loading { reserved: false };
+        self.generation += 1;
+        self.generation
+    }
+
+    /// The load has made room: from now on it counts against its device's budget.
+    pub fn reserve(&mut self) {
+        if let Phase::Loading { reserved } = &mut self.phase {
+            *reserved = true;
+        }
+    }
+
+    /// Loading → ready, `load_ms` after its start. False (and no change) when it is no longer
+    /// loading: the host shut down meanwhile.
+    pub fn loaded(
+        &mut self,
+        instance: Arc<dyn Instance>,
+        footprint: Option<Footprint>,
+        now: Instant,
+        load_ms: u64,
+    ) -> bool {
+        if !matches!(self.phase, Phase::Loading { .. }) {
+            return false;
+        }
+        self.phase = Phase::Ready {
+            instance,
+            footprint,
+        };
+        self.consecutive_failures = 0;
+        self.last_error = None;
+        self.stats.loaded_at = Some(now);
+        self.stats.load_count += 1;
+        self.stats.load_ms_total += load_ms;
+        true
+    }
+
+    /// Attempt `generation` ended with `outcome`. A start that failed makes it failed, with a
+    /// backoff before the next; any other failure (a rejection, a timeout) leaves it unloaded.
+    pub fn load_ended(&mut self, generation: u64, outcome: Result<(), SchedError>, now: Instant) {
+        match &outcome {
+            Ok(()) => {}
+            Err(SchedError::LoadFailed { reason, .. }) => {
+                self.stats.errors += 1;
+                self.fail(reason.clone(), now);
+            }
+            Err(_) => self.phase = Phase::Unloaded,
+        }
+        self.outcome = Some((generation, outcome));
+    }
+
+    /// Ready → failed because the server of attempt `generation` died: its server, to clean up
+    /// after. None (and no change) when that attempt is no longer the one serving.
+    pub fn crashed(
+        &mut self,
+        generation: u64,
+        reason: &str,
+        now: Instant,
+    ) -> Option<Arc<dyn Instance>> {
+        if self.generation != generation {
+            return None;
+        }
+        let instance = self.instance()?.clone();
+        self.stats.errors += 1;
+        self.fail(reason.to_string(), now);
+        self.outcome = Some((
+            generation,
+            Err(SchedError::Crashed {
+                model: self.cfg.id.clone(),
+                reason: reason.to_string(),
+            }),
+        ));
+        Some(instance)
+    }
+
+    fn fail(&mut self, reason: String, now: Instant) {
+        self.consecutive_failures += 1;
+        self.phase = Phase::Failed {
+            retry_at: now + backoff(self.consecutive_failures),
+        };
+        self.last_error = Some(reason);
+    }
+
+    /// Ready → unloading: its server, to stop. It keeps its memory until [`Slot::unloaded`].
+    pub fn begin_unload(&mut self) -> Option<Arc<dyn Instance>> {
+        let Phase::Ready {
+            instance,
+            footprint,
+        } = std::mem::replace(&mut self.phase, Phase::Unloaded)
+        else {
+            return None;
+        };
+        self.phase = Phase::Unloading { footprint };
+        self.stats.evictions += 1;
+        Some(instance)
+    }
+
+    /// Unloading → unloaded: its server has stopped.
+    pub fn unloaded(&mut self) {
+        if matches!(self.phase, Phase::Unloading { .. }) {
+            self.phase = Phase::Unloaded;
+        }
+    }
+
+    /// Any phase → unloaded as the host shuts down: its server, if it had one, to stop.
+    pub fn shut_down(&mut self) -> Option<Arc<dyn Instance>> {
+        match std::mem::replace(&mut self.phase, Phase::Unloaded) {
+            Phase::Ready { instance, .. } => Some(instance),
+            _ => None,
+        }
+    }
+
+    /// A new measurement of the server with process `pid`, kept if that server still serves.
+    pub fn measured(&mut self, pid: u32, fp: Footprint) {
+        if let Phase::Ready {
+            instance,
+            footprint,
+        } = &mut self.phase
+            && instance.pid() == Some(pid)
+            && !fp.pids.is_empty()
+        {
+            *footprint = Some(fp);
         }
     }
 }
 
-/// One model as `modelyard models` and `/admin/models` show it.
-#[derive(Debug, Clone, Serialize, serde::Deserialize)]
-pub struct ModelStatus {
-    pub id: String,
-    pub aliases: Vec<String>,
-    pub state: String,
-    pub backend: String,
-    pub device: String,
-    /// What it counts against its device: measured when `size_measured`, else estimated.
-    pub size_bytes: u64,
-    pub size_measured: bool,
-    pub ram_bytes: u64,
-    pub vram_bytes: u64,
-    pub pids: Vec<u32>,
-    pub endpoint: Option<String>,
-    pub pinned: bool,
-    pub priority: i32,
-    pub ttl_secs: Option<u64>,
-    pub in_flight: u32,
-    pub queued: u32,
-    /// How long it has been ready with nothing in flight.
-    pub idle_ms: Option<u64>,
-    pub use_count: u64,
-    pub load_count: u32,
-    pub evictions: u32,
-    pub errors: u32,
-    pub mean_load_ms: u32,
-    pub mean_latency_ms: u32,
-    pub last_error: Option<String>,
-}
-
-pub fn state_name(s: ModelState) -> String {
-    match s {
-        ModelState::Unloaded => "unloaded",
-        ModelState::Loading => "loading",
-        ModelState::Ready => "ready",
-        ModelState::Unloading => "unloading",
-        ModelState::Failed => "failed",
+/// Backoff before the next load after `n` consecutive failures: none after the first (a crash
+/// after a good run restarts at once), then 1 s, 2 s, 4 s, ... up to a minute.
+fn backoff(n: u32) -> Duration {
+    if n <= 1 {
+        Duration::ZERO
+    } else {
+        Duration::from_secs(1u64 << (n - 2).min(6)).min(MAX_BACKOFF)
     }
-    .to_string()
 }
 
 pub fn millis_since(earlier: Instant, later: Instant) -> u64 {

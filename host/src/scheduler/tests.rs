@@ -13,7 +13,7 @@ use crate::backend::{BackendError, Endpoint, Instance, Launcher};
 use crate::config::{ModelSettings, Settings};
 
 #[derive(Debug, Default)]
-struct Fake {
+pub(super) struct Fake {
     starts: AtomicU32,
     fail: AtomicBool,
 }
@@ -338,4 +338,43 @@ async fn a_parked_load_is_asked_again_when_idle_models_could_make_room_or_after_
         "b loaded {:?} after a went idle",
         idle.elapsed()
     );
+}
+
+#[tokio::test]
+async fn eviction_priority_is_the_waiting_requests_not_the_incoming_models() {
+    use crate::engine::{EngineSettings, Hook, PolicyEngine};
+    let engine = PolicyEngine::new(EngineSettings {
+        hook_deadline: Duration::from_secs(2),
+        ..EngineSettings::default()
+    })
+    .expect("engine");
+    let priority = engine
+        .builtin("priority")
+        .expect("built-in")
+        .expect("loads");
+    let hooks = Arc::new(Hooks::new());
+    hooks.set(Hook::ChooseEviction, Some(Arc::new(priority)));
+    // `a` serves priority-9 work; `b`, configured at 0, can only fit in its place.
+    let text = "[memory.cpu]\nbudget = \"1GiB\"\nreserve = 0\n\
+                [models.a]\ncmd = \"x ${PORT}\"\nsize = \"600MiB\"\npriority = 9\n\
+                [models.b]\ncmd = \"x ${PORT}\"\nsize = \"600MiB\"\n";
+    let settings = Settings::from_toml(text, std::path::Path::new("."), "t").expect("valid");
+    let s = Scheduler::new(
+        Arc::new(settings),
+        hooks,
+        Arc::new(Arc::new(Fake::default())),
+    )
+    .expect("scheduler");
+    let at = |priority| Demand {
+        priority,
+        ..Demand::default()
+    };
+    drop(s.acquire("a", &at(9)).await.expect("a loads"));
+    // A priority-0 request's load may not push out a model above its priority...
+    let e = s.acquire("b", &at(0)).await.expect_err("a is kept");
+    assert!(matches!(e, SchedError::Rejected { .. }), "{e}");
+    assert_eq!(s.status().models[0].state, "ready");
+    // ...a priority-9 request's load may.
+    drop(s.acquire("b", &at(9)).await.expect("b replaces a"));
+    assert_eq!(s.status().models[0].state, "unloaded");
 }
