@@ -125,6 +125,16 @@ fn header_text(headers: &HeaderMap, name: &str) -> Option<String> {
         .map(str::to_string)
 }
 
+/// `request.client`: the first 16 hex digits of SHA-256 over the client's name, stable across
+/// requests and never the name itself.
+fn client_hash(name: &str) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(name.as_bytes())[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 fn last_user_message(body: &Value) -> String {
     body["messages"]
         .as_array()
@@ -178,8 +188,9 @@ async fn serve(
         .or_else(|| body["metadata"]["task"].as_str().map(str::to_string));
     let client = key
         .as_ref()
-        .map(|k| k.name.clone())
-        .or_else(|| body["user"].as_str().map(str::to_string));
+        .map(|k| k.name.as_str())
+        .or_else(|| body["user"].as_str())
+        .map(client_hash);
     let last_user = last_user_message(&body);
     let request = types::Request {
         id: format!("req-{}", app.next_id.fetch_add(1, Ordering::Relaxed)),
@@ -433,4 +444,21 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         source = s.source();
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_client_is_a_stable_hash_of_the_name_never_the_name() {
+        let a = client_hash("team-a");
+        assert_eq!(a, client_hash("team-a"), "stable");
+        assert_eq!(a.len(), 16);
+        assert!(a.bytes().all(|b| b.is_ascii_hexdigit()));
+        assert!(!a.contains("team"));
+        assert_ne!(a, client_hash("team-b"));
+        // SHA-256("team-a"), first 8 bytes.
+        assert_eq!(a, "96c2886c51d1dfb4");
+    }
 }
