@@ -136,28 +136,34 @@ async fn an_experiment_runs_on_live_traffic_through_the_admin_api() {
         .await
         .unwrap();
     assert_eq!(started["candidate"], "modelyard_policy_evil", "{started}");
+    // Half of them streamed: each answered request counts its time to first token.
     for i in 0..16 {
         let resp = host
             .http
             .post(host.url("/v1/chat/completions"))
             .json(
                 &json!({"model": "small", "user": format!("user-{i}"), "max_tokens": 1,
-                "messages": [{"role": "user", "content": "hi"}]}),
+                "stream": i % 2 == 0, "messages": [{"role": "user", "content": "hi"}]}),
             )
             .send()
             .await
             .unwrap();
         assert_eq!(resp.status(), 200);
+        assert!(!resp.text().await.unwrap().is_empty());
     }
-    let report: Value = host
-        .http
-        .get(admin(""))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    // An outcome is recorded as its answer's stream is dropped, just after the client has read
+    // the end of it.
+    let mut report = Value::Null;
+    for _ in 0..40 {
+        report = host.get_json("/admin/experiments").await;
+        let arms = &report["experiments"][0];
+        let total = arms["incumbent_arm"]["requests"].as_u64().unwrap()
+            + arms["candidate_arm"]["requests"].as_u64().unwrap();
+        if total == 16 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     let e = &report["experiments"][0];
     let (inc, cand) = (&e["incumbent_arm"], &e["candidate_arm"]);
     assert_eq!(
@@ -170,6 +176,11 @@ async fn an_experiment_runs_on_live_traffic_through_the_admin_api() {
         "{report}"
     );
     assert_eq!(inc["hook_calls"], inc["requests"]);
+    assert_eq!(
+        inc["ttft_ms"]["n"].as_u64().unwrap() + cand["ttft_ms"]["n"].as_u64().unwrap(),
+        16,
+        "time to first token for every answered request: {report}"
+    );
     assert_eq!(
         inc["loads"].as_u64().unwrap() + cand["loads"].as_u64().unwrap(),
         1,

@@ -18,7 +18,7 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::{BackendError, Endpoint, Instance};
+use super::{BackendError, CountError, Endpoint, Instance, Tokenizer};
 use crate::config::{CommandSettings, ModelSettings};
 
 /// Lines of a server's output kept to explain why it failed.
@@ -37,6 +37,7 @@ pub struct CommandInstance {
     exit: watch::Receiver<Option<String>>,
     tail: Arc<Mutex<VecDeque<String>>>,
     stop_timeout: Duration,
+    tokenizer: Tokenizer,
 }
 
 /// Starts the server for `model` and waits until its health check passes.
@@ -95,10 +96,12 @@ pub async fn start(
         let _ = tx.send(Some(status));
     });
 
+    let api_base = format!("http://127.0.0.1:{port}/v1");
     let instance = CommandInstance {
         model: model.id.clone(),
+        tokenizer: Tokenizer::new(http.clone(), &api_base),
         endpoint: Endpoint {
-            api_base: format!("http://127.0.0.1:{port}/v1"),
+            api_base,
             api_key: None,
             model_name: model.id.clone(),
         },
@@ -170,6 +173,13 @@ impl CommandInstance {
 impl Instance for CommandInstance {
     fn endpoint(&self) -> &Endpoint {
         &self.endpoint
+    }
+
+    fn count_tokens<'a>(
+        &'a self,
+        texts: &'a [String],
+    ) -> BoxFuture<'a, Result<Vec<u32>, CountError>> {
+        Box::pin(self.tokenizer.count(texts))
     }
 
     fn pid(&self) -> Option<u32> {

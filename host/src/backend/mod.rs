@@ -7,16 +7,21 @@
 //! - [`openai`] talks to a server that already runs; load and unload use the server's native
 //!   API where it has one (Ollama, llama-server's router mode) and are no-ops otherwise.
 //!
+//! - [`tokenize`] counts tokens with a server's own tokenizer, for the instances that have one.
+//!
 //! Backends know nothing of policies, budgets or queues: the scheduler decides when to start
 //! and stop them.
 
 pub mod command;
 pub mod openai;
+pub mod tokenize;
 
 use std::fmt;
 use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
+
+pub use tokenize::{CountError, Tokenizer};
 
 use crate::config::{BackendSettings, ModelSettings};
 
@@ -63,6 +68,15 @@ pub trait Instance: Send + Sync + fmt::Debug {
     /// Resolves, with a reason, when the instance dies without being asked to; never resolves
     /// for servers the host does not own.
     fn exited(&self) -> BoxFuture<'static, String>;
+    /// The token count of each text with the server's own tokenizer. Backends without one
+    /// keep this default.
+    fn count_tokens<'a>(
+        &'a self,
+        texts: &'a [String],
+    ) -> BoxFuture<'a, Result<Vec<u32>, CountError>> {
+        let _ = texts;
+        Box::pin(async { Err(CountError::Unsupported) })
+    }
 }
 
 /// Starts instances. The scheduler holds one; tests and the simulator can inject their own.

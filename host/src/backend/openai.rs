@@ -13,7 +13,7 @@ use futures_util::future::BoxFuture;
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
-use super::{BackendError, Endpoint, Instance};
+use super::{BackendError, CountError, Endpoint, Instance, Tokenizer};
 use crate::config::{Control, DEFAULT_START_TIMEOUT, OpenAiSettings};
 
 /// How long one control request may take (loading waits separately).
@@ -28,6 +28,7 @@ pub struct RemoteInstance {
     endpoint: Endpoint,
     control: Control,
     root: String,
+    tokenizer: Tokenizer,
 }
 
 /// Makes the model ready on its server.
@@ -45,6 +46,7 @@ pub async fn start(
         },
         control: s.control,
         root,
+        tokenizer: Tokenizer::new(http.clone(), &s.url),
     };
     match s.control {
         Control::None => {
@@ -153,6 +155,13 @@ impl RemoteInstance {
 impl Instance for RemoteInstance {
     fn endpoint(&self) -> &Endpoint {
         &self.endpoint
+    }
+
+    fn count_tokens<'a>(
+        &'a self,
+        texts: &'a [String],
+    ) -> BoxFuture<'a, Result<Vec<u32>, CountError>> {
+        Box::pin(self.tokenizer.count(texts))
     }
 
     fn pid(&self) -> Option<u32> {

@@ -14,6 +14,13 @@ pub fn estimate(text: &str) -> u32 {
     u32::try_from(text.len().div_ceil(BYTES_PER_TOKEN)).unwrap_or(u32::MAX)
 }
 
+/// Tokens `text` can take at most on any tokenizer the host meets: one per byte (byte-level
+/// and byte-fallback vocabularies never need more) and one for a leading word marker. The
+/// count to use when no tokenizer answers and the count must never fall short.
+pub fn upper_bound(text: &str) -> u32 {
+    u32::try_from(text.len() + 1).unwrap_or(u32::MAX)
+}
+
 /// Estimated tokens of a chat message with this content.
 pub fn estimate_message(content: &str) -> u32 {
     estimate(content).saturating_add(MESSAGE_OVERHEAD_TOKENS)

@@ -1,18 +1,24 @@
 //! The HTTP face: OpenAI-compatible routes under `/v1`, the admin routes under `/admin`,
 //! `/metrics` and `/health`.
 //!
-//! A request flows one way: body (size-checked before it is read) → `select-model` →
-//! the scheduler makes the model ready and gives a [`Lease`](crate::scheduler::Lease) →
-//! `compress-context` when the prompt does not fit → forward → relay the answer chunk by chunk.
-//! The lease lives in the relayed stream, so a model is never evicted under a request, and a
-//! client that goes away drops the stream, which drops the lease and the upstream request.
-//! Every error is OpenAI-shaped JSON with the right status.
+//! A request flows one way, as stages over one exchange ([`exchange`] names them): parse →
+//! route (`select-model`) → acquire (the scheduler's [`Lease`](crate::scheduler::Lease)) → fit
+//! (`compress-context` when the prompt does not fit) → forward → relay the answer chunk by
+//! chunk. The lease lives in the relayed stream, so a model is never evicted under a request,
+//! and a client that goes away drops the stream, which drops the lease and the upstream
+//! request. Every error is OpenAI-shaped JSON with the right status.
 
+mod acquire;
 mod admin;
-mod context;
 mod error;
+mod exchange;
+mod fit;
+mod forward;
 mod metrics;
 mod openai;
+mod parse;
+mod relay;
+mod route;
 
 use std::sync::Arc;
 
@@ -24,8 +30,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::json;
 
-pub use context::{Compressed, DEFAULT_OUTPUT_RESERVE};
 pub use error::ApiError;
+pub use fit::{Compressed, DEFAULT_OUTPUT_RESERVE};
 pub use metrics::Metrics;
 
 use crate::config::ApiKey;
@@ -48,7 +54,6 @@ pub struct AppState {
     pub policies: Arc<PolicySet>,
     pub http: reqwest::Client,
     pub metrics: Metrics,
-    counter: context::Counter,
     next_id: std::sync::atomic::AtomicU64,
 }
 
@@ -59,7 +64,6 @@ impl AppState {
             metrics: Metrics::new(scheduler.clone()),
             scheduler,
             http,
-            counter: context::Counter::default(),
             next_id: std::sync::atomic::AtomicU64::new(1),
         }
     }

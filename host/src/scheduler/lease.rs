@@ -8,7 +8,7 @@ use tokio::time::Instant;
 
 use super::slot::{Slot, millis_since};
 use super::{CRASH_CONFIRM, Inner, room};
-use crate::backend::{Endpoint, Instance};
+use crate::backend::{CountError, Endpoint, Instance};
 
 /// A place in a model's wait queue; leaving it (or dropping it) frees the place.
 pub(super) struct Queued<'a> {
@@ -79,6 +79,11 @@ impl Lease {
     /// The model's id.
     pub fn model(&self) -> &str {
         &self.inner.settings.models[self.idx].id
+    }
+
+    /// The token count of each text with the model server's own tokenizer.
+    pub async fn count_tokens(&self, texts: &[String]) -> Result<Vec<u32>, CountError> {
+        self.instance.count_tokens(texts).await
     }
 
     /// Counts the request as an error of the model.

@@ -1,0 +1,133 @@
+//! One request's way through the proxy, as stages over an [`Exchange`]:
+//!
+//! parse ([`super::parse`]) → route, `select-model` ([`super::route`]) → acquire, a lease from
+//! the scheduler ([`super::acquire`]) → fit, `compress-context` ([`super::fit`]) → forward to
+//! the model's server ([`super::forward`]) → relay its answer ([`super::relay`]).
+//!
+//! Each stage reads what the stages before it made of the request and adds its part; the first
+//! that fails answers with its OpenAI-shaped error, and the exchange still says which model
+//! (if any) had been chosen, for the metrics.
+
+use std::sync::Arc;
+
+use axum::extract::Request;
+use axum::response::{IntoResponse, Response};
+use serde_json::Value;
+use tokio::time::Instant;
+
+use super::fit::Fitted;
+use super::metrics::RequestLabels;
+use super::{AppState, acquire, fit, forward, parse, relay, route};
+use crate::engine::Hook;
+use crate::engine::experiment::Experiment;
+
+/// The OpenAI routes that take the request path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    Chat,
+    Completions,
+    Embeddings,
+}
+
+impl Route {
+    /// The path after the API root, on our side and the server's.
+    pub fn path(self) -> &'static str {
+        match self {
+            Route::Chat => "/chat/completions",
+            Route::Completions => "/completions",
+            Route::Embeddings => "/embeddings",
+        }
+    }
+}
+
+/// An experiment running on a hook, with this request's sticky key for it.
+#[derive(Debug)]
+pub struct Arm {
+    pub hook: Hook,
+    pub experiment: Arc<Experiment>,
+    pub key: String,
+}
+
+/// What a request has become so far.
+#[derive(Debug)]
+pub struct Exchange {
+    pub route: Route,
+    pub began: Instant,
+    /// The host's id for the request.
+    pub id: String,
+    /// The body as parsed; the fit stage may rewrite its messages, forward its `model`.
+    pub body: Value,
+    /// The model as asked: an id, an alias or `auto`.
+    pub asked: String,
+    pub task: Option<String>,
+    pub priority: i32,
+    /// The contract's `request.client`: a stable hash of the client's name.
+    pub client: Option<String>,
+    /// The body's `user`, a sticky key for experiments.
+    pub user: Option<String>,
+    /// The host's first estimate of the prompt, before any backend counted it.
+    pub estimated_tokens: u32,
+    pub arms: Vec<Arm>,
+    /// The chosen model's id, once `select-model` has chosen.
+    pub model: Option<String>,
+    /// What fitting the prompt into the model's window did.
+    pub fitted: Fitted,
+}
+
+impl Exchange {
+    fn new(route: Route) -> Self {
+        Self {
+            route,
+            began: Instant::now(),
+            id: String::new(),
+            body: Value::Null,
+            asked: String::new(),
+            task: None,
+            priority: 0,
+            client: None,
+            user: None,
+            estimated_tokens: 0,
+            arms: Vec::new(),
+            model: None,
+            fitted: Fitted::default(),
+        }
+    }
+
+    /// The sticky key for `hook`: its experiment's, or the request's id.
+    pub fn key_for(&self, hook: Hook) -> &str {
+        self.arms
+            .iter()
+            .find(|a| a.hook == hook)
+            .map_or(&self.id, |a| &a.key)
+    }
+}
+
+/// Serves one request on `route` and counts its answer.
+pub async fn handle(app: Arc<AppState>, req: Request, route: Route) -> Response {
+    let mut ex = Exchange::new(route);
+    let resp = serve(&app, req, &mut ex)
+        .await
+        .unwrap_or_else(IntoResponse::into_response);
+    app.metrics
+        .requests
+        .get_or_create(&RequestLabels {
+            route: route.path().trim_start_matches('/').to_string(),
+            model: ex.model.unwrap_or_default(),
+            status: resp.status().as_u16(),
+        })
+        .inc();
+    resp
+}
+
+async fn serve(
+    app: &Arc<AppState>,
+    req: Request,
+    ex: &mut Exchange,
+) -> Result<Response, super::ApiError> {
+    parse::parse(app, req, ex).await?;
+    let target = route::select(app, ex).await?;
+    let mut lease = acquire::acquire(app, ex, &target).await?;
+    fit::fit(app, ex, &target, &lease).await?;
+    let answer = forward::forward(app, ex, &mut lease).await?;
+    relay::relay(app, ex, lease, answer)
+}

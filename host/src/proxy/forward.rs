@@ -1,0 +1,63 @@
+//! The forward stage: the request, with `model` rewritten to the name the server expects, sent
+//! to the leased model's server; its answer's head comes back within
+//! `server.upstream_timeout`.
+
+use axum::http::StatusCode;
+use serde_json::Value;
+
+use super::exchange::Exchange;
+use super::{ApiError, AppState};
+use crate::scheduler::Lease;
+
+/// Sends the request and waits for the answer's head. A server that cannot be reached or
+/// breaks off counts against its model (and, if it died, marks the model failed).
+pub async fn forward(
+    app: &AppState,
+    ex: &mut Exchange,
+    lease: &mut Lease,
+) -> Result<reqwest::Response, ApiError> {
+    let endpoint = lease.endpoint();
+    ex.body["model"] = Value::String(endpoint.model_name.clone());
+    let mut upstream = app
+        .http
+        .post(format!("{}{}", endpoint.api_base, ex.route.path()))
+        .json(&ex.body);
+    if let Some(key) = &endpoint.api_key {
+        upstream = upstream.bearer_auth(key);
+    }
+    let model = lease.model().to_string();
+    let timeout = app.scheduler.settings().server.upstream_timeout;
+    match tokio::time::timeout(timeout, upstream.send()).await {
+        Err(_) => {
+            lease.fail();
+            Err(ApiError::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                "api_error",
+                "backend_timeout",
+                format!(
+                    "the server for {model} did not start answering within {}s (server.upstream_timeout)",
+                    timeout.as_secs()
+                ),
+            ))
+        }
+        Ok(Err(e)) => {
+            lease.backend_failed().await;
+            Err(ApiError::backend(format!(
+                "the server for {model} failed: {}",
+                error_chain(&e)
+            )))
+        }
+        Ok(Ok(answer)) => Ok(answer),
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}

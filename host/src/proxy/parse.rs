@@ -1,0 +1,156 @@
+//! The parse stage: the body read within its size limit, the model asked for, and what the
+//! headers and the API key say of the request (task, priority, client), plus the sticky key of
+//! each running experiment.
+
+use std::sync::atomic::Ordering;
+
+use axum::body::Bytes;
+use axum::extract::Request;
+use axum::http::{HeaderMap, StatusCode, header};
+use serde_json::Value;
+
+use super::exchange::{Arm, Exchange};
+use super::{ApiError, AppState, PRIORITY_HEADER, TASK_HEADER};
+use crate::config::ApiKey;
+use crate::engine::Hook;
+use crate::engine::experiment::Sticky;
+use crate::engine::tokens;
+
+/// Fills the exchange from the request, or says what is wrong with it.
+pub async fn parse(app: &AppState, req: Request, ex: &mut Exchange) -> Result<(), ApiError> {
+    let (headers, key, bytes) = read_body(app, req).await?;
+    let body: Value = serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::bad_request("invalid_json", format!("the body is not JSON: {e}")))?;
+    if !body.is_object() {
+        return Err(ApiError::bad_request(
+            "invalid_json",
+            "the body must be a JSON object",
+        ));
+    }
+    let Some(asked) = body["model"].as_str() else {
+        return Err(ApiError::bad_request(
+            "missing_model",
+            "the body has no \"model\" string",
+        ));
+    };
+    ex.asked = asked.to_string();
+    ex.priority = match header_text(&headers, PRIORITY_HEADER) {
+        None => key.as_ref().map_or(0, |k| k.priority),
+        Some(p) => p.trim().parse().map_err(|_| {
+            ApiError::bad_request(
+                "invalid_priority",
+                format!("{PRIORITY_HEADER} must be an integer, not {p:?}"),
+            )
+        })?,
+    };
+    ex.task = header_text(&headers, TASK_HEADER)
+        .or_else(|| body["metadata"]["task"].as_str().map(str::to_string));
+    ex.user = body["user"].as_str().map(str::to_string);
+    ex.client = key
+        .as_ref()
+        .map(|k| k.name.as_str())
+        .or(ex.user.as_deref())
+        .map(client_hash);
+    ex.id = format!("req-{}", app.next_id.fetch_add(1, Ordering::Relaxed));
+    ex.estimated_tokens = tokens::estimate(&String::from_utf8_lossy(&bytes));
+    ex.body = body;
+    ex.arms = arms(app, ex);
+    Ok(())
+}
+
+/// Each experiment running now, with this request's sticky key for it.
+fn arms(app: &AppState, ex: &Exchange) -> Vec<Arm> {
+    Hook::ALL
+        .into_iter()
+        .filter_map(|hook| {
+            let experiment = app.scheduler.hooks().experiment(hook)?;
+            let key = match experiment.sticky {
+                Sticky::Client => ex.client.clone(),
+                Sticky::User => ex.user.clone(),
+                Sticky::Request => None,
+            }
+            .unwrap_or_else(|| ex.id.clone());
+            Some(Arm {
+                hook,
+                experiment,
+                key,
+            })
+        })
+        .collect()
+}
+
+/// Reads the body, refusing one over the limit before any of it is buffered.
+async fn read_body(
+    app: &AppState,
+    req: Request,
+) -> Result<(HeaderMap, Option<ApiKey>, Bytes), ApiError> {
+    let limit = app.scheduler.settings().server.max_body;
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "invalid_request_error",
+            "request_too_large",
+            format!("the body is over the limit of {limit} bytes (server.max_body)"),
+        )
+    };
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(too_large());
+    }
+    let key = req.extensions().get::<ApiKey>().cloned();
+    let (parts, body) = req.into_parts();
+    let bytes = axum::body::to_bytes(body, usize::try_from(limit).unwrap_or(usize::MAX))
+        .await
+        .map_err(|_| too_large())?;
+    Ok((parts.headers, key, bytes))
+}
+
+fn header_text(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+}
+
+/// `request.client`: the first 16 hex digits of SHA-256 over the client's name, stable across
+/// requests and never the name itself.
+fn client_hash(name: &str) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(name.as_bytes())[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The newest user message (or a completion's prompt), for policies that read the task in it.
+pub fn last_user_message(body: &Value) -> String {
+    body["messages"]
+        .as_array()
+        .and_then(|ms| ms.iter().rev().find(|m| m["role"] == "user"))
+        .map(|m| match &m["content"] {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        })
+        .or_else(|| body["prompt"].as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_client_is_a_stable_hash_of_the_name_never_the_name() {
+        let a = client_hash("team-a");
+        assert_eq!(a, client_hash("team-a"), "stable");
+        assert_eq!(a.len(), 16);
+        assert!(a.bytes().all(|b| b.is_ascii_hexdigit()));
+        assert_ne!(a, client_hash("team-b"));
+        // SHA-256("team-a"), first 8 bytes.
+        assert_eq!(a, "96c2886c51d1dfb4");
+    }
+}

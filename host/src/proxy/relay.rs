@@ -1,0 +1,114 @@
+//! The relay stage: the server's answer streamed back chunk by chunk. The lease and the
+//! request's timers live in the stream, so a model is never evicted under its answer, and a
+//! client that goes away drops the stream, the lease and the upstream request with it.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::Response;
+use futures_util::StreamExt as _;
+use tokio::time::Instant;
+
+use super::exchange::Exchange;
+use super::metrics::ModelLabels;
+use super::{ApiError, AppState, CONTEXT_HEADER, MODEL_HEADER};
+use crate::engine::experiment::{Experiment, Outcome};
+use crate::scheduler::Lease;
+
+/// Relays `answer` to the client with the host's headers.
+pub fn relay(
+    app: &AppState,
+    ex: &mut Exchange,
+    mut lease: Lease,
+    answer: reqwest::Response,
+) -> Result<Response, ApiError> {
+    let status = StatusCode::from_u16(answer.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+    let content_type = answer.headers().get(reqwest::header::CONTENT_TYPE).cloned();
+    if status.is_server_error() {
+        lease.fail();
+    }
+    let model = lease.model().to_string();
+    let labels = ModelLabels {
+        model: model.clone(),
+    };
+    let mut finish = Finish {
+        latency: app.metrics.latency.get_or_create(&labels).clone(),
+        began: ex.began,
+        first_chunk: None,
+        hit: lease.ready_on_arrival,
+        load_seconds: lease.load_seconds,
+        tokens_removed: ex.fitted.tokens_removed(),
+        experiments: std::mem::take(&mut ex.arms)
+            .into_iter()
+            .map(|a| (a.experiment, a.key))
+            .collect(),
+    };
+    let mut resp = Response::builder().status(status);
+    if let Some(ct) = content_type {
+        resp = resp.header(header::CONTENT_TYPE, ct.as_bytes());
+    }
+    if let Ok(v) = HeaderValue::from_str(&model) {
+        resp = resp.header(MODEL_HEADER, v);
+    }
+    if let Some(v) = ex
+        .fitted
+        .header()
+        .and_then(|h| HeaderValue::from_str(&h).ok())
+    {
+        resp = resp.header(CONTEXT_HEADER, v);
+    }
+    let stream = answer.bytes_stream().map(move |chunk| {
+        finish.chunk();
+        if let Err(e) = &chunk {
+            tracing::warn!(model = %model, error = %e, "the server broke off its answer");
+            lease.fail();
+        }
+        chunk
+    });
+    resp.body(Body::from_stream(stream))
+        .map_err(|e| ApiError::backend(format!("could not relay the answer: {e}")))
+}
+
+/// Records the request's duration, and its outcome on each experiment's arm, when the
+/// answer's stream ends or is dropped.
+struct Finish {
+    latency: prometheus_client::metrics::histogram::Histogram,
+    began: Instant,
+    first_chunk: Option<Instant>,
+    hit: bool,
+    load_seconds: Option<f64>,
+    tokens_removed: u32,
+    experiments: Vec<(Arc<Experiment>, String)>,
+}
+
+impl Finish {
+    /// A chunk of the answer went out. A method, not a field write in the stream's closure:
+    /// a closure that wrote `first_chunk` would capture only that (`Copy`) field, and the
+    /// `Finish` itself would be dropped, and recorded, before the first chunk.
+    fn chunk(&mut self) {
+        self.first_chunk.get_or_insert_with(Instant::now);
+    }
+
+    fn outcome(&self, now: Instant) -> Outcome {
+        Outcome {
+            hit: self.hit,
+            load_seconds: self.load_seconds,
+            latency_ms: (now - self.began).as_secs_f64() * 1e3,
+            ttft_ms: self
+                .first_chunk
+                .map(|t| (t - self.began).as_secs_f64() * 1e3),
+            tokens_removed: self.tokens_removed,
+        }
+    }
+}
+
+impl Drop for Finish {
+    fn drop(&mut self) {
+        let outcome = self.outcome(Instant::now());
+        self.latency.observe(outcome.latency_ms / 1e3);
+        for (e, key) in &self.experiments {
+            e.record_outcome(key, outcome);
+        }
+    }
+}

@@ -1,0 +1,66 @@
+//! The route stage: `select-model` chooses the model that serves the request, from every
+//! configured model, and the exchange carries its id from here on.
+
+use axum::http::StatusCode;
+
+use super::exchange::Exchange;
+use super::parse::last_user_message;
+use super::{ApiError, AppState, fit};
+use crate::engine::Hook;
+use crate::engine::types::{Model, Request, Selection};
+
+/// Asks `select-model` (off the async threads: a guest may run to its deadline) and returns
+/// the chosen model as the contract shows it.
+pub async fn select(app: &AppState, ex: &mut Exchange) -> Result<Model, ApiError> {
+    let candidates = app.scheduler.candidates();
+    let telemetry = app.scheduler.telemetry();
+    let hooks = app.scheduler.hooks().clone();
+    let request = contract_request(ex);
+    let key = ex.key_for(Hook::SelectModel).to_string();
+    let (decided, mut candidates) = tokio::task::spawn_blocking(move || {
+        let decided = hooks.select_model_for(&key, &request, &candidates, &telemetry);
+        (decided, candidates)
+    })
+    .await
+    .map_err(|e| ApiError::backend(format!("select-model did not run: {e}")))?;
+    let chosen = match decided.value {
+        Selection::Model(id) => id,
+        Selection::Reject(reason) => return Err(rejected(app, &ex.asked, &reason)),
+    };
+    let at = candidates.iter().position(|m| m.id == chosen);
+    ex.model = Some(chosen);
+    at.map(|i| candidates.swap_remove(i))
+        .ok_or_else(|| ApiError::backend("select-model chose a model that vanished"))
+}
+
+/// The contract's `request` record.
+fn contract_request(ex: &Exchange) -> Request {
+    Request {
+        id: ex.id.clone(),
+        model: ex.asked.clone(),
+        task: ex.task.clone(),
+        priority: ex.priority,
+        client: ex.client.clone(),
+        prompt_tokens: ex.estimated_tokens,
+        max_tokens: fit::requested_output(&ex.body),
+        last_user_message: last_user_message(&ex.body),
+    }
+}
+
+/// A refusal: 404 for a name nobody configured, 400 for a known name no model can serve.
+fn rejected(app: &AppState, asked: &str, reason: &str) -> ApiError {
+    let known = asked == "auto" || app.scheduler.settings().model(asked).is_some();
+    if known {
+        ApiError::bad_request(
+            "model_rejected",
+            format!("no model can serve this request: {reason}"),
+        )
+    } else {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "invalid_request_error",
+            "model_not_found",
+            format!("the model {asked:?} does not exist; GET /v1/models lists them"),
+        )
+    }
+}
