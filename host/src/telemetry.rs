@@ -117,11 +117,6 @@ impl Telemetry {
         })
     }
 
-    /// True for [`Telemetry::fixed`]'s imagined machine.
-    pub fn is_fixed(&self) -> bool {
-        self.fixed.is_some()
-    }
-
     /// True when GPU telemetry is available.
     pub fn has_gpus(&self) -> bool {
         self.nvml.is_some()

@@ -107,6 +107,38 @@ pub struct Demand {
     pub key: String,
 }
 
+/// How the scheduler runs. The default is a real machine; the simulator says otherwise.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SchedulerOptions {
+    /// Telemetry reads and policy calls run on the async thread itself instead of the blocking
+    /// pool: on the simulator's imagined machine, where nothing happens in real time, this keeps
+    /// a replay fast and deterministic.
+    pub inline_calls: bool,
+    /// Keep house (telemetry, footprints, TTLs, memory pressure) once a second even when no
+    /// model has a TTL. An imagined machine's readings never change, so a replay turns this off:
+    /// two days would otherwise wake 172,800 times for nothing.
+    pub always_keep_house: bool,
+}
+
+impl Default for SchedulerOptions {
+    fn default() -> Self {
+        Self {
+            inline_calls: false,
+            always_keep_house: true,
+        }
+    }
+}
+
+impl SchedulerOptions {
+    /// The simulator's: inline calls, housekeeping only for TTLs.
+    pub fn simulated() -> Self {
+        Self {
+            inline_calls: true,
+            always_keep_house: false,
+        }
+    }
+}
+
 /// Makes models ready for requests. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Scheduler {
@@ -132,9 +164,7 @@ struct Inner {
     epoch: Instant,
     /// Slot index by model id, then by alias (an id wins over another model's alias).
     names: HashMap<String, usize>,
-    /// Telemetry reads and policy calls run on the async thread itself instead of the blocking
-    /// pool: on the simulator's imagined machine, where nothing happens in real time, this
-    /// keeps a replay fast and deterministic.
+    /// [`SchedulerOptions::inline_calls`].
     inline: bool,
 }
 
@@ -155,16 +185,23 @@ impl Scheduler {
         hooks: Arc<Hooks>,
         launcher: Arc<dyn Launcher>,
     ) -> anyhow::Result<Self> {
-        Self::with_telemetry(settings, hooks, launcher, Telemetry::new()?)
+        Self::with_telemetry(
+            settings,
+            hooks,
+            launcher,
+            Telemetry::new()?,
+            SchedulerOptions::default(),
+        )
     }
 
-    /// Builds the scheduler on the given telemetry (the simulator's imagined machine). On fixed
-    /// telemetry, housekeeping runs only if a model has a TTL.
+    /// Builds the scheduler on the given telemetry (the simulator's imagined machine), run as
+    /// `options` say.
     pub fn with_telemetry(
         settings: Arc<Settings>,
         hooks: Arc<Hooks>,
         launcher: Arc<dyn Launcher>,
         mut telemetry: Telemetry,
+        options: SchedulerOptions,
     ) -> anyhow::Result<Self> {
         let snapshot = telemetry.snapshot();
         let mut devices: Vec<String> = settings.models.iter().map(|m| m.device.clone()).collect();
@@ -202,7 +239,6 @@ impl Scheduler {
         for (i, m) in settings.models.iter().enumerate() {
             names.insert(m.id.clone(), i);
         }
-        let inline = telemetry.is_fixed();
         let slot_changed = settings
             .models
             .iter()
@@ -224,12 +260,10 @@ impl Scheduler {
             room_changes: watch::channel(0).0,
             epoch: Instant::now(),
             names,
-            inline,
+            inline: options.inline_calls,
         });
-        // An imagined machine's readings never change, so without TTLs there is no house to
-        // keep: a replay of two days would otherwise wake 172,800 times for nothing.
         let ttls = inner.settings.models.iter().any(|m| m.ttl.is_some());
-        if !inner.inline || ttls {
+        if options.always_keep_house || ttls {
             tokio::spawn(housekeeping::run(Arc::downgrade(&inner)));
         }
         Ok(Self { inner })

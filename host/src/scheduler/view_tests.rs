@@ -8,7 +8,7 @@ use super::*;
 use crate::config::Settings;
 use crate::engine::Hooks;
 use crate::scheduler::tests::Fake;
-use crate::scheduler::{Demand, Scheduler};
+use crate::scheduler::{Demand, Scheduler, SchedulerOptions};
 use crate::telemetry::{DeviceUsage, Snapshot, Telemetry};
 
 const MIB: u64 = 1 << 20;
@@ -49,6 +49,7 @@ fn scheduler() -> Scheduler {
         Arc::new(Hooks::new()),
         Arc::new(Arc::new(Fake::default())),
         machine(),
+        SchedulerOptions::simulated(),
     )
     .expect("scheduler")
 }

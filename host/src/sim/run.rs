@@ -18,7 +18,7 @@ use super::trace::Trace;
 use crate::backend::{BackendError, Endpoint, Instance, Launcher};
 use crate::config::{CPU_DEVICE, ModelSettings, Settings};
 use crate::engine::{Hook, Hooks, Policy};
-use crate::scheduler::{Demand, Lease, Scheduler};
+use crate::scheduler::{Demand, Lease, Scheduler, SchedulerOptions};
 use crate::telemetry::{DeviceUsage, Snapshot, Telemetry};
 
 /// A model reloaded within this long of its eviction counts as thrash.
@@ -206,7 +206,13 @@ pub fn replay(
             }],
             cpu_percent: 0.0,
         })?;
-        let sched = Scheduler::with_telemetry(settings, hooks, Arc::new(launcher), telemetry)?;
+        let sched = Scheduler::with_telemetry(
+            settings,
+            hooks,
+            Arc::new(launcher),
+            telemetry,
+            SchedulerOptions::simulated(),
+        )?;
         let outcomes: Arc<Mutex<Outcomes>> = Arc::default();
         let start = Instant::now();
         // Requests whose model was ready take their lease at once and wait here, ordered by
