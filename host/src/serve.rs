@@ -10,7 +10,7 @@ use anyhow::Context as _;
 use crate::backend::RealLauncher;
 use crate::config::{PolicyRef, Settings};
 use crate::engine::experiment::Experiment;
-use crate::engine::{EngineSettings, Hook, Hooks, Policy, PolicyEngine, PolicySet};
+use crate::engine::{EngineSettings, Hook, HookMap, Hooks, Policy, PolicyEngine, PolicySet};
 use crate::proxy::{self, AppState};
 use crate::scheduler::{Scheduler, Status};
 
@@ -26,8 +26,8 @@ pub struct Host {
 pub fn defaults(
     engine: &PolicyEngine,
     settings: &Settings,
-) -> anyhow::Result<[Option<Arc<Policy>>; 3]> {
-    let mut out: [Option<Arc<Policy>>; 3] = Default::default();
+) -> anyhow::Result<HookMap<Option<Arc<Policy>>>> {
+    let mut out: HookMap<Option<Arc<Policy>>> = HookMap::default();
     let mut loaded: BTreeMap<String, Arc<Policy>> = BTreeMap::new();
     for (hook, choice) in [
         (Hook::ChooseEviction, &settings.policies.eviction),
@@ -56,7 +56,7 @@ pub fn defaults(
             loaded.insert(key, p.clone());
         }
         tracing::info!(hook = %hook, policy = %choice, "configured policy");
-        out[hook as usize] = policy;
+        out[hook] = policy;
     }
     Ok(out)
 }

@@ -10,7 +10,7 @@ use super::types::{
 use std::time::Instant;
 
 use super::experiment::{Arm, Experiment, Mode};
-use super::{Hook, Policy, PolicyError, fallback};
+use super::{Hook, HookMap, Policy, PolicyError, fallback};
 
 /// Who made a decision.
 #[derive(Debug, Clone)]
@@ -39,8 +39,8 @@ impl<T> Decided<T> {
 /// replaced while calls are in flight: a call keeps the `Arc` it started with.
 #[derive(Debug, Default)]
 pub struct Hooks {
-    slots: [RwLock<Option<Arc<Policy>>>; 3],
-    experiments: [RwLock<Option<Arc<Experiment>>>; 3],
+    slots: HookMap<RwLock<Option<Arc<Policy>>>>,
+    experiments: HookMap<RwLock<Option<Arc<Experiment>>>>,
 }
 
 impl Hooks {
@@ -50,9 +50,7 @@ impl Hooks {
 
     /// Makes `policy` serve `hook` (or the fallback, with `None`). Returns the previous one.
     pub fn set(&self, hook: Hook, policy: Option<Arc<Policy>>) -> Option<Arc<Policy>> {
-        let mut slot = self.slots[hook.index()]
-            .write()
-            .unwrap_or_else(|e| e.into_inner());
+        let mut slot = self.slots[hook].write().unwrap_or_else(|e| e.into_inner());
         std::mem::replace(&mut *slot, policy)
     }
 
@@ -65,7 +63,7 @@ impl Hooks {
 
     /// The policy serving `hook`, if any.
     pub fn get(&self, hook: Hook) -> Option<Arc<Policy>> {
-        self.slots[hook.index()]
+        self.slots[hook]
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
@@ -77,7 +75,7 @@ impl Hooks {
         hook: Hook,
         experiment: Option<Arc<Experiment>>,
     ) -> Option<Arc<Experiment>> {
-        let mut slot = self.experiments[hook.index()]
+        let mut slot = self.experiments[hook]
             .write()
             .unwrap_or_else(|e| e.into_inner());
         std::mem::replace(&mut *slot, experiment)
@@ -85,7 +83,7 @@ impl Hooks {
 
     /// The experiment running on `hook`, if any.
     pub fn experiment(&self, hook: Hook) -> Option<Arc<Experiment>> {
-        self.experiments[hook.index()]
+        self.experiments[hook]
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .clone()

@@ -74,7 +74,10 @@ pub enum Hook {
 }
 
 impl Hook {
-    pub const ALL: [Hook; 3] = [
+    /// How many hooks there are: the last one's index, plus one.
+    pub const COUNT: usize = Hook::CompressContext as usize + 1;
+
+    pub const ALL: [Hook; Hook::COUNT] = [
         Hook::ChooseEviction,
         Hook::SelectModel,
         Hook::CompressContext,
@@ -101,6 +104,42 @@ impl Hook {
 
     fn index(self) -> usize {
         self as usize
+    }
+}
+
+/// One `T` per hook, indexed by [`Hook`]: what each hook has of something (its policy, its
+/// experiment, its counters), without arrays indexed by number.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HookMap<T>([T; Hook::COUNT]);
+
+impl<T> HookMap<T> {
+    /// Each hook's value from `f`.
+    pub fn from_fn(f: impl FnMut(Hook) -> T) -> Self {
+        Self(Hook::ALL.map(f))
+    }
+
+    /// Every hook with its value, in [`Hook::ALL`]'s order.
+    pub fn iter(&self) -> impl Iterator<Item = (Hook, &T)> {
+        Hook::ALL.into_iter().zip(&self.0)
+    }
+}
+
+impl<T: Default> Default for HookMap<T> {
+    fn default() -> Self {
+        Self::from_fn(|_| T::default())
+    }
+}
+
+impl<T> std::ops::Index<Hook> for HookMap<T> {
+    type Output = T;
+    fn index(&self, hook: Hook) -> &T {
+        &self.0[hook.index()]
+    }
+}
+
+impl<T> std::ops::IndexMut<Hook> for HookMap<T> {
+    fn index_mut(&mut self, hook: Hook) -> &mut T {
+        &mut self.0[hook.index()]
     }
 }
 

@@ -17,7 +17,7 @@ use super::types::{
     CompressionRequest, EvictionDecision, EvictionRequest, Message, Model, Request, Selection,
     Telemetry,
 };
-use super::{CONTRACT_VERSION, Hook, LoadError, PolicyEngine, PolicyError, validate};
+use super::{CONTRACT_VERSION, Hook, HookMap, LoadError, PolicyEngine, PolicyError, validate};
 
 /// Where a policy came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -96,7 +96,7 @@ pub struct Policy {
     selection: Option<selection::GuestIndices>,
     compression: Option<compression::GuestIndices>,
     pool: Mutex<Vec<Warm>>,
-    stats: [HookStats; 3],
+    stats: HookMap<HookStats>,
     quarantined: AtomicBool,
 }
 
@@ -212,7 +212,7 @@ impl Policy {
     }
 
     pub fn stats(&self, hook: Hook) -> &HookStats {
-        &self.stats[hook.index()]
+        &self.stats[hook]
     }
 
     /// True once repeated failures have taken this policy out of service.

@@ -18,7 +18,7 @@ use notify_debouncer_mini::{DebounceEventResult, Debouncer, new_debouncer};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use super::{Hook, Hooks, Policy, PolicyEngine, PolicySource};
+use super::{Hook, HookMap, Hooks, Policy, PolicyEngine, PolicySource};
 
 /// How long the folder must be quiet before it is rescanned: editors and `cp` write in steps.
 pub const RELOAD_DEBOUNCE: Duration = Duration::from_millis(50);
@@ -64,7 +64,7 @@ pub struct ReloadEvent {
 pub struct PolicySet {
     engine: PolicyEngine,
     hooks: Arc<Hooks>,
-    defaults: Mutex<[Option<Arc<Policy>>; 3]>,
+    defaults: Mutex<HookMap<Option<Arc<Policy>>>>,
     dir: Option<PathBuf>,
     files: Mutex<BTreeMap<PathBuf, FileEntry>>,
     events: Mutex<VecDeque<ReloadEvent>>,
@@ -75,7 +75,7 @@ impl PolicySet {
     pub fn new(
         engine: PolicyEngine,
         hooks: Arc<Hooks>,
-        defaults: [Option<Arc<Policy>>; 3],
+        defaults: HookMap<Option<Arc<Policy>>>,
         dir: Option<PathBuf>,
     ) -> Self {
         let set = Self {
@@ -200,9 +200,7 @@ impl PolicySet {
                 .max_by(|a, b| a.1.cmp(&b.1).then_with(|| a.0.cmp(b.0)));
             let chosen = match winner {
                 Some((_, _, p)) => Some(p.clone()),
-                None => {
-                    self.defaults.lock().unwrap_or_else(|e| e.into_inner())[hook as usize].clone()
-                }
+                None => self.defaults.lock().unwrap_or_else(|e| e.into_inner())[hook].clone(),
             };
             let current = self.hooks.get(hook);
             let same = match (&current, &chosen) {
@@ -223,7 +221,7 @@ impl PolicySet {
 
     /// Makes `policy` the default for `hook` (what serves it when no file does), at once.
     pub fn set_default(&self, hook: Hook, policy: Option<Arc<Policy>>) {
-        self.defaults.lock().unwrap_or_else(|e| e.into_inner())[hook as usize] = policy;
+        self.defaults.lock().unwrap_or_else(|e| e.into_inner())[hook] = policy;
         self.rescan();
     }
 
