@@ -9,10 +9,9 @@ use std::time::Instant;
 
 use anyhow::Context as _;
 
-use crate::engine::types::{EvictionDecision, Selection};
 use crate::engine::{
-    CONTRACT_VERSION, DEFAULT_HOOK_DEADLINE, EngineSettings, Hook, LoadError, Policy, PolicyEngine,
-    PolicyError, PolicySource, builtin, sample,
+    CONTRACT_VERSION, DEFAULT_HOOK_DEADLINE, EngineSettings, LoadError, Policy, PolicyEngine,
+    PolicySource, builtin,
 };
 
 /// Where users drop their policies.
@@ -20,9 +19,6 @@ pub const DEFAULT_POLICY_DIR: &str = "policies";
 
 /// The deadline of `check`'s sample calls.
 const CHECK_DEADLINE: std::time::Duration = std::time::Duration::from_millis(500);
-
-/// Models in the sample scenario `check` runs.
-const SAMPLE_MODELS: usize = 6;
 
 /// Loads `file`, prints its contract and hooks, runs each hook once on a sample. Any problem
 /// is printed and gives a non-zero exit.
@@ -46,7 +42,7 @@ pub fn check(file: &Path) -> anyhow::Result<ExitCode> {
     let mut ok = true;
     for hook in policy.hooks() {
         let started = Instant::now();
-        let outcome = run_sample(&policy, hook);
+        let outcome = crate::engine::smoke(&policy, hook);
         let micros = started.elapsed().as_micros();
         let slow = if started.elapsed() > DEFAULT_HOOK_DEADLINE {
             format!("; slower than the default {DEFAULT_HOOK_DEADLINE:?} hook deadline")
@@ -126,44 +122,6 @@ fn hook_list(policy: &Policy) -> String {
         .map(|h| h.name())
         .collect::<Vec<_>>()
         .join(", ")
-}
-
-/// Runs `hook` on the sample scenario and describes the answer.
-fn run_sample(policy: &Policy, hook: Hook) -> Result<String, PolicyError> {
-    Ok(match hook {
-        Hook::ChooseEviction => {
-            let req = sample::eviction_request(SAMPLE_MODELS);
-            match policy.choose_eviction(&req)? {
-                EvictionDecision::Evict(ids) => format!("evict {ids:?}"),
-                EvictionDecision::Wait => "wait".into(),
-                EvictionDecision::Reject(why) => format!("reject: {why}"),
-            }
-        }
-        Hook::SelectModel => {
-            let candidates = sample::loaded(SAMPLE_MODELS);
-            let telemetry = sample::telemetry(120_000, 8 << 30, 2 << 30);
-            match policy.select_model(&sample::request(), &candidates, &telemetry)? {
-                Selection::Model(id) => format!("model {id:?}"),
-                Selection::Reject(why) => format!("reject: {why}"),
-            }
-        }
-        Hook::CompressContext => {
-            let req = sample::compression_request(6, 120);
-            let before: u32 = req.messages.iter().map(|m| m.tokens).sum();
-            match policy.compress_context(&req)? {
-                Ok(kept) => {
-                    let after: u32 = kept.iter().map(|m| m.tokens).sum();
-                    format!(
-                        "kept {} of {} messages, {after} of {before} tokens (budget {})",
-                        kept.len(),
-                        req.messages.len(),
-                        req.budget_tokens
-                    )
-                }
-                Err(why) => format!("cannot fit: {why}"),
-            }
-        }
-    })
 }
 
 /// The languages `policy new` writes projects for.

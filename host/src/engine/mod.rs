@@ -13,14 +13,12 @@ pub mod builtin;
 mod cache;
 mod error;
 pub mod experiment;
-pub mod fallback;
 mod hooks;
 mod policy;
 pub mod sample;
 mod sandbox;
 pub mod set;
 pub mod tokens;
-mod validate;
 
 use std::fmt;
 use std::sync::Arc;
@@ -32,7 +30,14 @@ use wasmtime::component::{HasSelf, Linker};
 pub use bindings::types;
 pub use cache::CacheStats;
 pub use error::{LoadError, PolicyError};
-pub use hooks::{Decided, DecidedBy, Hooks};
+pub use hooks::{Decided, DecidedBy, Hooks, smoke};
+
+/// The native defaults, one per hook (each lives in its hook's file under `hooks/`).
+pub mod fallback {
+    pub use super::hooks::compression::fallback as compress_context;
+    pub use super::hooks::eviction::fallback as choose_eviction;
+    pub use super::hooks::selection::fallback as select_model;
+}
 pub use policy::{HookStats, LATENCY_BUCKETS_US, Policy, PolicySource};
 use sandbox::GuestState;
 pub use set::PolicySet;

@@ -13,11 +13,7 @@ use wasmtime::component::InstancePre;
 
 use super::bindings::{compression, eviction, selection};
 use super::sandbox::GuestState;
-use super::types::{
-    CompressionRequest, EvictionDecision, EvictionRequest, Message, Model, Request, Selection,
-    Telemetry,
-};
-use super::{CONTRACT_VERSION, Hook, HookMap, LoadError, PolicyEngine, PolicyError, validate};
+use super::{CONTRACT_VERSION, Hook, HookMap, LoadError, PolicyEngine, PolicyError};
 
 /// Where a policy came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,11 +74,11 @@ impl HookStats {
 }
 
 /// A live instance with its exports looked up once.
-struct Warm {
-    store: Store<GuestState>,
-    eviction: Option<eviction::Guest>,
-    selection: Option<selection::Guest>,
-    compression: Option<compression::Guest>,
+pub(super) struct Warm {
+    pub store: Store<GuestState>,
+    pub eviction: Option<eviction::Guest>,
+    pub selection: Option<selection::Guest>,
+    pub compression: Option<compression::Guest>,
     calls: u32,
 }
 
@@ -220,50 +216,12 @@ impl Policy {
         self.quarantined.load(Ordering::Relaxed)
     }
 
-    /// Asks the policy which models to evict; the answer is checked against the host's rules.
-    pub fn choose_eviction(&self, req: &EvictionRequest) -> Result<EvictionDecision, PolicyError> {
-        let hook = Hook::ChooseEviction;
-        let decision = self.call(hook, |w| match &w.eviction {
-            Some(g) => Some(g.call_choose_eviction(&mut w.store, req)),
-            None => None,
-        })?;
-        self.checked(hook, validate::eviction(req, decision))
-    }
-
-    /// Asks the policy which model serves `req`; the answer must name a candidate.
-    pub fn select_model(
-        &self,
-        req: &Request,
-        candidates: &[Model],
-        telemetry: &Telemetry,
-    ) -> Result<Selection, PolicyError> {
-        let hook = Hook::SelectModel;
-        let selection = self.call(hook, |w| match &w.selection {
-            Some(g) => Some(g.call_select_model(&mut w.store, req, candidates, telemetry)),
-            None => None,
-        })?;
-        self.checked(hook, validate::selection(candidates, selection))
-    }
-
-    /// Asks the policy to fit the messages into the budget. `Ok(Err(reason))` is the policy
-    /// saying it cannot; a returned list is recounted and must fit.
-    pub fn compress_context(
-        &self,
-        req: &CompressionRequest,
-    ) -> Result<Result<Vec<Message>, String>, PolicyError> {
-        let hook = Hook::CompressContext;
-        let answer = self.call(hook, |w| match &w.compression {
-            Some(g) => Some(g.call_compress_context(&mut w.store, req)),
-            None => None,
-        })?;
-        match answer {
-            Ok(messages) => self.checked(hook, validate::compression(req, messages).map(Ok)),
-            Err(reason) => self.checked(hook, Ok(Err(reason))),
-        }
-    }
-
     /// Records the validation outcome of a call that ran to completion.
-    fn checked<T>(&self, hook: Hook, result: Result<T, String>) -> Result<T, PolicyError> {
+    pub(super) fn checked<T>(
+        &self,
+        hook: Hook,
+        result: Result<T, String>,
+    ) -> Result<T, PolicyError> {
         match result {
             Ok(value) => {
                 self.stats(hook)
@@ -283,7 +241,7 @@ impl Policy {
     }
 
     /// Runs one hook call on a pooled instance under the deadline, classifying any failure.
-    fn call<R>(
+    pub(super) fn call<R>(
         &self,
         hook: Hook,
         f: impl FnOnce(&mut Warm) -> Option<wasmtime::Result<R>>,

@@ -1,16 +1,20 @@
 //! Which policy serves each hook, and the one entry point per hook that always answers:
 //! the policy's decision when it gives a valid one, the native fallback otherwise.
+//!
+//! Each hook has one file here holding everything about it (mini-redis's `cmd/` pattern): its
+//! entry point on [`Hooks`], the guest call on [`Policy`], the host's rules for its answer,
+//! its native fallback and the smoke sample `policy check` runs. Adding a hook means the WIT,
+//! one file here, its SDK helpers, and the match arms the compiler asks for.
+
+pub mod compression;
+pub mod eviction;
+pub mod selection;
 
 use std::sync::{Arc, RwLock};
-
-use super::types::{
-    CompressionRequest, EvictionDecision, EvictionRequest, Message, Model, Request, Selection,
-    Telemetry,
-};
 use std::time::Instant;
 
 use super::experiment::{Arm, Experiment, Mode};
-use super::{Hook, HookMap, Policy, PolicyError, fallback};
+use super::{Hook, HookMap, Policy, PolicyError};
 
 /// Who made a decision.
 #[derive(Debug, Clone)]
@@ -89,72 +93,9 @@ impl Hooks {
             .clone()
     }
 
-    pub fn choose_eviction(&self, req: &EvictionRequest) -> Decided<EvictionDecision> {
-        self.choose_eviction_for("", req)
-    }
-
-    /// `choose-eviction` for the request whose sticky key is `key` (it picks the arm of a
-    /// running experiment).
-    pub fn choose_eviction_for(
-        &self,
-        key: &str,
-        req: &EvictionRequest,
-    ) -> Decided<EvictionDecision> {
-        self.run(
-            Hook::ChooseEviction,
-            key,
-            |p| p.choose_eviction(req),
-            || fallback::choose_eviction(req),
-        )
-    }
-
-    pub fn select_model(
-        &self,
-        req: &Request,
-        candidates: &[Model],
-        telemetry: &Telemetry,
-    ) -> Decided<Selection> {
-        self.select_model_for("", req, candidates, telemetry)
-    }
-
-    pub fn select_model_for(
-        &self,
-        key: &str,
-        req: &Request,
-        candidates: &[Model],
-        telemetry: &Telemetry,
-    ) -> Decided<Selection> {
-        self.run(
-            Hook::SelectModel,
-            key,
-            |p| p.select_model(req, candidates, telemetry),
-            || fallback::select_model(req, candidates),
-        )
-    }
-
-    pub fn compress_context(
-        &self,
-        req: &CompressionRequest,
-    ) -> Decided<Result<Vec<Message>, String>> {
-        self.compress_context_for("", req)
-    }
-
-    pub fn compress_context_for(
-        &self,
-        key: &str,
-        req: &CompressionRequest,
-    ) -> Decided<Result<Vec<Message>, String>> {
-        self.run(
-            Hook::CompressContext,
-            key,
-            |p| p.compress_context(req),
-            || fallback::compress_context(req),
-        )
-    }
-
     /// One decision, through the experiment when one runs: a live one asks the key's arm; a
     /// shadow one asks both, records both, and answers with the incumbent's.
-    fn run<T: std::fmt::Debug>(
+    pub(super) fn run<T: std::fmt::Debug>(
         &self,
         hook: Hook,
         key: &str,
@@ -209,5 +150,14 @@ fn decide<T>(
             value: fallback(),
             by: DecidedBy::Fallback(Some(error)),
         },
+    }
+}
+
+/// Runs `hook` on its smoke sample and describes the answer, for `policy check`.
+pub fn smoke(policy: &Policy, hook: Hook) -> Result<String, PolicyError> {
+    match hook {
+        Hook::ChooseEviction => eviction::smoke(policy),
+        Hook::SelectModel => selection::smoke(policy),
+        Hook::CompressContext => compression::smoke(policy),
     }
 }

@@ -1,0 +1,182 @@
+//! `choose-eviction`: which loaded models to unload so that a new one fits. Its entry point,
+//! the guest call, the host's rules for an answer, the native fallback (LRU) and the smoke
+//! sample.
+
+use super::{Decided, Hooks};
+use crate::engine::types::{EvictionDecision, EvictionRequest, Model, ModelState};
+use crate::engine::{Hook, Policy, PolicyError, sample};
+
+/// Models in the smoke sample.
+const SMOKE_MODELS: usize = 6;
+
+impl Hooks {
+    pub fn choose_eviction(&self, req: &EvictionRequest) -> Decided<EvictionDecision> {
+        self.choose_eviction_for("", req)
+    }
+
+    /// `choose-eviction` for the request whose sticky key is `key` (it picks the arm of a
+    /// running experiment).
+    pub fn choose_eviction_for(
+        &self,
+        key: &str,
+        req: &EvictionRequest,
+    ) -> Decided<EvictionDecision> {
+        self.run(
+            Hook::ChooseEviction,
+            key,
+            |p| p.choose_eviction(req),
+            || fallback(req),
+        )
+    }
+}
+
+impl Policy {
+    /// Asks the policy which models to evict; the answer is checked against the host's rules.
+    pub fn choose_eviction(&self, req: &EvictionRequest) -> Result<EvictionDecision, PolicyError> {
+        let hook = Hook::ChooseEviction;
+        let decision = self.call(hook, |w| match &w.eviction {
+            Some(g) => Some(g.call_choose_eviction(&mut w.store, req)),
+            None => None,
+        })?;
+        self.checked(hook, validate(req, decision))
+    }
+}
+
+/// An eviction must name distinct, loaded, ready, unpinned, idle models that free enough.
+pub fn validate(req: &EvictionRequest, d: EvictionDecision) -> Result<EvictionDecision, String> {
+    let EvictionDecision::Evict(ids) = &d else {
+        return Ok(d);
+    };
+    let mut freed = 0u64;
+    for (i, id) in ids.iter().enumerate() {
+        if ids[..i].contains(id) {
+            return Err(format!("names {id:?} twice"));
+        }
+        let Some(m) = req.loaded.iter().find(|m| &m.id == id) else {
+            return Err(format!(
+                "names {id:?}, which is not loaded on {}",
+                req.device
+            ));
+        };
+        if m.pinned {
+            return Err(format!("names pinned model {id:?}"));
+        }
+        if m.in_flight > 0 {
+            return Err(format!(
+                "names {id:?}, which has {} requests in flight",
+                m.in_flight
+            ));
+        }
+        if m.state != ModelState::Ready {
+            return Err(format!("names {id:?}, which is {:?}, not ready", m.state));
+        }
+        freed += m.size_bytes;
+    }
+    if freed < req.needed_bytes {
+        return Err(format!(
+            "frees {freed} bytes; {} are needed",
+            req.needed_bytes
+        ));
+    }
+    Ok(d)
+}
+
+fn evictable(m: &Model) -> bool {
+    !m.pinned && m.in_flight == 0 && m.state == ModelState::Ready
+}
+
+/// The native default: least recently used first, just enough to free the bytes needed;
+/// `wait` while a busy model may still go idle, `reject` when nothing could ever free enough.
+pub fn fallback(req: &EvictionRequest) -> EvictionDecision {
+    let mut ranked: Vec<&Model> = req.loaded.iter().filter(|m| evictable(m)).collect();
+    ranked.sort_by(|a, b| {
+        let (la, lb) = (
+            a.last_used_ms.max(a.loaded_at_ms),
+            b.last_used_ms.max(b.loaded_at_ms),
+        );
+        la.cmp(&lb).then(a.id.cmp(&b.id))
+    });
+    let mut freed = 0u64;
+    let mut ids = Vec::new();
+    for m in ranked {
+        if freed >= req.needed_bytes {
+            break;
+        }
+        freed += m.size_bytes;
+        ids.push(m.id.clone());
+    }
+    if freed >= req.needed_bytes {
+        EvictionDecision::Evict(ids)
+    } else if req.loaded.iter().any(|m| !m.pinned && !evictable(m)) {
+        EvictionDecision::Wait
+    } else {
+        EvictionDecision::Reject(format!(
+            "{} needs {} bytes freed on {}; unpinned idle models hold only {freed}",
+            req.incoming.id, req.needed_bytes, req.device
+        ))
+    }
+}
+
+/// The policy's answer on the sample scenario, described.
+pub fn smoke(policy: &Policy) -> Result<String, PolicyError> {
+    let req = sample::eviction_request(SMOKE_MODELS);
+    Ok(match policy.choose_eviction(&req)? {
+        EvictionDecision::Evict(ids) => format!("evict {ids:?}"),
+        EvictionDecision::Wait => "wait".into(),
+        EvictionDecision::Reject(why) => format!("reject: {why}"),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn evict(ids: &[&str]) -> EvictionDecision {
+        EvictionDecision::Evict(ids.iter().map(|s| s.to_string()).collect())
+    }
+
+    #[test]
+    fn eviction_rules() {
+        // sample: m0 pinned, m1 busy, all 1 GiB, 2 GiB needed.
+        let req = sample::eviction_request(6);
+        assert!(validate(&req, evict(&["m2", "m3"])).is_ok());
+        assert!(validate(&req, EvictionDecision::Wait).is_ok());
+        for (bad, why) in [
+            (evict(&["m2", "m2"]), "twice"),
+            (evict(&["m2", "ghost"]), "not loaded"),
+            (evict(&["m0", "m2"]), "pinned"),
+            (evict(&["m1", "m2"]), "in flight"),
+            (evict(&["m2"]), "are needed"),
+        ] {
+            let err = validate(&req, bad).expect_err(why);
+            assert!(err.contains(why), "{err}");
+        }
+        let mut loading = sample::eviction_request(6);
+        loading.loaded[2].state = ModelState::Loading;
+        assert!(
+            validate(&loading, evict(&["m2", "m3"]))
+                .expect_err("loading")
+                .contains("not ready")
+        );
+    }
+
+    #[test]
+    fn fallback_decisions_pass_the_host_rules() {
+        for n in [2, 6, 64] {
+            let req = sample::eviction_request(n);
+            let decision = fallback(&req);
+            assert!(
+                validate(&req, decision.clone()).is_ok(),
+                "{n}: {decision:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn fallback_eviction_waits_then_rejects() {
+        let mut req = sample::eviction_request(2); // m0 pinned, m1 busy
+        assert_eq!(fallback(&req), EvictionDecision::Wait);
+        req.loaded[1].pinned = true;
+        assert!(matches!(fallback(&req), EvictionDecision::Reject(_)));
+    }
+}

@@ -1,0 +1,134 @@
+//! `select-model`: which model serves a request (ids, aliases, `auto`, task specialisation).
+//! Its entry point, the guest call, the host's rule for an answer, the native fallback (the
+//! named model, or the first ready one for `auto`) and the smoke sample.
+
+use super::{Decided, Hooks};
+use crate::engine::types::{Model, ModelState, Request, Selection, Telemetry};
+use crate::engine::{Hook, Policy, PolicyError, sample};
+
+/// Candidates in the smoke sample.
+const SMOKE_MODELS: usize = 6;
+
+impl Hooks {
+    pub fn select_model(
+        &self,
+        req: &Request,
+        candidates: &[Model],
+        telemetry: &Telemetry,
+    ) -> Decided<Selection> {
+        self.select_model_for("", req, candidates, telemetry)
+    }
+
+    /// `select-model` for the request whose sticky key is `key`.
+    pub fn select_model_for(
+        &self,
+        key: &str,
+        req: &Request,
+        candidates: &[Model],
+        telemetry: &Telemetry,
+    ) -> Decided<Selection> {
+        self.run(
+            Hook::SelectModel,
+            key,
+            |p| p.select_model(req, candidates, telemetry),
+            || fallback(req, candidates),
+        )
+    }
+}
+
+impl Policy {
+    /// Asks the policy which model serves `req`; the answer must name a candidate.
+    pub fn select_model(
+        &self,
+        req: &Request,
+        candidates: &[Model],
+        telemetry: &Telemetry,
+    ) -> Result<Selection, PolicyError> {
+        let hook = Hook::SelectModel;
+        let selection = self.call(hook, |w| match &w.selection {
+            Some(g) => Some(g.call_select_model(&mut w.store, req, candidates, telemetry)),
+            None => None,
+        })?;
+        self.checked(hook, validate(candidates, selection))
+    }
+}
+
+/// A selection must name one of the candidates.
+pub fn validate(candidates: &[Model], s: Selection) -> Result<Selection, String> {
+    match &s {
+        Selection::Model(id) if !candidates.iter().any(|m| &m.id == id) => {
+            Err(format!("selects {id:?}, which is not a configured model"))
+        }
+        _ => Ok(s),
+    }
+}
+
+/// The native default: the model named by id or alias; for `auto`, the first ready model,
+/// else the first one.
+pub fn fallback(req: &Request, candidates: &[Model]) -> Selection {
+    let named = candidates
+        .iter()
+        .find(|m| m.id == req.model)
+        .or_else(|| candidates.iter().find(|m| m.aliases.contains(&req.model)));
+    let chosen = match named {
+        Some(m) => Some(m),
+        None if req.model == "auto" => candidates
+            .iter()
+            .find(|m| m.state == ModelState::Ready)
+            .or_else(|| candidates.first()),
+        None => return Selection::Reject(format!("no model is named {:?}", req.model)),
+    };
+    match chosen {
+        Some(m) => Selection::Model(m.id.clone()),
+        None => Selection::Reject("no model is configured".into()),
+    }
+}
+
+/// The policy's answer on the sample scenario, described.
+pub fn smoke(policy: &Policy) -> Result<String, PolicyError> {
+    let candidates = sample::loaded(SMOKE_MODELS);
+    let telemetry = sample::telemetry(120_000, 8 << 30, 2 << 30);
+    Ok(
+        match policy.select_model(&sample::request(), &candidates, &telemetry)? {
+            Selection::Model(id) => format!("model {id:?}"),
+            Selection::Reject(why) => format!("reject: {why}"),
+        },
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn selection_must_name_a_candidate() {
+        let candidates = sample::loaded(3);
+        assert!(validate(&candidates, Selection::Model("m2".into())).is_ok());
+        assert!(validate(&candidates, Selection::Reject("no".into())).is_ok());
+        assert!(validate(&candidates, Selection::Model("m9".into())).is_err());
+    }
+
+    #[test]
+    fn fallback_selection_resolves_names_and_auto() {
+        let mut candidates = sample::loaded(3);
+        candidates[2].aliases = vec!["small".into()];
+        candidates[0].state = ModelState::Unloaded;
+        let ask = |model: &str| {
+            fallback(
+                &Request {
+                    model: model.into(),
+                    ..sample::request()
+                },
+                &candidates,
+            )
+        };
+        assert_eq!(ask("m1"), Selection::Model("m1".into()));
+        assert_eq!(ask("small"), Selection::Model("m2".into()));
+        assert_eq!(
+            ask("auto"),
+            Selection::Model("m1".into()),
+            "first ready model"
+        );
+        assert!(matches!(ask("nope"), Selection::Reject(_)));
+    }
+}
