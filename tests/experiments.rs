@@ -1,4 +1,4 @@
-//! Issue 5, experiments: sticky live splits, weight changes that move only the keys they must,
+//! Experiments: sticky live splits, weight changes that move only the keys they must,
 //! shadow mode, and per-arm results over HTTP on real traffic.
 
 use std::sync::Arc;

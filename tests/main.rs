@@ -13,7 +13,7 @@ mod util;
 mod strategies;
 mod trace;
 
-// Issue 6: the simulator on the shipped traces: bounds around every policy, the command line.
+// The simulator on the shipped traces: bounds around every policy, the command line.
 mod simulate;
 
 // Deadline and memory cap (obeyed/violated pairs), the evil guest's every mode, quarantine.
@@ -25,23 +25,23 @@ mod policy_cli;
 // The real demo set-up (llama-server, real models) and a host harness for end-to-end tests.
 mod demo;
 
-// Issue 3 end to end: eviction through a wasm policy, single flight, in-flight safety, pinned
+// Serving end to end: eviction through a wasm policy, single flight, in-flight safety, pinned
 // models under pressure, TTL, a backend killed mid-request, footprints, no orphans.
 mod serving;
 
 // Telemetry: CPU-only without a driver; GPU memory and per-process VRAM where NVML answers.
 mod telemetry;
 
-// Issue 4 end to end: the official openai client, select-model, compress-context, every error
+// The proxy end to end: the official openai client, select-model, compress-context, every error
 // status, auth, admin, metrics, a streaming client that leaves.
 mod proxy;
 
-// Issue 5: hot reload under traffic, broken files, the compile cache.
+// Hot reload under traffic, broken files, the compile cache.
 mod reload;
 
-// Issue 5: A/B experiments: sticky splits, weight changes, shadow mode, per-arm results.
+// A/B experiments: sticky splits, weight changes, shadow mode, per-arm results.
 mod experiments;
 
-// Issue 7, Python: the template built from source with the documented command, checked, and
+// The policy SDKs: each template built from source with the documented command, checked, and
 // compared with the Rust built-ins' decisions.
 mod sdk;

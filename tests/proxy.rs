@@ -1,4 +1,4 @@
-//! Issue 4's acceptance, end to end: the official `openai` Python client, select-model,
+//! The proxy, end to end: the official `openai` Python client, select-model,
 //! compress-context, every error status, auth, admin and metrics, against real llama-server.
 
 use std::time::Duration;

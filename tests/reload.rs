@@ -1,4 +1,4 @@
-//! Issue 5, hot reload: policies replaced under live traffic, broken files rejected while the
+//! Hot reload: policies replaced under live traffic, broken files rejected while the
 //! old policy serves, and a restart that compiles nothing.
 
 use std::sync::Arc;

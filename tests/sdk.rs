@@ -1,4 +1,4 @@
-//! Issue 7: policies in Rust, Python, JavaScript and C. For each language, `policy new` writes a
+//! Policies in Rust, Python, JavaScript and C. For each language, `policy new` writes a
 //! project that builds with the commands its README documents (the tools installed by
 //! `modelyard setup --sdk LANG` from the public registries), passes `policy check`, and decides
 //! exactly as the Rust built-ins on the shared scenarios, through the host's engine.

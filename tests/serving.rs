@@ -1,4 +1,4 @@
-//! Issue 3's acceptance, end to end: the real host, real llama-server processes, real models.
+//! Serving, end to end: the real host, real llama-server processes, real models.
 
 use std::time::Duration;
 

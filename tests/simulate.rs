@@ -1,4 +1,4 @@
-//! Issue 6: `modelyard simulate` replays a real trace through the real scheduler and wasm
+//! `modelyard simulate` replays a real trace through the real scheduler and wasm
 //! policies on a virtual clock; the offline bounds bracket what the policies pay.
 
 use std::path::PathBuf;
@@ -234,7 +234,7 @@ fn bad_input_is_named() {
     assert!(!ok && err.contains("FROM..TO"), "{err}");
 }
 
-/// Issue 6's target for the tuned built-in at the default catalogue, on the sample's first six
+/// The tuning target for the built-in at the default catalogue, on the sample's first six
 /// hours (the whole day, in the README, takes a minute and a half in a test build).
 #[test]
 fn on_the_functions_sample_hybrid_pays_a_quarter_less_than_lru_and_within_a_tenth_of_the_bound() {

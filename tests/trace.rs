@@ -1,4 +1,4 @@
-//! Issue 6: the simulator's trace readers on the shipped public traces
+//! The simulator's trace readers on the shipped public traces
 //! (`tests/data/traces`, copied unchanged from the project's shared data) and on JSON lines.
 
 use std::path::PathBuf;

@@ -4,7 +4,58 @@
 //! The crate is layered one way: [`proxy`] → [`scheduler`] → [`backend`], [`engine`] and
 //! [`telemetry`]. The engine runs policy components and knows nothing of HTTP or processes;
 //! backends start and stop model servers and know nothing of policies; the scheduler decides
-//! when, asking the engine's hooks, and knows nothing of HTTP.
+//! when, asking the engine's hooks, and knows nothing of HTTP. [`config`] parses the TOML once
+//! into typed settings; [`sim`] replays traces through the same scheduler on a virtual clock.
+//!
+//! # A tour: one request, from socket to model server and back
+//!
+//! 1. **The route.** `proxy/mod.rs` builds the axum router: `/v1/*` behind the client-key
+//!    middleware, `/admin/*` behind the admin key, `/metrics`, `/health`. The OpenAI routes in
+//!    `proxy/openai.rs` hand each request to `proxy/exchange.rs`, which runs the stages below
+//!    over one `Exchange` (what the request has become so far) and counts the answer.
+//! 2. **Parse** (`proxy/parse.rs`): the body within `server.max_body`, the model asked for,
+//!    the task and priority from headers or the API key, the client's hash, the sticky key of
+//!    each running experiment.
+//! 3. **Route** (`proxy/route.rs`): `select-model` chooses among every configured model. The
+//!    records a policy sees are built by `scheduler/view.rs`, the one projection to the
+//!    contract; the hook call itself is `engine/hooks/selection.rs`, which validates the answer
+//!    and falls back to the native default when the policy fails (`engine/policy.rs` runs the
+//!    guest under its deadline and memory cap; `engine/hooks/mod.rs` routes experiments).
+//! 4. **Acquire** (`proxy/acquire.rs` → `Scheduler::acquire` in `scheduler/mod.rs`): the
+//!    model's slot (`scheduler/slot.rs`, a private lifecycle phase with transition methods)
+//!    is ready, loading (the request waits in its bounded queue), or unloaded, and then this
+//!    request starts the load. `scheduler/room.rs` makes room, asking `choose-eviction`
+//!    (`engine/hooks/eviction.rs`) while the load does not fit, and starts the server through
+//!    the backend's launcher (`backend/command.rs` spawns llama-server; `backend/openai.rs`
+//!    uses a server that already runs). The request leaves with a `Lease`
+//!    (`scheduler/lease.rs`): while it lives, the model is never evicted.
+//! 5. **Fit** (`proxy/fit.rs`): the prompt is counted with the server's own tokenizer through
+//!    the lease (`backend/tokenize.rs`) and, when it does not fit the window less the requested
+//!    output, `compress-context` (`engine/hooks/compression.rs`) shortens it.
+//! 6. **Forward** (`proxy/forward.rs`) to the leased server, with the model name it expects.
+//! 7. **Relay** (`proxy/relay.rs`): the answer streams back chunk by chunk; the lease and the
+//!    request's timers live in the stream, so the end of the answer (or the client leaving)
+//!    releases the model and records latency, time to first token and each experiment's arm.
+//!
+//! Meanwhile `scheduler/housekeeping.rs` refreshes telemetry and footprints once a second and
+//! offers idle models past their TTL, and memory pressure, to `choose-eviction`;
+//! `engine/set.rs` hot-reloads the policies folder.
+//!
+//! # Where to add things
+//! - **A hook**: the WIT (a new contract version beside the frozen one), the world in
+//!   `engine/bindings.rs`, one file under `engine/hooks/` (entry point, guest call, rules,
+//!   fallback, smoke sample), the variant in `engine::Hook` and the match arms the compiler
+//!   then asks for (`engine/hooks/mod.rs`, `engine/policy.rs`), the SDK helpers, and the
+//!   caller that asks it. Everything that lists hooks iterates `Hook::ALL` or a `HookMap`.
+//! - **A backend kind**: its settings in `config.rs`, one file under `backend/` with an
+//!   `Instance` (and a tokenizer if the server has one), and its arms in `backend/mod.rs`'s
+//!   launcher and `scheduler/status.rs`.
+//! - **A route**: the line in `proxy/mod.rs`; for one that takes the request path, a `Route`
+//!   variant in `proxy/exchange.rs` and its arms in the fit stage; the stages do the rest.
+//! - **A trace format**: a `Format` variant and its reader in `sim/trace.rs`.
+//!
+//! The commands (`serve`, `models`, `policy`, `setup`, `simulate`) sit beside the runtime:
+//! `serve.rs`, `policy_cmd.rs`, `setup.rs`, `sdk_tools.rs` and `main.rs`.
 
 pub mod backend;
 pub mod config;
