@@ -207,8 +207,33 @@ async fn fit_chat(
             tokens: *n,
         })
         .collect();
+    let kept = compress(key, hooks, model, &messages, budget).await?;
+    let (rebuilt, dropped_messages) = rebuild(&originals, &messages, &kept);
+    let after: u32 = kept.iter().map(|m| m.tokens).sum();
+    body["messages"] = Value::Array(rebuilt);
+    Ok(Fitted {
+        compressed: Some(Compressed {
+            before,
+            after,
+            dropped_messages,
+        }),
+        prompt_tokens: after,
+        upper_bound,
+    })
+}
+
+/// Asks `compress-context` (off the async threads: a guest may run to its deadline) to fit
+/// `messages` into `budget`.
+async fn compress(
+    key: &str,
+    hooks: &std::sync::Arc<Hooks>,
+    model: &Model,
+    messages: &[Message],
+    budget: u32,
+) -> Result<Vec<Message>, ApiError> {
+    let before: u32 = messages.iter().map(|m| m.tokens).sum();
     let req = CompressionRequest {
-        messages: messages.clone(),
+        messages: messages.to_vec(),
         budget_tokens: budget,
         model: model.clone(),
     };
@@ -220,17 +245,21 @@ async fn fit_chat(
     if let crate::engine::DecidedBy::Fallback(Some(e)) = &decided.by {
         tracing::warn!(error = %e, "compress-context fell back to the native default");
     }
-    let kept = decided.value.map_err(|reason| {
+    decided.value.map_err(|reason| {
         too_long(format!(
             "the conversation needs {before} tokens; {} takes {budget} besides the requested output, \
              and it could not be compressed: {reason}",
             model.id
         ))
-    })?;
-    // Keep each surviving message as the client sent it (tool calls, names, parts); new ones
-    // (a summary, say) are plain text.
+    })
+}
+
+/// The body's messages after compression kept `kept` of `messages` (made from `originals`):
+/// each surviving message as the client sent it (tool calls, names, parts), new ones (a
+/// summary, say) as plain text; and how many originals were dropped.
+fn rebuild(originals: &[Value], messages: &[Message], kept: &[Message]) -> (Vec<Value>, usize) {
     let mut used = vec![false; originals.len()];
-    let rebuilt: Vec<Value> = kept
+    let rebuilt = kept
         .iter()
         .map(|k| {
             let same = (0..originals.len()).find(|&i| {
@@ -245,18 +274,7 @@ async fn fit_chat(
             }
         })
         .collect();
-    let after: u32 = kept.iter().map(|m| m.tokens).sum();
-    let dropped_messages = used.iter().filter(|u| !**u).count();
-    body["messages"] = Value::Array(rebuilt);
-    Ok(Fitted {
-        compressed: Some(Compressed {
-            before,
-            after,
-            dropped_messages,
-        }),
-        prompt_tokens: after,
-        upper_bound,
-    })
+    (rebuilt, used.iter().filter(|u| !**u).count())
 }
 
 /// Refuses a completion prompt that does not fit (a bare prompt has no turns to compress).

@@ -7,11 +7,130 @@ use std::sync::Arc;
 use tokio::time::Instant;
 
 use super::slot::{Slot, millis_since};
-use super::{CRASH_CONFIRM, Inner, room};
+use super::{CRASH_CONFIRM, Demand, Inner, SchedError, State, room};
 use crate::backend::{CountError, Endpoint, Instance};
+use crate::engine::types::ModelState;
+
+/// A request waiting for its model, from one look at the model's slot to the next.
+pub(super) struct Waiter<'a> {
+    inner: &'a Arc<Inner>,
+    idx: usize,
+    pub arrived: Instant,
+    queued: Queued<'a>,
+    /// The load attempt it waits on, and whether it started that attempt.
+    joined: Option<u64>,
+    started_load: Option<u64>,
+    first_look: bool,
+}
+
+impl<'a> Waiter<'a> {
+    pub fn new(inner: &'a Arc<Inner>, idx: usize) -> Self {
+        Self {
+            inner,
+            idx,
+            arrived: Instant::now(),
+            queued: Queued::new(inner, idx),
+            joined: None,
+            started_load: None,
+            first_look: true,
+        }
+    }
+
+    /// One look, under the state lock: a lease if the model is ready, an error if the request
+    /// must give up, `None` (with its place in the queue taken) if it must wait. A model that
+    /// is not loaded starts loading here.
+    pub fn look(&mut self, st: &mut State, demand: &Demand) -> Result<Option<Lease>, SchedError> {
+        let now = if self.first_look {
+            self.arrived
+        } else {
+            Instant::now()
+        };
+        let shutting_down = st.shutting_down;
+        let slot = &mut st.slots[self.idx];
+        let found = if shutting_down {
+            Err(SchedError::ShuttingDown)
+        } else {
+            self.found(slot, demand, now)
+        };
+        self.first_look = false;
+        match found {
+            Ok(None) => {}
+            done => {
+                self.queued.leave(slot);
+                return done;
+            }
+        }
+        if !self.queued.waiting() {
+            if slot.queued() >= self.inner.settings.scheduler.max_queue {
+                let mean = slot.stats().mean_load_ms();
+                return Err(SchedError::QueueFull {
+                    model: slot.cfg.id.clone(),
+                    queued: slot.queued(),
+                    retry_after: std::time::Duration::from_millis(u64::from(mean).max(1000)),
+                });
+            }
+            self.queued.join(slot, demand.priority);
+        }
+        Ok(None)
+    }
+
+    /// What the slot's phase means for the request.
+    fn found(
+        &mut self,
+        slot: &mut Slot,
+        demand: &Demand,
+        now: Instant,
+    ) -> Result<Option<Lease>, SchedError> {
+        match slot.state() {
+            ModelState::Ready => {
+                let instance = slot.lease().ok_or(SchedError::ShuttingDown)?;
+                let generation = slot.generation();
+                let load_seconds = (self.started_load == Some(generation))
+                    .then(|| {
+                        let loaded = slot.stats().loaded_at?;
+                        Some((loaded - self.arrived).as_secs_f64())
+                    })
+                    .flatten();
+                Ok(Some(Lease {
+                    ready_on_arrival: self.first_look,
+                    load_seconds,
+                    inner: self.inner.clone(),
+                    idx: self.idx,
+                    generation,
+                    instance,
+                    started: now,
+                    failed: false,
+                }))
+            }
+            ModelState::Unloaded | ModelState::Failed => {
+                if let Some(Err(e)) = self.joined.and_then(|g| slot.outcome_since(g)) {
+                    return Err(e.clone());
+                }
+                if let Some(retry_after) = slot.backing_off(now) {
+                    return Err(SchedError::BackingOff {
+                        model: slot.cfg.id.clone(),
+                        reason: slot.last_error().unwrap_or_default().to_string(),
+                        retry_after,
+                    });
+                }
+                let generation = slot.begin_load();
+                self.joined = Some(generation);
+                self.started_load = Some(generation);
+                let (inner, idx, key) = (self.inner.clone(), self.idx, demand.key.clone());
+                tokio::spawn(room::load(inner, idx, generation, key));
+                Ok(None)
+            }
+            ModelState::Loading => {
+                self.joined.get_or_insert(slot.generation());
+                Ok(None)
+            }
+            ModelState::Unloading => Ok(None),
+        }
+    }
+}
 
 /// A place in a model's wait queue; leaving it (or dropping it) frees the place.
-pub(super) struct Queued<'a> {
+struct Queued<'a> {
     inner: &'a Inner,
     idx: usize,
     /// The priority it waits with, while it waits.

@@ -29,7 +29,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 pub use lease::Lease;
-use lease::Queued;
+use lease::Waiter;
 use slot::{Slot, millis_since};
 pub use status::{DeviceStatus, Event, EvictionStats, ModelStatus, Status};
 
@@ -284,94 +284,22 @@ impl Scheduler {
     pub async fn acquire(&self, model: &str, demand: &Demand) -> Result<Lease, SchedError> {
         let inner = &self.inner;
         let idx = inner.index(model)?;
-        let arrived = Instant::now();
-        let deadline = arrived + inner.settings.scheduler.queue_timeout;
-        // Made when the request first waits, under the state lock: a change after the state it
-        // saw is sent after that lock is released, so it is not missed.
-        let mut rx: Option<watch::Receiver<u64>> = None;
-        let mut queued = Queued::new(inner, idx);
-        // The load attempt this request waits on, and whether it started that attempt.
-        let mut joined: Option<u64> = None;
-        let mut started_load: Option<u64> = None;
-        let mut first_look = true;
+        let mut waiter = Waiter::new(inner, idx);
+        let deadline = waiter.arrived + inner.settings.scheduler.queue_timeout;
         if let Some(task) = &demand.task {
             inner.lock().note_demand(task);
         }
+        // Made when the request first waits, under the state lock: a change after the state it
+        // saw is sent after that lock is released, so it is not missed.
+        let mut rx: Option<watch::Receiver<u64>> = None;
         loop {
             let rx = {
                 let mut st = inner.lock();
-                let now = if first_look { arrived } else { Instant::now() };
-                let shutting_down = st.shutting_down;
-                let slot = &mut st.slots[idx];
-                if shutting_down {
-                    queued.leave(slot);
-                    return Err(SchedError::ShuttingDown);
-                }
-                match slot.state() {
-                    ModelState::Ready => {
-                        queued.leave(slot);
-                        let Some(instance) = slot.lease() else {
-                            return Err(SchedError::ShuttingDown);
-                        };
-                        let generation = slot.generation();
-                        let load_seconds = (started_load == Some(generation))
-                            .then(|| slot.stats().loaded_at.map(|t| (t - arrived).as_secs_f64()))
-                            .flatten();
-                        return Ok(Lease {
-                            ready_on_arrival: first_look,
-                            load_seconds,
-                            inner: inner.clone(),
-                            idx,
-                            generation,
-                            instance,
-                            started: now,
-                            failed: false,
-                        });
-                    }
-                    ModelState::Unloaded | ModelState::Failed => {
-                        if let Some(Err(e)) = joined.and_then(|g| slot.outcome_since(g)) {
-                            let e = e.clone();
-                            queued.leave(slot);
-                            return Err(e);
-                        }
-                        if let Some(retry_after) = slot.backing_off(now) {
-                            let e = SchedError::BackingOff {
-                                model: slot.cfg.id.clone(),
-                                reason: slot.last_error().unwrap_or_default().to_string(),
-                                retry_after,
-                            };
-                            queued.leave(slot);
-                            return Err(e);
-                        }
-                        let generation = slot.begin_load();
-                        joined = Some(generation);
-                        started_load = Some(generation);
-                        tokio::spawn(room::load(
-                            inner.clone(),
-                            idx,
-                            generation,
-                            demand.key.clone(),
-                        ));
-                    }
-                    ModelState::Loading => {
-                        joined.get_or_insert(slot.generation());
-                    }
-                    ModelState::Unloading => {}
-                }
-                if !queued.waiting() {
-                    if slot.queued() >= inner.settings.scheduler.max_queue {
-                        let mean = slot.stats().mean_load_ms();
-                        return Err(SchedError::QueueFull {
-                            model: slot.cfg.id.clone(),
-                            queued: slot.queued(),
-                            retry_after: Duration::from_millis(u64::from(mean).max(1000)),
-                        });
-                    }
-                    queued.join(slot, demand.priority);
+                if let Some(lease) = waiter.look(&mut st, demand)? {
+                    return Ok(lease);
                 }
                 rx.get_or_insert_with(|| inner.slot_changed[idx].subscribe())
             };
-            first_look = false;
             match tokio::time::timeout_at(deadline, rx.changed()).await {
                 Ok(Ok(())) => {}
                 Ok(Err(_)) => return Err(SchedError::ShuttingDown),

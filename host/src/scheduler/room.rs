@@ -192,6 +192,12 @@ async fn make_room(inner: &Arc<Inner>, idx: usize, key: &str) -> Result<(), Sche
         (None, Some(m)) => Some(m.lock().await),
         (None, None) => None,
     };
+    ask_for_room(inner, idx, key).await
+}
+
+/// With this load's turn on its device: asks the policy until the load fits, is rejected, or
+/// has waited `scheduler.queue_timeout`.
+async fn ask_for_room(inner: &Arc<Inner>, idx: usize, key: &str) -> Result<(), SchedError> {
     let deadline = Instant::now() + inner.settings.scheduler.queue_timeout;
     let mut rx = inner.room_changes.subscribe();
     loop {
