@@ -12,8 +12,7 @@ use crate::engine::types::{Model, Request, Selection};
 /// Asks `select-model` (off the async threads: a guest may run to its deadline) and returns
 /// the chosen model as the contract shows it.
 pub async fn select(app: &AppState, ex: &mut Exchange) -> Result<Model, ApiError> {
-    let candidates = app.scheduler.candidates();
-    let telemetry = app.scheduler.telemetry();
+    let (candidates, telemetry) = app.scheduler.selection_view();
     let hooks = app.scheduler.hooks().clone();
     let request = contract_request(ex);
     let key = ex.key_for(Hook::SelectModel).to_string();

@@ -323,6 +323,21 @@ impl Scheduler {
         view::telemetry(&self.inner, &self.inner.lock())
     }
 
+    /// What `select-model` is given: every configured model and the telemetry, read under one
+    /// look at the state.
+    pub fn selection_view(
+        &self,
+    ) -> (
+        Vec<crate::engine::types::Model>,
+        crate::engine::types::Telemetry,
+    ) {
+        let st = self.inner.lock();
+        (
+            view::candidates(&self.inner, &st),
+            view::telemetry(&self.inner, &st),
+        )
+    }
+
     /// Loads `model` (an id or alias) if it is not loaded, and waits until it is ready.
     pub async fn load(&self, model: &str) -> Result<(), SchedError> {
         self.acquire(model, &Demand::default()).await.map(drop)
