@@ -167,18 +167,39 @@ const RS_README: &str = include_str!("../../sdk/rust/template/README.md");
 const RS_SDK_BUILD: &str = include_str!("../../sdk/rust/build.rs");
 const RS_SDK_LIB: &str = include_str!("../../sdk/rust/src/lib.rs");
 const RS_SDK_HELPERS: &str = include_str!("../../sdk/rust/src/helpers.rs");
-/// The SDK crate's manifest outside this workspace (the workspace's own inherits its fields).
-const RS_SDK_MANIFEST: &str = r#"[package]
-name = "modelyard-policy"
-description = "Write modelyard policies in Rust: typed bindings, one trait per hook, helpers, export macro"
-version = "0.1.0"
-edition = "2024"
-license = "Apache-2.0"
-publish = false
+/// The workspace's manifest: the one place the SDK crate's version, edition, licence and
+/// wit-bindgen requirement are written.
+const WORKSPACE_MANIFEST: &str = include_str!("../../Cargo.toml");
 
-[dependencies]
-wit-bindgen = { version = "0.63", default-features = false, features = ["macros", "realloc", "std"] }
-"#;
+/// The SDK crate's manifest outside this workspace, with the fields the workspace's own
+/// inherits filled in from the workspace's manifest.
+fn rs_sdk_manifest() -> String {
+    let root: toml::Table = toml::from_str(WORKSPACE_MANIFEST).unwrap_or_default();
+    let ws = &root["workspace"];
+    let package = |key: &str| ws["package"][key].as_str().unwrap_or_default().to_string();
+    let bindgen = &ws["dependencies"]["wit-bindgen"];
+    let features: Vec<String> = bindgen["features"]
+        .as_array()
+        .map(|f| {
+            f.iter()
+                .filter_map(toml::Value::as_str)
+                .map(|v| format!("{v:?}"))
+                .collect()
+        })
+        .unwrap_or_default();
+    format!(
+        "[package]\nname = \"modelyard-policy\"\n\
+         description = \"Write modelyard policies in Rust: typed bindings, one trait per hook, helpers, export macro\"\n\
+         version = \"{}\"\nedition = \"{}\"\nlicense = \"{}\"\npublish = false\n\n\
+         [dependencies]\nwit-bindgen = {{ version = {:?}, default-features = {}, features = [{}] }}\n",
+        package("version"),
+        package("edition"),
+        package("license"),
+        bindgen["version"].as_str().unwrap_or_default(),
+        bindgen["default-features"].as_bool().unwrap_or(true),
+        features.join(", ")
+    )
+}
 const IGNORE: &str = "*.wasm\ntarget/\nnode_modules/\ntypes/\ngen/\n";
 
 /// The files of a new `lang` project named `name`, by path within its folder.
@@ -193,7 +214,7 @@ fn template(lang: Lang, name: &str) -> Vec<(&'static str, String)> {
             ("Cargo.toml", fill(RS_MANIFEST)),
             ("src/lib.rs", RS_LIB.to_string()),
             ("README.md", fill(RS_README)),
-            ("modelyard-policy/Cargo.toml", RS_SDK_MANIFEST.to_string()),
+            ("modelyard-policy/Cargo.toml", rs_sdk_manifest()),
             ("modelyard-policy/build.rs", RS_SDK_BUILD.to_string()),
             ("modelyard-policy/src/lib.rs", RS_SDK_LIB.to_string()),
             (
@@ -338,6 +359,19 @@ pub fn build_as_documented(
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_rust_sdk_manifest_takes_its_versions_from_the_workspace() {
+        let manifest: toml::Table = toml::from_str(&rs_sdk_manifest()).expect("valid TOML");
+        let root: toml::Table = toml::from_str(WORKSPACE_MANIFEST).expect("valid TOML");
+        let ws = &root["workspace"];
+        assert_eq!(manifest["package"]["version"], ws["package"]["version"]);
+        assert_eq!(manifest["package"]["edition"], ws["package"]["edition"]);
+        assert_eq!(
+            manifest["dependencies"]["wit-bindgen"],
+            ws["dependencies"]["wit-bindgen"]
+        );
+    }
 
     #[test]
     fn every_template_documents_its_build_and_its_component() {
