@@ -313,16 +313,6 @@ impl Scheduler {
         }
     }
 
-    /// Every configured model as the contract shows it to `select-model`.
-    pub fn candidates(&self) -> Vec<crate::engine::types::Model> {
-        view::candidates(&self.inner, &self.inner.lock())
-    }
-
-    /// The latest telemetry as the contract shows it.
-    pub fn telemetry(&self) -> crate::engine::types::Telemetry {
-        view::telemetry(&self.inner, &self.inner.lock())
-    }
-
     /// What `select-model` is given: every configured model and the telemetry, read under one
     /// look at the state.
     pub fn selection_view(

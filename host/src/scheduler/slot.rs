@@ -54,7 +54,6 @@ pub(super) struct Slot {
     in_flight: u32,
     /// Requests waiting for it, counted by their priority.
     waiting: BTreeMap<i32, u32>,
-    queued: u32,
     consecutive_failures: u32,
     last_error: Option<String>,
     stats: Stats,
@@ -93,7 +92,6 @@ impl Slot {
             outcome: None,
             in_flight: 0,
             waiting: BTreeMap::new(),
-            queued: 0,
             consecutive_failures: 0,
             last_error: None,
             stats: Stats::default(),
@@ -160,7 +158,7 @@ impl Slot {
     }
 
     pub fn queued(&self) -> u32 {
-        self.queued
+        self.waiting.values().sum()
     }
 
     /// The highest priority among the requests waiting for it.
@@ -207,13 +205,11 @@ impl Slot {
 
     /// Takes a place in its wait queue.
     pub fn join_queue(&mut self, priority: i32) {
-        self.queued += 1;
         *self.waiting.entry(priority).or_default() += 1;
     }
 
     /// Gives back a place taken with [`Slot::join_queue`].
     pub fn leave_queue(&mut self, priority: i32) {
-        self.queued = self.queued.saturating_sub(1);
         if let Some(n) = self.waiting.get_mut(&priority) {
             *n -= 1;
             if *n == 0 {

@@ -55,7 +55,8 @@ fn scheduler() -> Scheduler {
 }
 
 fn record(s: &Scheduler, id: &str) -> Model {
-    s.candidates()
+    s.selection_view()
+        .0
         .into_iter()
         .find(|m| m.id == id)
         .expect("configured")
@@ -127,7 +128,7 @@ async fn queued_counts_the_requests_waiting_for_a_model() {
 #[tokio::test(start_paused = true)]
 async fn telemetry_lists_every_budgeted_device_cpu_first_with_the_budget_and_what_is_free() {
     let s = scheduler();
-    let t = s.telemetry();
+    let t = s.selection_view().1;
     let names: Vec<&str> = t.devices.iter().map(|d| d.name.as_str()).collect();
     assert_eq!(names, ["cpu", "gpu0"]);
     assert_eq!(t.cpu_percent, 12.5);
@@ -140,14 +141,14 @@ async fn telemetry_lists_every_budgeted_device_cpu_first_with_the_budget_and_wha
     assert_eq!(t.devices[1].utilization_percent, Some(40));
 
     let _g = s.acquire("g", &Demand::default()).await.expect("loads");
-    let gpu = s.telemetry().devices[1].clone();
+    let gpu = s.selection_view().1.devices[1].clone();
     assert_eq!(
         gpu.free_bytes,
         5 * GIB,
         "what the loaded model does not hold"
     );
     assert_eq!(
-        s.telemetry().devices[0].free_bytes,
+        s.selection_view().1.devices[0].free_bytes,
         GIB,
         "other devices untouched"
     );
@@ -157,7 +158,7 @@ async fn telemetry_lists_every_budgeted_device_cpu_first_with_the_budget_and_wha
 async fn telemetry_now_ms_counts_from_the_host_start() {
     let s = scheduler();
     tokio::time::sleep(Duration::from_millis(1234)).await;
-    assert_eq!(s.telemetry().now_ms, 1234);
+    assert_eq!(s.selection_view().1.now_ms, 1234);
 }
 
 #[tokio::test(start_paused = true)]
