@@ -9,10 +9,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
+use modelyard::cli::serve::{self, Host};
+use modelyard::cli::setup::{self, Demo};
 use modelyard::config::Settings;
 use modelyard::scheduler::Status;
-use modelyard::serve::{self, Host};
-use modelyard::setup::{self, Demo};
 use serde_json::{Value, json};
 use std::process::Command;
 use tokio::sync::oneshot;

@@ -45,3 +45,7 @@ mod experiments;
 // The policy SDKs: each template built from source with the documented command, checked, and
 // compared with the Rust built-ins' decisions.
 mod sdk;
+
+// Reads a template's README for its build and component, and builds as it says (the languages
+// bench includes this file too).
+mod documented;

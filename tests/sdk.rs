@@ -7,18 +7,18 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 
+use modelyard::cli::sdk::{self, Lang, Tools};
 use modelyard::engine::types::{EvictionDecision, Request, Selection};
 use modelyard::engine::{Policy, PolicySource, sample};
-use modelyard::policy_cmd::{self, Lang};
-use modelyard::sdk_tools::{self, Tools};
 
+use crate::documented::{build_as_documented, documented_build, documented_component};
 use crate::util::{builtin, engine, relaxed};
 
 /// Writes a project with `policy new`, builds it as its README says, and returns the component
 /// its README's `policy check` line names, with the tools that built it.
 fn new_and_build(lang: Lang, name: &str, dir: &Path) -> (PathBuf, Tools) {
     let demo_dir = crate::demo::demo().dir.clone();
-    let tools = sdk_tools::install(&demo_dir, lang).unwrap_or_else(|e| {
+    let tools = sdk::install(&demo_dir, lang).unwrap_or_else(|e| {
         panic!(
             "the {} policy tools could not be installed: {e:#}",
             lang.name()
@@ -35,7 +35,7 @@ fn new_and_build(lang: Lang, name: &str, dir: &Path) -> (PathBuf, Tools) {
         String::from_utf8_lossy(&out.stderr)
     );
     let project = dir.join(name);
-    let (wasm, took) = policy_cmd::build_as_documented(&project, &tools)
+    let (wasm, took) = build_as_documented(&project, &tools)
         .unwrap_or_else(|e| panic!("building {} as documented: {e:#}", project.display()));
     eprintln!("{}: built {} in {took:?}", lang.name(), wasm.display());
     (wasm, tools)
@@ -178,7 +178,7 @@ fn the_documented_example_builds_and_decides_as_it_says(lang: Lang, project: &Pa
         Lang::C => "app.c",
     };
     std::fs::write(project.join(source), example).unwrap();
-    let (wasm, _) = policy_cmd::build_as_documented(project, tools)
+    let (wasm, _) = build_as_documented(project, tools)
         .unwrap_or_else(|e| panic!("building the {} page's example: {e:#}", lang.name()));
 
     let engine = engine(relaxed());
@@ -315,4 +315,28 @@ fn a_toolchain_that_cannot_be_installed_fails_naming_the_step() {
             "{lang}: {stderr}"
         );
     }
+}
+
+/// Every template's README documents a build and names the component `policy check` takes.
+#[test]
+fn every_template_documents_its_build_and_its_component() {
+    let dir = tempfile::tempdir().unwrap();
+    for lang in Lang::ALL {
+        let root = sdk::write_project("my-policy", lang, dir.path()).unwrap();
+        let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+        assert!(
+            !readme.contains("{{"),
+            "{}: unfilled placeholder",
+            lang.name()
+        );
+        assert!(
+            !documented_build(&readme).is_empty(),
+            "{}: no build block",
+            lang.name()
+        );
+        let wasm = documented_component(&readme).unwrap();
+        assert!(wasm.ends_with(".wasm"), "{}: {wasm}", lang.name());
+        std::fs::remove_dir_all(root).unwrap();
+    }
+    assert!(documented_build("no build here").is_empty());
 }

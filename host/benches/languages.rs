@@ -9,15 +9,17 @@
 //! `MODELYARD_BENCH_LANGS=c,rust` picks languages.
 
 mod common;
+#[path = "../../tests/documented.rs"]
+mod documented;
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use common::measure;
 
+use documented::build_as_documented;
+use modelyard::cli::sdk::{self, Lang};
 use modelyard::engine::{EngineSettings, PolicyEngine, PolicySource, sample};
-use modelyard::policy_cmd::{self, Lang};
-use modelyard::sdk_tools;
 
 fn micros((median, p99): (Duration, Duration)) -> String {
     format!(
@@ -42,7 +44,7 @@ fn main() -> anyhow::Result<()> {
         .filter(|l| chosen.is_empty() || chosen.split(',').any(|c| c.trim() == l.name()))
         .collect();
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let demo_dir = root.join(modelyard::setup::DEFAULT_DEMO_DIR);
+    let demo_dir = root.join(modelyard::cli::setup::DEFAULT_DEMO_DIR);
     let scratch = tempfile::tempdir()?;
     let engine = PolicyEngine::new(EngineSettings {
         hook_deadline: Duration::from_secs(1),
@@ -61,10 +63,10 @@ fn main() -> anyhow::Result<()> {
     );
     println!("|---|---:|---:|---:|---:|---:|---:|");
     for lang in langs {
-        let tools = sdk_tools::install(&demo_dir, lang)?;
+        let tools = sdk::install(&demo_dir, lang)?;
         let name = format!("bench{}", lang.name());
-        let project = policy_cmd::write_project(&name, lang, scratch.path())?;
-        let (wasm, build) = policy_cmd::build_as_documented(&project, &tools)?;
+        let project = sdk::write_project(&name, lang, scratch.path())?;
+        let (wasm, build) = build_as_documented(&project, &tools)?;
         let bytes = std::fs::read(&wasm)?;
         let began = Instant::now();
         let policy = engine.load(&name, PolicySource::File(wasm.clone()), &bytes)?;

@@ -31,7 +31,7 @@ async fn run() -> anyhow::Result<()> {
         "listen = \"127.0.0.1:0\"\n[models.stub]\nurl = \"{upstream}/v1\"\nsize = \"1MiB\"\n"
     );
     let settings = Settings::from_toml(&text, tmp.path(), "bench")?;
-    let (host, _task) = modelyard::serve::start(settings, std::future::pending()).await?;
+    let (host, _task) = modelyard::cli::serve::start(settings, std::future::pending()).await?;
     let proxied = format!("http://{}", host.addr);
     let http = reqwest::Client::new();
     let body = json!({"model": "stub", "max_tokens": 8,

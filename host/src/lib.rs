@@ -47,24 +47,22 @@
 //!   fallback, smoke sample), the variant in `engine::Hook` and the match arms the compiler
 //!   then asks for (`engine/hooks/mod.rs`, `engine/policy.rs`), the SDK helpers, and the
 //!   caller that asks it. Everything that lists hooks iterates `Hook::ALL` or a `HookMap`.
-//! - **A backend kind**: its settings in `config.rs`, one file under `backend/` with an
+//! - **A backend kind**: its typed settings in `config/mod.rs` and their checks in
+//!   `config/validate.rs` (the raw keys in `config/raw.rs`), one file under `backend/` with an
 //!   `Instance` (and a tokenizer if the server has one), and its arms in `backend/mod.rs`'s
 //!   launcher and `scheduler/status.rs`.
 //! - **A route**: the line in `proxy/mod.rs`; for one that takes the request path, a `Route`
 //!   variant in `proxy/exchange.rs` and its arms in the fit stage; the stages do the rest.
 //! - **A trace format**: a `Format` variant and its reader in `sim/trace.rs`.
 //!
-//! The commands (`serve`, `models`, `policy`, `setup`, `simulate`) sit beside the runtime:
-//! `serve.rs`, `policy_cmd.rs`, `setup.rs`, `sdk_tools.rs` and `main.rs`.
+//! The commands (`serve`, `models`, `policy`, `setup`, `simulate`) sit beside the runtime in
+//! [`cli`], one file each; `main.rs` only parses the command line and dispatches.
 
 pub mod backend;
+pub mod cli;
 pub mod config;
 pub mod engine;
-pub mod policy_cmd;
 pub mod proxy;
 pub mod scheduler;
-pub mod sdk_tools;
-pub mod serve;
-pub mod setup;
 pub mod sim;
 pub mod telemetry;

@@ -4,8 +4,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use modelyard::cli::{self, models, policy, sdk, serve, setup};
 use modelyard::sim::{report, trace};
-use modelyard::{policy_cmd, sdk_tools, serve, setup};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -102,13 +102,13 @@ enum SdkChoice {
 }
 
 impl SdkChoice {
-    fn lang(self) -> Option<policy_cmd::Lang> {
+    fn lang(self) -> Option<sdk::Lang> {
         match self {
             SdkChoice::All => None,
-            SdkChoice::Rust => Some(policy_cmd::Lang::Rust),
-            SdkChoice::Python => Some(policy_cmd::Lang::Python),
-            SdkChoice::Js => Some(policy_cmd::Lang::Js),
-            SdkChoice::C => Some(policy_cmd::Lang::C),
+            SdkChoice::Rust => Some(sdk::Lang::Rust),
+            SdkChoice::Python => Some(sdk::Lang::Python),
+            SdkChoice::Js => Some(sdk::Lang::Js),
+            SdkChoice::C => Some(sdk::Lang::C),
         }
     }
 }
@@ -125,7 +125,7 @@ enum PolicyCommand {
         /// The policy's name (also its folder's).
         name: String,
         #[arg(long, value_enum)]
-        lang: policy_cmd::Lang,
+        lang: sdk::Lang,
         /// Where to create the project's folder.
         #[arg(long, default_value = ".")]
         dir: PathBuf,
@@ -133,7 +133,7 @@ enum PolicyCommand {
     /// List the built-in policies and the components in a policies folder.
     List {
         /// The folder users drop `.wasm` policies into.
-        #[arg(long, default_value = policy_cmd::DEFAULT_POLICY_DIR)]
+        #[arg(long, default_value = policy::DEFAULT_POLICY_DIR)]
         dir: PathBuf,
     },
 }
@@ -168,17 +168,17 @@ fn main() -> ExitCode {
             })
         }
         Command::Models { config, json } => runtime()
-            .block_on(serve::models(&config, json))
+            .block_on(models::models(&config, json))
             .map(|()| ExitCode::SUCCESS),
         Command::Setup { dir, sdk } if !sdk.is_empty() => {
-            let langs: Vec<policy_cmd::Lang> = if sdk.contains(&SdkChoice::All) {
-                policy_cmd::Lang::ALL.to_vec()
+            let langs: Vec<sdk::Lang> = if sdk.contains(&SdkChoice::All) {
+                sdk::Lang::ALL.to_vec()
             } else {
                 sdk.iter().filter_map(|s| s.lang()).collect()
             };
             langs
                 .into_iter()
-                .try_for_each(|lang| sdk_tools::install(&dir, lang).map(drop))
+                .try_for_each(|lang| sdk::install(&dir, lang).map(drop))
                 .map(|()| ExitCode::SUCCESS)
         }
         Command::Setup { dir, .. } => setup::setup(&dir).map(|d| {
@@ -196,7 +196,7 @@ fn main() -> ExitCode {
             steps,
             plot,
             bound_rounds,
-        } => simulate(
+        } => cli::simulate::simulate(
             report::Options {
                 trace,
                 format,
@@ -209,11 +209,9 @@ fn main() -> ExitCode {
             json,
             &plot,
         ),
-        Command::Policy(PolicyCommand::Check { file }) => policy_cmd::check(&file),
-        Command::Policy(PolicyCommand::List { dir }) => policy_cmd::list(&dir),
-        Command::Policy(PolicyCommand::New { name, lang, dir }) => {
-            policy_cmd::new(&name, lang, &dir)
-        }
+        Command::Policy(PolicyCommand::Check { file }) => policy::check(&file),
+        Command::Policy(PolicyCommand::List { dir }) => policy::list(&dir),
+        Command::Policy(PolicyCommand::New { name, lang, dir }) => policy::new(&name, lang, &dir),
     };
     match result {
         Ok(code) => code,
@@ -222,27 +220,6 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-fn simulate(
-    mut opts: report::Options,
-    (memory, sweep, steps): (&str, Option<&str>, usize),
-    json: bool,
-    plot: &std::path::Path,
-) -> anyhow::Result<ExitCode> {
-    opts.memory = report::memory_sizes(memory, sweep, steps)?;
-    let r = report::simulate(&opts)?;
-    if json {
-        println!("{}", serde_json::to_string_pretty(&r)?);
-    } else {
-        print!("{}", report::table(&r));
-    }
-    if sweep.is_some() {
-        std::fs::write(plot, report::svg(&r))
-            .map_err(|e| anyhow::anyhow!("writing {}: {e}", plot.display()))?;
-        eprintln!("plot written to {}", plot.display());
-    }
-    Ok(ExitCode::SUCCESS)
 }
 
 fn runtime() -> tokio::runtime::Runtime {

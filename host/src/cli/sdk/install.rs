@@ -17,8 +17,8 @@ use std::process::Command;
 
 use anyhow::Context as _;
 
-use crate::policy_cmd::Lang;
-use crate::setup::run;
+use super::Lang;
+use crate::cli::setup::run;
 
 const COMPONENTIZE_PY_PACKAGE: &str = "componentize-py==0.25.1";
 /// npm packages for JavaScript policies; the override keeps jco's type generator on a WASI
