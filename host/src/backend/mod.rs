@@ -114,6 +114,10 @@ impl Launcher for RealLauncher {
                 BackendSettings::OpenAi(o) => openai::start(&http, o)
                     .await
                     .map(|i| Arc::new(i) as Arc<dyn Instance>),
+                BackendSettings::Simulated { .. } => Err(BackendError::Spawn {
+                    program: model.id.clone(),
+                    reason: "a simulated model runs only in `modelyard simulate`".into(),
+                }),
             }
         })
     }

@@ -27,14 +27,22 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
-
 use crate::engine::Hook;
-use crate::engine::builtin;
 use crate::engine::experiment::{Mode, Sticky};
 
+mod raw;
+#[cfg(test)]
+mod tests;
+mod validate;
+
+use raw::RawConfig;
+use validate::Validator;
+
 /// Where `serve` listens unless the config says otherwise.
-pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(
+    std::net::Ipv4Addr::LOCALHOST,
+    8080,
+));
 /// The context window assumed for a model that does not state one.
 pub const DEFAULT_CONTEXT_TOKENS: u32 = 4096;
 /// How long a started server has to answer its health check.
@@ -68,146 +76,6 @@ pub const DEFAULT_UPSTREAM_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// The name of the host's RAM as a device.
 pub const CPU_DEVICE: &str = "cpu";
-
-// ---------------------------------------------------------------------------------------------
-// Raw layer: the file as written.
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawConfig {
-    listen: Option<String>,
-    #[serde(default)]
-    memory: RawMemory,
-    #[serde(default)]
-    policies: RawPolicies,
-    #[serde(default)]
-    scheduler: RawScheduler,
-    #[serde(default)]
-    server: RawServer,
-    #[serde(default)]
-    auth: RawAuth,
-    #[serde(default)]
-    models: BTreeMap<String, RawModel>,
-    #[serde(default)]
-    experiments: Vec<RawExperiment>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawExperiment {
-    hook: String,
-    candidate: String,
-    weight: Option<f64>,
-    mode: Option<Mode>,
-    sticky: Option<Sticky>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawServer {
-    max_body: Option<RawSize>,
-    upstream_timeout: Option<RawDuration>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawAuth {
-    admin_key: Option<String>,
-    #[serde(default)]
-    keys: Vec<RawKey>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawKey {
-    key: String,
-    name: Option<String>,
-    #[serde(default)]
-    priority: i32,
-}
-
-// No `deny_unknown_fields`: serde cannot combine it with `flatten`; every other key is a
-// device table, whose own keys are checked.
-#[derive(Debug, Default, Deserialize)]
-struct RawMemory {
-    pressure: Option<f64>,
-    #[serde(flatten)]
-    devices: BTreeMap<String, RawDevice>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawDevice {
-    budget: Option<RawSize>,
-    reserve: Option<RawSize>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawPolicies {
-    eviction: Option<String>,
-    selection: Option<String>,
-    compression: Option<String>,
-    hook_deadline: Option<RawDuration>,
-    dir: Option<String>,
-    cache: Option<String>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawScheduler {
-    max_queue: Option<u32>,
-    queue_timeout: Option<RawDuration>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawModel {
-    #[serde(default)]
-    aliases: Vec<String>,
-    #[serde(default)]
-    tags: Vec<String>,
-    #[serde(default)]
-    priority: i32,
-    #[serde(default)]
-    pinned: bool,
-    ttl: Option<RawDuration>,
-    context_tokens: Option<u32>,
-    size: Option<RawSize>,
-    device: Option<String>,
-    // command backend
-    cmd: Option<String>,
-    file: Option<String>,
-    #[serde(default)]
-    env: BTreeMap<String, String>,
-    health: Option<String>,
-    start_timeout: Option<RawDuration>,
-    stop_timeout: Option<RawDuration>,
-    // openai backend
-    url: Option<String>,
-    api_key: Option<String>,
-    use_model_name: Option<String>,
-    control: Option<String>,
-}
-
-/// A size as bytes or text such as `"512MiB"`.
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-enum RawSize {
-    Bytes(u64),
-    Text(String),
-}
-
-/// A duration as seconds or text such as `"90s"`, `"10m"`.
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-enum RawDuration {
-    Secs(u64),
-    Text(String),
-}
-
-// ---------------------------------------------------------------------------------------------
-// Typed layer: what the host runs on.
 
 /// The validated configuration.
 #[derive(Debug, Clone)]
@@ -355,6 +223,11 @@ pub struct ModelSettings {
 pub enum BackendSettings {
     Command(CommandSettings),
     OpenAi(OpenAiSettings),
+    /// A server that exists only in `simulate`'s virtual time: it takes this long to load.
+    /// No config file can name it; a real host refuses to start one.
+    Simulated {
+        load_time: Duration,
+    },
 }
 
 /// A server process the host starts per model.
@@ -410,6 +283,81 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+impl Default for Settings {
+    /// Every key at its documented default, and no models: what an empty file means.
+    fn default() -> Self {
+        Settings {
+            listen: DEFAULT_LISTEN,
+            memory: MemorySettings::default(),
+            policies: PolicySettings::default(),
+            scheduler: SchedulerSettings::default(),
+            server: ServerSettings::default(),
+            auth: AuthSettings::default(),
+            models: Vec::new(),
+            experiments: Vec::new(),
+        }
+    }
+}
+
+impl Default for MemorySettings {
+    fn default() -> Self {
+        MemorySettings {
+            pressure: DEFAULT_PRESSURE,
+            devices: BTreeMap::new(),
+        }
+    }
+}
+
+impl Default for PolicySettings {
+    fn default() -> Self {
+        PolicySettings {
+            eviction: PolicyRef::Builtin(DEFAULT_EVICTION_POLICY.into()),
+            selection: PolicyRef::Builtin(DEFAULT_SELECTION_POLICY.into()),
+            compression: PolicyRef::Builtin(DEFAULT_COMPRESSION_POLICY.into()),
+            hook_deadline: crate::engine::DEFAULT_HOOK_DEADLINE,
+            dir: None,
+            cache_dir: None,
+        }
+    }
+}
+
+impl Default for SchedulerSettings {
+    fn default() -> Self {
+        SchedulerSettings {
+            max_queue: DEFAULT_MAX_QUEUE,
+            queue_timeout: DEFAULT_QUEUE_TIMEOUT,
+        }
+    }
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        ServerSettings {
+            max_body: DEFAULT_MAX_BODY,
+            upstream_timeout: DEFAULT_UPSTREAM_TIMEOUT,
+        }
+    }
+}
+
+impl ModelSettings {
+    /// A model served by `backend`, every other key at its documented default (no aliases or
+    /// tags, priority 0, no TTL, the default context window, on the CPU, estimated at 0 bytes).
+    pub fn new(id: impl Into<String>, backend: BackendSettings) -> Self {
+        ModelSettings {
+            id: id.into(),
+            aliases: Vec::new(),
+            tags: Vec::new(),
+            priority: 0,
+            pinned: false,
+            ttl: None,
+            context_tokens: DEFAULT_CONTEXT_TOKENS,
+            size_estimate: 0,
+            device: CPU_DEVICE.to_string(),
+            backend,
+        }
+    }
+}
+
 impl Settings {
     /// Reads and validates a config file. Relative paths in it are relative to its folder.
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
@@ -449,562 +397,5 @@ impl Settings {
                 .iter()
                 .find(|m| m.aliases.iter().any(|a| a == name))
         })
-    }
-}
-
-struct Validator<'a> {
-    base: &'a Path,
-    problems: Vec<String>,
-}
-
-impl Validator<'_> {
-    fn problem(&mut self, path: &str, msg: impl fmt::Display) {
-        self.problems.push(format!("{path}: {msg}"));
-    }
-
-    fn settings(&mut self, raw: RawConfig) -> Settings {
-        let listen_text = raw.listen.as_deref().unwrap_or(DEFAULT_LISTEN);
-        let listen = listen_text.parse().unwrap_or_else(|e| {
-            self.problem(
-                "listen",
-                format_args!("{listen_text:?} is not host:port ({e})"),
-            );
-            SocketAddr::from(([127, 0, 0, 1], 8080))
-        });
-        let memory = self.memory(raw.memory);
-        let policies = self.policies(raw.policies);
-        let scheduler = SchedulerSettings {
-            max_queue: raw.scheduler.max_queue.unwrap_or(DEFAULT_MAX_QUEUE),
-            queue_timeout: self
-                .duration("scheduler.queue_timeout", raw.scheduler.queue_timeout)
-                .unwrap_or(DEFAULT_QUEUE_TIMEOUT),
-        };
-        let server = ServerSettings {
-            max_body: self
-                .size("server.max_body", raw.server.max_body)
-                .unwrap_or(DEFAULT_MAX_BODY),
-            upstream_timeout: self
-                .duration("server.upstream_timeout", raw.server.upstream_timeout)
-                .unwrap_or(DEFAULT_UPSTREAM_TIMEOUT),
-        };
-        let auth = self.auth(raw.auth);
-        let mut models = Vec::new();
-        for (id, m) in raw.models {
-            if let Some(m) = self.model(&id, m) {
-                models.push(m);
-            }
-        }
-        self.names_unique(&models);
-        let mut experiments: Vec<ExperimentSettings> = Vec::new();
-        for (i, e) in raw.experiments.into_iter().enumerate() {
-            let path = format!("experiments[{i}]");
-            let Some(hook) = Hook::parse(&e.hook) else {
-                self.problem(
-                    &format!("{path}.hook"),
-                    format_args!(
-                        "{:?} is not choose-eviction, select-model or compress-context",
-                        e.hook
-                    ),
-                );
-                continue;
-            };
-            if experiments.iter().any(|o| o.hook == hook) {
-                self.problem(
-                    &format!("{path}.hook"),
-                    format_args!("{hook} already has an experiment"),
-                );
-            }
-            let weight = e.weight.unwrap_or(0.5);
-            if !(0.0..=1.0).contains(&weight) {
-                self.problem(
-                    &format!("{path}.weight"),
-                    format_args!("{weight} is not in [0, 1]"),
-                );
-            }
-            let candidate = if builtin::NAMES.contains(&e.candidate.as_str()) {
-                e.candidate
-            } else {
-                let file = self.base.join(&e.candidate);
-                if !file.is_file() {
-                    self.problem(
-                        &format!("{path}.candidate"),
-                        format_args!("{:?} is neither a built-in nor a file", e.candidate),
-                    );
-                }
-                file.display().to_string()
-            };
-            experiments.push(ExperimentSettings {
-                hook,
-                candidate,
-                weight,
-                mode: e.mode.unwrap_or(Mode::Live),
-                sticky: e.sticky.unwrap_or(Sticky::Client),
-            });
-        }
-        Settings {
-            listen,
-            memory,
-            policies,
-            scheduler,
-            server,
-            auth,
-            models,
-            experiments,
-        }
-    }
-
-    fn auth(&mut self, raw: RawAuth) -> AuthSettings {
-        let mut keys: Vec<ApiKey> = Vec::new();
-        for (i, k) in raw.keys.into_iter().enumerate() {
-            let path = format!("auth.keys[{i}]");
-            if k.key.trim().is_empty() {
-                self.problem(&format!("{path}.key"), "is empty");
-            }
-            if keys.iter().any(|o| o.key == k.key) {
-                self.problem(&format!("{path}.key"), "is given twice");
-            }
-            keys.push(ApiKey {
-                name: k.name.unwrap_or_else(|| format!("key{i}")),
-                key: k.key,
-                priority: k.priority,
-            });
-        }
-        if raw
-            .admin_key
-            .as_deref()
-            .is_some_and(|k| k.trim().is_empty())
-        {
-            self.problem("auth.admin_key", "is empty");
-        }
-        AuthSettings {
-            admin_key: raw.admin_key,
-            keys,
-        }
-    }
-
-    fn memory(&mut self, raw: RawMemory) -> MemorySettings {
-        let pressure = raw.pressure.unwrap_or(DEFAULT_PRESSURE);
-        if !(pressure > 0.0 && pressure <= 1.0) {
-            self.problem(
-                "memory.pressure",
-                format_args!("{pressure} is not a fraction in (0, 1]"),
-            );
-        }
-        let mut devices = BTreeMap::new();
-        for (name, d) in raw.devices {
-            let path = format!("memory.{name}");
-            if !is_device_name(&name) {
-                self.problem(&path, "is not a device: use `cpu` or `gpu0`, `gpu1`, ...");
-                continue;
-            }
-            let budget = self.size(&format!("{path}.budget"), d.budget);
-            let default_reserve = if name == CPU_DEVICE {
-                DEFAULT_RAM_RESERVE
-            } else {
-                0
-            };
-            let reserve = self
-                .size(&format!("{path}.reserve"), d.reserve)
-                .unwrap_or(default_reserve);
-            devices.insert(name, DeviceBudget { budget, reserve });
-        }
-        MemorySettings { pressure, devices }
-    }
-
-    fn policies(&mut self, raw: RawPolicies) -> PolicySettings {
-        let dir = raw.dir.map(|d| self.base.join(d));
-        if let Some(d) = &dir
-            && !d.is_dir()
-        {
-            self.problem(
-                "policies.dir",
-                format_args!("{} is not a folder", d.display()),
-            );
-        }
-        PolicySettings {
-            eviction: self.policy(
-                "policies.eviction",
-                raw.eviction.as_deref(),
-                DEFAULT_EVICTION_POLICY,
-            ),
-            selection: self.policy(
-                "policies.selection",
-                raw.selection.as_deref(),
-                DEFAULT_SELECTION_POLICY,
-            ),
-            compression: self.policy(
-                "policies.compression",
-                raw.compression.as_deref(),
-                DEFAULT_COMPRESSION_POLICY,
-            ),
-            hook_deadline: self
-                .duration("policies.hook_deadline", raw.hook_deadline)
-                .unwrap_or(crate::engine::DEFAULT_HOOK_DEADLINE),
-            dir: dir.clone(),
-            cache_dir: raw
-                .cache
-                .map(|c| self.base.join(c))
-                .or_else(|| dir.map(|d| d.join(".cache"))),
-        }
-    }
-
-    fn policy(&mut self, path: &str, raw: Option<&str>, default: &str) -> PolicyRef {
-        let name = raw.unwrap_or(default);
-        if name == "none" {
-            return PolicyRef::Fallback;
-        }
-        if builtin::NAMES.contains(&name) {
-            return PolicyRef::Builtin(name.to_string());
-        }
-        if name.ends_with(".wasm") {
-            let file = self.base.join(name);
-            if !file.is_file() {
-                self.problem(path, format_args!("{} does not exist", file.display()));
-            }
-            return PolicyRef::File(file);
-        }
-        self.problem(
-            path,
-            format_args!(
-                "{name:?} is neither a built-in ({}), `none`, nor a path to a .wasm",
-                builtin::NAMES.join(", ")
-            ),
-        );
-        PolicyRef::Fallback
-    }
-
-    fn model(&mut self, id: &str, m: RawModel) -> Option<ModelSettings> {
-        let path = format!("models.{id}");
-        let before = self.problems.len();
-        if id.trim().is_empty() || id == "auto" {
-            self.problem(&path, "is not a usable model id");
-        }
-        let device = m.device.unwrap_or_else(|| CPU_DEVICE.to_string());
-        if !is_device_name(&device) {
-            self.problem(
-                &format!("{path}.device"),
-                format_args!("{device:?} is not `cpu` or `gpuN`"),
-            );
-        }
-        let ttl = self
-            .duration(&format!("{path}.ttl"), m.ttl)
-            .filter(|d| !d.is_zero());
-        let size = self.size(&format!("{path}.size"), m.size);
-        let backend = match (m.cmd, m.url) {
-            (Some(cmd), None) => {
-                for (key, set) in [
-                    ("api_key", m.api_key.is_some()),
-                    ("use_model_name", m.use_model_name.is_some()),
-                    ("control", m.control.is_some()),
-                ] {
-                    if set {
-                        self.problem(&format!("{path}.{key}"), "applies only to `url` models");
-                    }
-                }
-                self.command(
-                    &path,
-                    cmd,
-                    m.file,
-                    m.env,
-                    m.health,
-                    m.start_timeout,
-                    m.stop_timeout,
-                )
-                .map(BackendSettings::Command)
-            }
-            (None, Some(url)) => {
-                for (key, set) in [
-                    ("file", m.file.is_some()),
-                    ("env", !m.env.is_empty()),
-                    ("health", m.health.is_some()),
-                    ("start_timeout", m.start_timeout.is_some()),
-                    ("stop_timeout", m.stop_timeout.is_some()),
-                ] {
-                    if set {
-                        self.problem(&format!("{path}.{key}"), "applies only to `cmd` models");
-                    }
-                }
-                self.openai(&path, id, url, m.api_key, m.use_model_name, m.control)
-                    .map(BackendSettings::OpenAi)
-            }
-            (Some(_), Some(_)) => {
-                self.problem(&path, "has both `cmd` and `url`; give one");
-                None
-            }
-            (None, None) => {
-                self.problem(
-                    &path,
-                    "needs `cmd` (a server to start) or `url` (one that already runs)",
-                );
-                None
-            }
-        };
-        let backend = backend?;
-        if self.problems.len() > before {
-            return None;
-        }
-        let size_estimate = size.unwrap_or_else(|| match &backend {
-            BackendSettings::Command(c) => c
-                .file
-                .as_ref()
-                .and_then(|f| std::fs::metadata(f).ok())
-                .map_or(DEFAULT_RUNTIME_OVERHEAD, |md| {
-                    md.len() + DEFAULT_RUNTIME_OVERHEAD
-                }),
-            // A server that already runs spends its own memory, not ours.
-            BackendSettings::OpenAi(_) => 0,
-        });
-        Some(ModelSettings {
-            id: id.to_string(),
-            aliases: m.aliases,
-            tags: m.tags,
-            priority: m.priority,
-            pinned: m.pinned,
-            ttl,
-            context_tokens: m.context_tokens.unwrap_or(DEFAULT_CONTEXT_TOKENS),
-            size_estimate,
-            device,
-            backend,
-        })
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn command(
-        &mut self,
-        path: &str,
-        cmd: String,
-        file: Option<String>,
-        env: BTreeMap<String, String>,
-        health: Option<String>,
-        start_timeout: Option<RawDuration>,
-        stop_timeout: Option<RawDuration>,
-    ) -> Option<CommandSettings> {
-        let Some(mut argv) = shlex::split(&cmd) else {
-            self.problem(&format!("{path}.cmd"), "has unbalanced quotes");
-            return None;
-        };
-        if argv.is_empty() {
-            self.problem(&format!("{path}.cmd"), "is empty");
-            return None;
-        }
-        if !argv.iter().any(|a| a.contains("${PORT}")) {
-            self.problem(
-                &format!("{path}.cmd"),
-                "never uses ${PORT}: the host picks each server's port",
-            );
-        }
-        // A relative program path (`venv/bin/llama-server`) is relative to the config's folder;
-        // a bare name is looked up on PATH.
-        if argv[0].contains('/') && Path::new(&argv[0]).is_relative() {
-            argv[0] = self.base.join(&argv[0]).display().to_string();
-        }
-        let file = file.map(|f| self.base.join(f));
-        if let Some(f) = &file
-            && !f.is_file()
-        {
-            self.problem(
-                &format!("{path}.file"),
-                format_args!("{} does not exist", f.display()),
-            );
-        }
-        if file.is_none() && argv.iter().any(|a| a.contains("${FILE}")) {
-            self.problem(&format!("{path}.cmd"), "uses ${FILE} but `file` is not set");
-        }
-        let health_path = health.unwrap_or_else(|| DEFAULT_HEALTH_PATH.to_string());
-        if !health_path.starts_with('/') {
-            self.problem(&format!("{path}.health"), "must start with `/`");
-        }
-        Some(CommandSettings {
-            argv,
-            env: env.into_iter().collect(),
-            file,
-            health_path,
-            start_timeout: self
-                .duration(&format!("{path}.start_timeout"), start_timeout)
-                .unwrap_or(DEFAULT_START_TIMEOUT),
-            stop_timeout: self
-                .duration(&format!("{path}.stop_timeout"), stop_timeout)
-                .unwrap_or(DEFAULT_STOP_TIMEOUT),
-        })
-    }
-
-    fn openai(
-        &mut self,
-        path: &str,
-        id: &str,
-        url: String,
-        api_key: Option<String>,
-        use_model_name: Option<String>,
-        control: Option<String>,
-    ) -> Option<OpenAiSettings> {
-        let url = url.trim_end_matches('/').to_string();
-        if !url.starts_with("http://") {
-            self.problem(
-                &format!("{path}.url"),
-                format_args!("{url:?} is not an http:// URL (TLS to backends is not built in)"),
-            );
-        }
-        let control = match control.as_deref() {
-            None | Some("none") => Control::None,
-            Some("ollama") => Control::Ollama,
-            Some("llama-router") => Control::LlamaRouter,
-            Some(other) => {
-                self.problem(
-                    &format!("{path}.control"),
-                    format_args!("{other:?} is not `none`, `ollama` or `llama-router`"),
-                );
-                Control::None
-            }
-        };
-        Some(OpenAiSettings {
-            url,
-            api_key,
-            model_name: use_model_name.unwrap_or_else(|| id.to_string()),
-            control,
-        })
-    }
-
-    fn names_unique(&mut self, models: &[ModelSettings]) {
-        let mut seen: BTreeMap<&str, &str> = BTreeMap::new();
-        for m in models {
-            for alias in &m.aliases {
-                if alias == "auto" {
-                    self.problem(
-                        &format!("models.{}.aliases", m.id),
-                        "`auto` is reserved for select-model",
-                    );
-                }
-                if let Some(owner) = seen.insert(alias, &m.id) {
-                    self.problem(
-                        &format!("models.{}.aliases", m.id),
-                        format_args!("{alias:?} is already a name of models.{owner}"),
-                    );
-                }
-            }
-        }
-        for m in models {
-            if let Some(owner) = seen.get(m.id.as_str()) {
-                self.problem(
-                    &format!("models.{owner}.aliases"),
-                    format_args!("{:?} is the id of another model", m.id),
-                );
-            }
-        }
-    }
-
-    fn size(&mut self, path: &str, raw: Option<RawSize>) -> Option<u64> {
-        match raw? {
-            RawSize::Bytes(n) => Some(n),
-            RawSize::Text(t) => match t.trim().parse::<bytesize::ByteSize>() {
-                Ok(b) => Some(b.as_u64()),
-                Err(e) => {
-                    self.problem(
-                        path,
-                        format_args!("{t:?} is not a size like \"512MiB\" ({e})"),
-                    );
-                    None
-                }
-            },
-        }
-    }
-
-    fn duration(&mut self, path: &str, raw: Option<RawDuration>) -> Option<Duration> {
-        match raw? {
-            RawDuration::Secs(n) => Some(Duration::from_secs(n)),
-            RawDuration::Text(t) => match humantime::parse_duration(t.trim()) {
-                Ok(d) => Some(d),
-                Err(e) => {
-                    self.problem(
-                        path,
-                        format_args!("{t:?} is not a duration like \"90s\" ({e})"),
-                    );
-                    None
-                }
-            },
-        }
-    }
-}
-
-fn is_device_name(name: &str) -> bool {
-    name == CPU_DEVICE
-        || name
-            .strip_prefix("gpu")
-            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn parse(text: &str) -> Result<Settings, ConfigError> {
-        Settings::from_toml(text, Path::new("."), "test.toml")
-    }
-
-    #[test]
-    fn a_minimal_config_gets_the_documented_defaults() {
-        let s = parse(
-            r#"
-            [models.a]
-            cmd = "server --port ${PORT}"
-            ttl = 30
-            "#,
-        )
-        .expect("valid");
-        assert_eq!(s.listen.to_string(), DEFAULT_LISTEN);
-        let a = &s.models[0];
-        assert_eq!(a.ttl, Some(Duration::from_secs(30)));
-        assert_eq!(a.context_tokens, DEFAULT_CONTEXT_TOKENS);
-        assert_eq!(a.size_estimate, DEFAULT_RUNTIME_OVERHEAD);
-        assert_eq!(s.policies.eviction, PolicyRef::Builtin("lru".into()));
-        assert_eq!(s.memory.budget("cpu").reserve, DEFAULT_RAM_RESERVE);
-    }
-
-    #[test]
-    fn every_problem_is_reported_with_its_key_path() {
-        let err = parse(
-            r#"
-            listen = "nowhere"
-            [memory]
-            pressure = 1.5
-            [memory.cpu]
-            budget = "lots"
-            [policies]
-            eviction = "fifo"
-            [models.a]
-            cmd = "server"
-            ttl = "soon"
-            [models.d]
-            cmd = "s ${PORT}"
-            aliases = ["e"]
-            [models.e]
-            cmd = "s ${PORT}"
-            [models.b]
-            url = "https://example.com/v1"
-            control = "magic"
-            [models.c]
-            "#,
-        )
-        .expect_err("invalid");
-        let all = err.problems.join("\n");
-        for needle in [
-            "listen:",
-            "memory.pressure:",
-            "memory.cpu.budget:",
-            "policies.eviction:",
-            "models.a.cmd: never uses ${PORT}",
-            "models.a.ttl:",
-            "models.b.url:",
-            "models.b.control:",
-            "models.c: needs `cmd`",
-            "models.d.aliases: \"e\" is the id of another model",
-        ] {
-            assert!(all.contains(needle), "missing {needle:?} in:\n{all}");
-        }
-    }
-
-    #[test]
-    fn unknown_keys_are_refused() {
-        let err = parse("[models.a]\ncmd = \"s ${PORT}\"\nttll = 5\n").expect_err("typo");
-        assert!(err.to_string().contains("ttll"), "{err}");
     }
 }

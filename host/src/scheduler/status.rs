@@ -108,6 +108,7 @@ pub(super) fn model(slot: &Slot, now: Instant) -> ModelStatus {
         backend: match slot.cfg.backend {
             BackendSettings::Command(_) => "command".to_string(),
             BackendSettings::OpenAi(_) => "openai".to_string(),
+            BackendSettings::Simulated { .. } => "simulated".to_string(),
         },
         device: slot.cfg.device.clone(),
         size_bytes: slot.size(),

@@ -16,7 +16,7 @@ use tokio::time::Instant;
 use super::catalogue::Catalogue;
 use super::trace::Trace;
 use crate::backend::{BackendError, Endpoint, Instance, Launcher};
-use crate::config::{CPU_DEVICE, ModelSettings, Settings};
+use crate::config::{BackendSettings, CPU_DEVICE, DeviceBudget, ModelSettings, Settings};
 use crate::engine::{Hook, Hooks, Policy};
 use crate::scheduler::{Demand, Lease, Scheduler, SchedulerOptions};
 use crate::telemetry::{DeviceUsage, Snapshot, Telemetry};
@@ -76,8 +76,6 @@ struct SwapLog {
 /// Backends that cost only virtual time: a start sleeps the model's load time.
 #[derive(Debug)]
 struct SimLauncher {
-    /// Per model: load time and size.
-    models: HashMap<String, (Duration, u64)>,
     log: Arc<Mutex<SwapLog>>,
 }
 
@@ -97,13 +95,16 @@ impl Launcher for SimLauncher {
         model: &ModelSettings,
     ) -> BoxFuture<'static, Result<Arc<dyn Instance>, BackendError>> {
         let id = model.id.clone();
-        let found = self.models.get(&id).copied();
+        let found = match model.backend {
+            BackendSettings::Simulated { load_time } => Some((load_time, model.size_estimate)),
+            _ => None,
+        };
         let log = self.log.clone();
         Box::pin(async move {
             let Some((load, size)) = found else {
                 return Err(BackendError::Spawn {
                     program: "simulated".into(),
-                    reason: format!("{id} is not in the catalogue"),
+                    reason: format!("{id} is not a simulated model"),
                 });
             };
             {
@@ -151,23 +152,35 @@ impl Instance for SimInstance {
 
 /// The host settings a replay runs on: every catalogue model on one device of `memory` bytes,
 /// queues deep enough that only the timeout turns a request away.
-fn settings(catalogue: &Catalogue, memory: u64) -> anyhow::Result<Settings> {
-    let q = |s: &str| serde_json::to_string(s).unwrap_or_default();
-    let mut text = format!(
-        "[scheduler]\nmax_queue = {}\n[memory]\npressure = 1.0\n[memory.{CPU_DEVICE}]\nbudget = {memory}\nreserve = 0\n",
-        u32::MAX
+fn settings(catalogue: &Catalogue, memory: u64) -> Settings {
+    let mut settings = Settings::default();
+    // Every request waits as long as it must: the replay measures waiting, it does not refuse.
+    settings.scheduler.max_queue = u32::MAX;
+    settings.memory.pressure = 1.0;
+    settings.memory.devices.insert(
+        CPU_DEVICE.to_string(),
+        DeviceBudget {
+            budget: Some(memory),
+            reserve: 0,
+        },
     );
-    for m in catalogue.models.values() {
-        text.push_str(&format!(
-            "[models.{}]\ncmd = \"simulated ${{PORT}}\"\nsize = {}\npinned = {}\npriority = {}\ntags = [{}]\n",
-            q(&m.id),
-            m.size,
-            m.pinned,
-            m.priority,
-            m.tags.iter().map(|t| q(t)).collect::<Vec<_>>().join(", ")
-        ));
-    }
-    Settings::from_toml(&text, std::path::Path::new("."), "the simulation").map_err(Into::into)
+    settings.models = catalogue
+        .models
+        .values()
+        .map(|m| ModelSettings {
+            size_estimate: m.size,
+            pinned: m.pinned,
+            priority: m.priority,
+            tags: m.tags.clone(),
+            ..ModelSettings::new(
+                &m.id,
+                BackendSettings::Simulated {
+                    load_time: catalogue.load_time(m),
+                },
+            )
+        })
+        .collect();
+    settings
 }
 
 /// Replays `trace` with `policy` serving `choose-eviction` on a device of `memory` bytes.
@@ -178,7 +191,7 @@ pub fn replay(
     policy: Arc<Policy>,
 ) -> anyhow::Result<Metrics> {
     let wall = std::time::Instant::now();
-    let settings = Arc::new(settings(catalogue, memory)?);
+    let settings = Arc::new(settings(catalogue, memory));
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .start_paused(true)
@@ -187,14 +200,7 @@ pub fn replay(
         let hooks = Arc::new(Hooks::new());
         hooks.set(Hook::ChooseEviction, Some(policy));
         let log = Arc::new(Mutex::new(SwapLog::default()));
-        let launcher = SimLauncher {
-            models: catalogue
-                .models
-                .values()
-                .map(|m| (m.id.clone(), (catalogue.load_time(m), m.size)))
-                .collect(),
-            log: log.clone(),
-        };
+        let launcher = SimLauncher { log: log.clone() };
         let telemetry = Telemetry::fixed(Snapshot {
             devices: vec![DeviceUsage {
                 name: CPU_DEVICE.to_string(),

@@ -1,0 +1,87 @@
+use std::path::Path;
+use std::time::Duration;
+
+use super::*;
+
+fn parse(text: &str) -> Result<Settings, ConfigError> {
+    Settings::from_toml(text, Path::new("."), "test.toml")
+}
+
+#[test]
+fn a_minimal_config_gets_the_documented_defaults() {
+    let s = parse(
+        r#"
+        [models.a]
+        cmd = "server --port ${PORT}"
+        ttl = 30
+        "#,
+    )
+    .expect("valid");
+    assert_eq!(s.listen, DEFAULT_LISTEN);
+    let a = &s.models[0];
+    assert_eq!(a.ttl, Some(Duration::from_secs(30)));
+    assert_eq!(a.context_tokens, DEFAULT_CONTEXT_TOKENS);
+    assert_eq!(a.size_estimate, DEFAULT_RUNTIME_OVERHEAD);
+    assert_eq!(s.policies.eviction, PolicyRef::Builtin("lru".into()));
+    assert_eq!(s.memory.budget("cpu").reserve, DEFAULT_RAM_RESERVE);
+}
+
+/// The defaults a program builds settings from are the ones an empty file gets.
+#[test]
+fn the_built_defaults_are_the_files_defaults() {
+    let from_file = parse("").expect("an empty file is valid");
+    let built = Settings::default();
+    assert_eq!(format!("{from_file:?}"), format!("{built:?}"));
+    let m = parse("[models.a]\ncmd = \"s ${PORT}\"\nsize = 0\n").expect("valid");
+    let built = ModelSettings::new("a", m.models[0].backend.clone());
+    assert_eq!(format!("{:?}", m.models[0]), format!("{built:?}"));
+}
+
+#[test]
+fn every_problem_is_reported_with_its_key_path() {
+    let err = parse(
+        r#"
+        listen = "nowhere"
+        [memory]
+        pressure = 1.5
+        [memory.cpu]
+        budget = "lots"
+        [policies]
+        eviction = "fifo"
+        [models.a]
+        cmd = "server"
+        ttl = "soon"
+        [models.d]
+        cmd = "s ${PORT}"
+        aliases = ["e"]
+        [models.e]
+        cmd = "s ${PORT}"
+        [models.b]
+        url = "https://example.com/v1"
+        control = "magic"
+        [models.c]
+        "#,
+    )
+    .expect_err("invalid");
+    let all = err.problems.join("\n");
+    for needle in [
+        "listen:",
+        "memory.pressure:",
+        "memory.cpu.budget:",
+        "policies.eviction:",
+        "models.a.cmd: never uses ${PORT}",
+        "models.a.ttl:",
+        "models.b.url:",
+        "models.b.control:",
+        "models.c: needs `cmd`",
+        "models.d.aliases: \"e\" is the id of another model",
+    ] {
+        assert!(all.contains(needle), "missing {needle:?} in:\n{all}");
+    }
+}
+
+#[test]
+fn unknown_keys_are_refused() {
+    let err = parse("[models.a]\ncmd = \"s ${PORT}\"\nttll = 5\n").expect_err("typo");
+    assert!(err.to_string().contains("ttll"), "{err}");
+}

@@ -1,0 +1,491 @@
+//! The validation step: raw settings in, typed settings out, every problem recorded with its
+//! key's path (all of them, not the first).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::Path;
+use std::time::Duration;
+
+use super::raw::*;
+use super::*;
+use crate::engine::Hook;
+use crate::engine::builtin;
+use crate::engine::experiment::{Mode, Sticky};
+
+pub(super) struct Validator<'a> {
+    pub(super) base: &'a Path,
+    pub(super) problems: Vec<String>,
+}
+
+impl Validator<'_> {
+    fn problem(&mut self, path: &str, msg: impl fmt::Display) {
+        self.problems.push(format!("{path}: {msg}"));
+    }
+
+    pub(super) fn settings(&mut self, raw: RawConfig) -> Settings {
+        let listen = raw.listen.map_or(DEFAULT_LISTEN, |text| {
+            text.parse().unwrap_or_else(|e| {
+                self.problem("listen", format_args!("{text:?} is not host:port ({e})"));
+                DEFAULT_LISTEN
+            })
+        });
+        let memory = self.memory(raw.memory);
+        let policies = self.policies(raw.policies);
+        let scheduler = SchedulerSettings {
+            max_queue: raw.scheduler.max_queue.unwrap_or(DEFAULT_MAX_QUEUE),
+            queue_timeout: self
+                .duration("scheduler.queue_timeout", raw.scheduler.queue_timeout)
+                .unwrap_or(DEFAULT_QUEUE_TIMEOUT),
+        };
+        let server = ServerSettings {
+            max_body: self
+                .size("server.max_body", raw.server.max_body)
+                .unwrap_or(DEFAULT_MAX_BODY),
+            upstream_timeout: self
+                .duration("server.upstream_timeout", raw.server.upstream_timeout)
+                .unwrap_or(DEFAULT_UPSTREAM_TIMEOUT),
+        };
+        let auth = self.auth(raw.auth);
+        let mut models = Vec::new();
+        for (id, m) in raw.models {
+            if let Some(m) = self.model(&id, m) {
+                models.push(m);
+            }
+        }
+        self.names_unique(&models);
+        let mut experiments: Vec<ExperimentSettings> = Vec::new();
+        for (i, e) in raw.experiments.into_iter().enumerate() {
+            let path = format!("experiments[{i}]");
+            let Some(hook) = Hook::parse(&e.hook) else {
+                self.problem(
+                    &format!("{path}.hook"),
+                    format_args!(
+                        "{:?} is not choose-eviction, select-model or compress-context",
+                        e.hook
+                    ),
+                );
+                continue;
+            };
+            if experiments.iter().any(|o| o.hook == hook) {
+                self.problem(
+                    &format!("{path}.hook"),
+                    format_args!("{hook} already has an experiment"),
+                );
+            }
+            let weight = e.weight.unwrap_or(0.5);
+            if !(0.0..=1.0).contains(&weight) {
+                self.problem(
+                    &format!("{path}.weight"),
+                    format_args!("{weight} is not in [0, 1]"),
+                );
+            }
+            let candidate = if builtin::NAMES.contains(&e.candidate.as_str()) {
+                e.candidate
+            } else {
+                let file = self.base.join(&e.candidate);
+                if !file.is_file() {
+                    self.problem(
+                        &format!("{path}.candidate"),
+                        format_args!("{:?} is neither a built-in nor a file", e.candidate),
+                    );
+                }
+                file.display().to_string()
+            };
+            experiments.push(ExperimentSettings {
+                hook,
+                candidate,
+                weight,
+                mode: e.mode.unwrap_or(Mode::Live),
+                sticky: e.sticky.unwrap_or(Sticky::Client),
+            });
+        }
+        Settings {
+            listen,
+            memory,
+            policies,
+            scheduler,
+            server,
+            auth,
+            models,
+            experiments,
+        }
+    }
+
+    fn auth(&mut self, raw: RawAuth) -> AuthSettings {
+        let mut keys: Vec<ApiKey> = Vec::new();
+        for (i, k) in raw.keys.into_iter().enumerate() {
+            let path = format!("auth.keys[{i}]");
+            if k.key.trim().is_empty() {
+                self.problem(&format!("{path}.key"), "is empty");
+            }
+            if keys.iter().any(|o| o.key == k.key) {
+                self.problem(&format!("{path}.key"), "is given twice");
+            }
+            keys.push(ApiKey {
+                name: k.name.unwrap_or_else(|| format!("key{i}")),
+                key: k.key,
+                priority: k.priority,
+            });
+        }
+        if raw
+            .admin_key
+            .as_deref()
+            .is_some_and(|k| k.trim().is_empty())
+        {
+            self.problem("auth.admin_key", "is empty");
+        }
+        AuthSettings {
+            admin_key: raw.admin_key,
+            keys,
+        }
+    }
+
+    fn memory(&mut self, raw: RawMemory) -> MemorySettings {
+        let pressure = raw.pressure.unwrap_or(DEFAULT_PRESSURE);
+        if !(pressure > 0.0 && pressure <= 1.0) {
+            self.problem(
+                "memory.pressure",
+                format_args!("{pressure} is not a fraction in (0, 1]"),
+            );
+        }
+        let mut devices = BTreeMap::new();
+        for (name, d) in raw.devices {
+            let path = format!("memory.{name}");
+            if !is_device_name(&name) {
+                self.problem(&path, "is not a device: use `cpu` or `gpu0`, `gpu1`, ...");
+                continue;
+            }
+            let budget = self.size(&format!("{path}.budget"), d.budget);
+            let default_reserve = if name == CPU_DEVICE {
+                DEFAULT_RAM_RESERVE
+            } else {
+                0
+            };
+            let reserve = self
+                .size(&format!("{path}.reserve"), d.reserve)
+                .unwrap_or(default_reserve);
+            devices.insert(name, DeviceBudget { budget, reserve });
+        }
+        MemorySettings { pressure, devices }
+    }
+
+    fn policies(&mut self, raw: RawPolicies) -> PolicySettings {
+        let dir = raw.dir.map(|d| self.base.join(d));
+        if let Some(d) = &dir
+            && !d.is_dir()
+        {
+            self.problem(
+                "policies.dir",
+                format_args!("{} is not a folder", d.display()),
+            );
+        }
+        PolicySettings {
+            eviction: self.policy(
+                "policies.eviction",
+                raw.eviction.as_deref(),
+                DEFAULT_EVICTION_POLICY,
+            ),
+            selection: self.policy(
+                "policies.selection",
+                raw.selection.as_deref(),
+                DEFAULT_SELECTION_POLICY,
+            ),
+            compression: self.policy(
+                "policies.compression",
+                raw.compression.as_deref(),
+                DEFAULT_COMPRESSION_POLICY,
+            ),
+            hook_deadline: self
+                .duration("policies.hook_deadline", raw.hook_deadline)
+                .unwrap_or(crate::engine::DEFAULT_HOOK_DEADLINE),
+            dir: dir.clone(),
+            cache_dir: raw
+                .cache
+                .map(|c| self.base.join(c))
+                .or_else(|| dir.map(|d| d.join(".cache"))),
+        }
+    }
+
+    fn policy(&mut self, path: &str, raw: Option<&str>, default: &str) -> PolicyRef {
+        let name = raw.unwrap_or(default);
+        if name == "none" {
+            return PolicyRef::Fallback;
+        }
+        if builtin::NAMES.contains(&name) {
+            return PolicyRef::Builtin(name.to_string());
+        }
+        if name.ends_with(".wasm") {
+            let file = self.base.join(name);
+            if !file.is_file() {
+                self.problem(path, format_args!("{} does not exist", file.display()));
+            }
+            return PolicyRef::File(file);
+        }
+        self.problem(
+            path,
+            format_args!(
+                "{name:?} is neither a built-in ({}), `none`, nor a path to a .wasm",
+                builtin::NAMES.join(", ")
+            ),
+        );
+        PolicyRef::Fallback
+    }
+
+    fn model(&mut self, id: &str, m: RawModel) -> Option<ModelSettings> {
+        let path = format!("models.{id}");
+        let before = self.problems.len();
+        if id.trim().is_empty() || id == "auto" {
+            self.problem(&path, "is not a usable model id");
+        }
+        let device = m.device.unwrap_or_else(|| CPU_DEVICE.to_string());
+        if !is_device_name(&device) {
+            self.problem(
+                &format!("{path}.device"),
+                format_args!("{device:?} is not `cpu` or `gpuN`"),
+            );
+        }
+        let ttl = self
+            .duration(&format!("{path}.ttl"), m.ttl)
+            .filter(|d| !d.is_zero());
+        let size = self.size(&format!("{path}.size"), m.size);
+        let backend = match (m.cmd, m.url) {
+            (Some(cmd), None) => {
+                for (key, set) in [
+                    ("api_key", m.api_key.is_some()),
+                    ("use_model_name", m.use_model_name.is_some()),
+                    ("control", m.control.is_some()),
+                ] {
+                    if set {
+                        self.problem(&format!("{path}.{key}"), "applies only to `url` models");
+                    }
+                }
+                self.command(
+                    &path,
+                    cmd,
+                    m.file,
+                    m.env,
+                    m.health,
+                    m.start_timeout,
+                    m.stop_timeout,
+                )
+                .map(BackendSettings::Command)
+            }
+            (None, Some(url)) => {
+                for (key, set) in [
+                    ("file", m.file.is_some()),
+                    ("env", !m.env.is_empty()),
+                    ("health", m.health.is_some()),
+                    ("start_timeout", m.start_timeout.is_some()),
+                    ("stop_timeout", m.stop_timeout.is_some()),
+                ] {
+                    if set {
+                        self.problem(&format!("{path}.{key}"), "applies only to `cmd` models");
+                    }
+                }
+                self.openai(&path, id, url, m.api_key, m.use_model_name, m.control)
+                    .map(BackendSettings::OpenAi)
+            }
+            (Some(_), Some(_)) => {
+                self.problem(&path, "has both `cmd` and `url`; give one");
+                None
+            }
+            (None, None) => {
+                self.problem(
+                    &path,
+                    "needs `cmd` (a server to start) or `url` (one that already runs)",
+                );
+                None
+            }
+        };
+        let backend = backend?;
+        if self.problems.len() > before {
+            return None;
+        }
+        let size_estimate = size.unwrap_or_else(|| match &backend {
+            BackendSettings::Command(c) => c
+                .file
+                .as_ref()
+                .and_then(|f| std::fs::metadata(f).ok())
+                .map_or(DEFAULT_RUNTIME_OVERHEAD, |md| {
+                    md.len() + DEFAULT_RUNTIME_OVERHEAD
+                }),
+            // A server that already runs spends its own memory, not ours.
+            BackendSettings::OpenAi(_) | BackendSettings::Simulated { .. } => 0,
+        });
+        Some(ModelSettings {
+            id: id.to_string(),
+            aliases: m.aliases,
+            tags: m.tags,
+            priority: m.priority,
+            pinned: m.pinned,
+            ttl,
+            context_tokens: m.context_tokens.unwrap_or(DEFAULT_CONTEXT_TOKENS),
+            size_estimate,
+            device,
+            backend,
+        })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn command(
+        &mut self,
+        path: &str,
+        cmd: String,
+        file: Option<String>,
+        env: BTreeMap<String, String>,
+        health: Option<String>,
+        start_timeout: Option<RawDuration>,
+        stop_timeout: Option<RawDuration>,
+    ) -> Option<CommandSettings> {
+        let Some(mut argv) = shlex::split(&cmd) else {
+            self.problem(&format!("{path}.cmd"), "has unbalanced quotes");
+            return None;
+        };
+        if argv.is_empty() {
+            self.problem(&format!("{path}.cmd"), "is empty");
+            return None;
+        }
+        if !argv.iter().any(|a| a.contains("${PORT}")) {
+            self.problem(
+                &format!("{path}.cmd"),
+                "never uses ${PORT}: the host picks each server's port",
+            );
+        }
+        // A relative program path (`venv/bin/llama-server`) is relative to the config's folder;
+        // a bare name is looked up on PATH.
+        if argv[0].contains('/') && Path::new(&argv[0]).is_relative() {
+            argv[0] = self.base.join(&argv[0]).display().to_string();
+        }
+        let file = file.map(|f| self.base.join(f));
+        if let Some(f) = &file
+            && !f.is_file()
+        {
+            self.problem(
+                &format!("{path}.file"),
+                format_args!("{} does not exist", f.display()),
+            );
+        }
+        if file.is_none() && argv.iter().any(|a| a.contains("${FILE}")) {
+            self.problem(&format!("{path}.cmd"), "uses ${FILE} but `file` is not set");
+        }
+        let health_path = health.unwrap_or_else(|| DEFAULT_HEALTH_PATH.to_string());
+        if !health_path.starts_with('/') {
+            self.problem(&format!("{path}.health"), "must start with `/`");
+        }
+        Some(CommandSettings {
+            argv,
+            env: env.into_iter().collect(),
+            file,
+            health_path,
+            start_timeout: self
+                .duration(&format!("{path}.start_timeout"), start_timeout)
+                .unwrap_or(DEFAULT_START_TIMEOUT),
+            stop_timeout: self
+                .duration(&format!("{path}.stop_timeout"), stop_timeout)
+                .unwrap_or(DEFAULT_STOP_TIMEOUT),
+        })
+    }
+
+    fn openai(
+        &mut self,
+        path: &str,
+        id: &str,
+        url: String,
+        api_key: Option<String>,
+        use_model_name: Option<String>,
+        control: Option<String>,
+    ) -> Option<OpenAiSettings> {
+        let url = url.trim_end_matches('/').to_string();
+        if !url.starts_with("http://") {
+            self.problem(
+                &format!("{path}.url"),
+                format_args!("{url:?} is not an http:// URL (TLS to backends is not built in)"),
+            );
+        }
+        let control = match control.as_deref() {
+            None | Some("none") => Control::None,
+            Some("ollama") => Control::Ollama,
+            Some("llama-router") => Control::LlamaRouter,
+            Some(other) => {
+                self.problem(
+                    &format!("{path}.control"),
+                    format_args!("{other:?} is not `none`, `ollama` or `llama-router`"),
+                );
+                Control::None
+            }
+        };
+        Some(OpenAiSettings {
+            url,
+            api_key,
+            model_name: use_model_name.unwrap_or_else(|| id.to_string()),
+            control,
+        })
+    }
+
+    fn names_unique(&mut self, models: &[ModelSettings]) {
+        let mut seen: BTreeMap<&str, &str> = BTreeMap::new();
+        for m in models {
+            for alias in &m.aliases {
+                if alias == "auto" {
+                    self.problem(
+                        &format!("models.{}.aliases", m.id),
+                        "`auto` is reserved for select-model",
+                    );
+                }
+                if let Some(owner) = seen.insert(alias, &m.id) {
+                    self.problem(
+                        &format!("models.{}.aliases", m.id),
+                        format_args!("{alias:?} is already a name of models.{owner}"),
+                    );
+                }
+            }
+        }
+        for m in models {
+            if let Some(owner) = seen.get(m.id.as_str()) {
+                self.problem(
+                    &format!("models.{owner}.aliases"),
+                    format_args!("{:?} is the id of another model", m.id),
+                );
+            }
+        }
+    }
+
+    fn size(&mut self, path: &str, raw: Option<RawSize>) -> Option<u64> {
+        match raw? {
+            RawSize::Bytes(n) => Some(n),
+            RawSize::Text(t) => match t.trim().parse::<bytesize::ByteSize>() {
+                Ok(b) => Some(b.as_u64()),
+                Err(e) => {
+                    self.problem(
+                        path,
+                        format_args!("{t:?} is not a size like \"512MiB\" ({e})"),
+                    );
+                    None
+                }
+            },
+        }
+    }
+
+    fn duration(&mut self, path: &str, raw: Option<RawDuration>) -> Option<Duration> {
+        match raw? {
+            RawDuration::Secs(n) => Some(Duration::from_secs(n)),
+            RawDuration::Text(t) => match humantime::parse_duration(t.trim()) {
+                Ok(d) => Some(d),
+                Err(e) => {
+                    self.problem(
+                        path,
+                        format_args!("{t:?} is not a duration like \"90s\" ({e})"),
+                    );
+                    None
+                }
+            },
+        }
+    }
+}
+
+fn is_device_name(name: &str) -> bool {
+    name == CPU_DEVICE
+        || name
+            .strip_prefix("gpu")
+            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+}
