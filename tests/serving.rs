@@ -504,3 +504,49 @@ async fn a_server_that_cannot_start_fails_clearly_then_backs_off() {
     assert_eq!(state_of(&host.status(), "broken"), "failed");
     host.stop().await;
 }
+
+/// A model with two places (llama-server started with `-np 2`): two requests run at once,
+/// the third waits at the host and runs when one ends; all three are answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_model_with_two_places_serves_two_at_once_and_queues_the_third() {
+    let _serial = serial();
+    let d = demo::demo();
+    let host = TestHost::start(settings(&llama_model("a", &d.smollm2, "parallel = 2"))).await;
+    let (code, body) = host.chat("a", 1).await;
+    assert_eq!(code, 200, "{body}");
+    // The server itself has two slots: `${PARALLEL}` reached its command line.
+    let api = host.status().models[0].endpoint.clone().expect("ready");
+    let slots: Value = reqwest::get(format!("{}/slots", api.trim_end_matches("/v1")))
+        .await
+        .expect("llama-server answers")
+        .json()
+        .await
+        .expect("a JSON body");
+    assert_eq!(slots.as_array().map(Vec::len), Some(2), "{slots}");
+
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let three = async {
+        let all = futures_util::future::join_all((0..3).map(|_| host.chat("a", 160))).await;
+        done.store(true, std::sync::atomic::Ordering::SeqCst);
+        all
+    };
+    let watch = async {
+        let (mut most, mut two_and_one) = (0, false);
+        while !done.load(std::sync::atomic::Ordering::SeqCst) {
+            let m = &host.status().models[0];
+            most = most.max(m.in_flight);
+            two_and_one |= m.in_flight == 2 && m.queued == 1;
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        (most, two_and_one)
+    };
+    let (answers, (most, two_and_one)) = tokio::join!(three, watch);
+    for (code, body) in &answers {
+        assert_eq!(*code, 200, "{body}");
+    }
+    assert_eq!(most, 2, "never more than two in flight");
+    assert!(two_and_one, "two in flight while the third queued");
+    let m = &host.status().models[0];
+    assert_eq!((m.in_flight, m.queued), (0, 0));
+    host.stop().await;
+}

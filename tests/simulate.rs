@@ -29,11 +29,22 @@ fn functions_sample(hours: u64) -> Trace {
     t
 }
 
+/// The default catalogue with so many places per model that no request waits for one: the
+/// sample's busiest functions are called hundreds of times a minute, far past the default
+/// places at the default service time, and memory, not compute, is what these tests judge.
+fn with_places_to_spare(t: &Trace) -> Catalogue {
+    let mut c = Catalogue::build(t, None).unwrap();
+    for m in c.models.values_mut() {
+        m.parallel = 10_000;
+    }
+    c
+}
+
 #[test]
 fn on_the_functions_sample_the_lower_bound_is_below_every_policy_and_the_upper_bound_fits() {
     let t = functions_sample(1);
     assert!(t.arrivals.len() > 10_000, "{}", t.arrivals.len());
-    let catalogue = Catalogue::build(&t, None).unwrap();
+    let catalogue = with_places_to_spare(&t);
     let memory = 80 * GIB;
     let b = report::bounds(&t, &catalogue, memory, 200).unwrap();
     assert_eq!(b.lower_method, "lagrangian");
@@ -239,7 +250,7 @@ fn bad_input_is_named() {
 #[test]
 fn on_the_functions_sample_hybrid_pays_a_quarter_less_than_lru_and_within_a_tenth_of_the_bound() {
     let t = functions_sample(6);
-    let catalogue = Catalogue::build(&t, None).unwrap();
+    let catalogue = with_places_to_spare(&t);
     let memory = 80 * GIB;
     let e: PolicyEngine = engine(relaxed());
     let lru = replay(&t, &catalogue, memory, builtin(&e, "lru")).unwrap();
@@ -260,4 +271,33 @@ fn on_the_functions_sample_hybrid_pays_a_quarter_less_than_lru_and_within_a_tent
         "hybrid {} s, lower bound {b:?}",
         hybrid.load_seconds
     );
+}
+
+/// At the default places per model the sample's busiest functions are more than their server
+/// can take: requests queue for a place, their first token comes late, and those that wait
+/// past the queue timeout fail, each counted once, as timed out.
+#[test]
+fn at_the_default_places_busy_models_queue_and_the_report_says_what_users_felt() {
+    let t = functions_sample(1);
+    let catalogue = Catalogue::build(&t, None).unwrap();
+    assert!(catalogue.models.values().all(|m| m.parallel == 4));
+    let e: PolicyEngine = engine(relaxed());
+    let spare = replay(&t, &with_places_to_spare(&t), 80 * GIB, builtin(&e, "lru")).unwrap();
+    let m = replay(&t, &catalogue, 80 * GIB, builtin(&e, "lru")).unwrap();
+    for m in [&spare, &m] {
+        assert_eq!(m.served + m.failed, m.requests, "{m:?}");
+        assert_eq!(m.failed, m.timed_out + m.refused, "{m:?}");
+        assert_eq!(m.ttfts_ms.len() as u64, m.served);
+        assert!(m.ttft_p50_ms <= m.ttft_p99_ms && m.ttft_p99_ms <= m.ttft_max_ms);
+        assert!(
+            m.ttft_max_ms <= 300_000 + 1,
+            "never past the queue timeout: {m:?}"
+        );
+        assert!(m.goodput(std::time::Duration::from_secs(10)) <= m.served);
+    }
+    assert_eq!(spare.failed, 0);
+    assert!(m.timed_out > 0 && m.refused == 0, "{m:?}");
+    assert!(m.ttft_p99_ms > spare.ttft_p99_ms, "{m:?} vs {spare:?}");
+    let slo = std::time::Duration::from_secs(10);
+    assert!(m.goodput(slo) < spare.goodput(slo));
 }

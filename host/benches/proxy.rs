@@ -27,8 +27,9 @@ fn main() -> anyhow::Result<()> {
 async fn run() -> anyhow::Result<()> {
     let upstream = stub().await?;
     let tmp = tempfile::tempdir()?;
+    // Places for every client at once: the bench measures the proxy, not the queue.
     let text = format!(
-        "listen = \"127.0.0.1:0\"\n[models.stub]\nurl = \"{upstream}/v1\"\nsize = \"1MiB\"\n"
+        "listen = \"127.0.0.1:0\"\n[models.stub]\nurl = \"{upstream}/v1\"\nsize = \"1MiB\"\nparallel = 64\n"
     );
     let settings = Settings::from_toml(&text, tmp.path(), "bench")?;
     let (host, _task) = modelyard::cli::serve::start(settings, std::future::pending()).await?;

@@ -57,7 +57,8 @@ enum Command {
     #[command(subcommand)]
     Policy(PolicyCommand),
     /// Replay a request trace through the scheduler with each policy on a virtual clock, and
-    /// compare their swap cost with the offline bounds.
+    /// report what users feel (failed requests, time to first token, goodput) and the swap
+    /// cost, with the offline bounds.
     Simulate {
         /// The trace file (for azure-llm, one or more files).
         #[arg(long, required = true, num_args = 1..)]
@@ -88,6 +89,9 @@ enum Command {
         /// Rounds of the Lagrangian lower bound on long traces (more: tighter, slower).
         #[arg(long, default_value_t = 300)]
         bound_rounds: usize,
+        /// A served request whose first token came within this counts as goodput.
+        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+        slo: std::time::Duration,
     },
 }
 
@@ -196,6 +200,7 @@ fn main() -> ExitCode {
             steps,
             plot,
             bound_rounds,
+            slo,
         } => cli::simulate::simulate(
             report::Options {
                 trace,
@@ -204,6 +209,7 @@ fn main() -> ExitCode {
                 policies,
                 models,
                 bound_rounds,
+                slo,
             },
             (&memory, sweep.as_deref(), steps),
             json,

@@ -50,19 +50,7 @@ pub async fn start(
         program: c.argv[0].clone(),
         reason: format!("no free loopback port: {e}"),
     })?;
-    let vars = [
-        ("PORT", port.to_string()),
-        ("HOST", "127.0.0.1".to_string()),
-        ("MODEL", model.id.clone()),
-        (
-            "FILE",
-            c.file
-                .as_ref()
-                .map(|f| f.display().to_string())
-                .unwrap_or_default(),
-        ),
-        ("CONTEXT", model.context_tokens.to_string()),
-    ];
+    let vars = placeholders(model, c, port);
     let argv: Vec<String> = c.argv.iter().map(|a| substitute(a, &vars)).collect();
     let mut cmd = tokio::process::Command::new(&argv[0]);
     cmd.args(&argv[1..])
@@ -289,6 +277,33 @@ fn die_with_host(cmd: &mut tokio::process::Command) {
     }
 }
 
+/// The values of the placeholders a command line may use.
+fn placeholders(
+    model: &ModelSettings,
+    c: &CommandSettings,
+    port: u16,
+) -> [(&'static str, String); 7] {
+    [
+        ("PORT", port.to_string()),
+        ("HOST", "127.0.0.1".to_string()),
+        ("MODEL", model.id.clone()),
+        (
+            "FILE",
+            c.file
+                .as_ref()
+                .map(|f| f.display().to_string())
+                .unwrap_or_default(),
+        ),
+        ("CONTEXT", model.context_tokens.to_string()),
+        ("PARALLEL", model.parallel.to_string()),
+        // llama-server splits `-c` among its `-np` slots: this gives each the whole window.
+        (
+            "CONTEXT_TOTAL",
+            (u64::from(model.context_tokens) * u64::from(model.parallel)).to_string(),
+        ),
+    ]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -298,5 +313,30 @@ mod tests {
         let vars = [("PORT", "8081".to_string()), ("MODEL", "m".to_string())];
         assert_eq!(substitute("--port=${PORT}", &vars), "--port=8081");
         assert_eq!(substitute("${MODEL}:${OTHER}", &vars), "m:${OTHER}");
+    }
+
+    #[test]
+    fn each_slot_gets_the_whole_context_window() {
+        let c = CommandSettings {
+            argv: vec!["s".into()],
+            env: Vec::new(),
+            file: None,
+            health_path: "/health".into(),
+            start_timeout: std::time::Duration::from_secs(1),
+            stop_timeout: std::time::Duration::from_secs(1),
+        };
+        let model = ModelSettings {
+            context_tokens: 512,
+            parallel: 3,
+            ..ModelSettings::new("m", crate::config::BackendSettings::Command(c.clone()))
+        };
+        let vars = placeholders(&model, &c, 8081);
+        assert_eq!(
+            substitute(
+                "-np ${PARALLEL} -c ${CONTEXT_TOTAL} --ctx ${CONTEXT}",
+                &vars
+            ),
+            "-np 3 -c 1536 --ctx 512"
+        );
     }
 }

@@ -149,7 +149,7 @@ pub fn setup(dir: &Path) -> anyhow::Result<Demo> {
 /// fell to a few tokens/s under load), one slot, the model's context, no web UI.
 pub fn llama_server_cmd(server: &Path) -> String {
     format!(
-        "{} -m ${{FILE}} --alias ${{MODEL}} --host 127.0.0.1 --port ${{PORT}} -t 1 -np 1 -c ${{CONTEXT}} --no-webui",
+        "{} -m ${{FILE}} --alias ${{MODEL}} --host 127.0.0.1 --port ${{PORT}} -t 1 -np ${{PARALLEL}} -c ${{CONTEXT_TOTAL}} --no-webui",
         shlex::try_quote(&server.display().to_string())
             .map_or_else(|_| server.display().to_string(), |q| q.into_owned())
     )
@@ -176,6 +176,7 @@ file = "{smollm2}"
 aliases = ["small"]
 tags = ["chat"]
 context_tokens = 2048
+parallel = 2
 ttl = "10m"
 
 [models.gemma3]
@@ -183,6 +184,7 @@ cmd = "{cmd}"
 file = "{gemma3}"
 tags = ["general"]
 context_tokens = 2048
+parallel = 2
 ttl = "10m"
 
 [models.smollm2-embed]
@@ -190,6 +192,7 @@ cmd = "{cmd} --embeddings --pooling mean"
 file = "{smollm2}"
 tags = ["embeddings"]
 context_tokens = 512
+parallel = 2
 ttl = "10m"
 "#,
         smollm2 = d.smollm2.display(),
@@ -203,6 +206,7 @@ cmd = "{cmd}"
 file = "{}"
 tags = ["code"]
 context_tokens = 2048
+parallel = 2
 ttl = "10m"
 "#,
             q.display()

@@ -45,6 +45,9 @@ pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::ne
 ));
 /// The context window assumed for a model that does not state one.
 pub const DEFAULT_CONTEXT_TOKENS: u32 = 4096;
+/// How many requests a model serves at once unless its config says otherwise (llama-server's
+/// `-np`, llama-swap's `concurrencyLimit`, Ollama's `NUM_PARALLEL`).
+pub const DEFAULT_PARALLEL: u32 = 4;
 /// How long a started server has to answer its health check.
 pub const DEFAULT_START_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long a server has to exit after SIGTERM before it gets SIGKILL.
@@ -211,6 +214,9 @@ pub struct ModelSettings {
     /// Unload after this long idle; `None` keeps the model until it is evicted.
     pub ttl: Option<Duration>,
     pub context_tokens: u32,
+    /// How many requests it serves at once (`${PARALLEL}` in `cmd`); the rest wait in its
+    /// queue.
+    pub parallel: u32,
     /// The configured size, or one estimated from the model file; replaced by the measured
     /// footprint once the model is ready.
     pub size_estimate: u64,
@@ -341,7 +347,8 @@ impl Default for ServerSettings {
 
 impl ModelSettings {
     /// A model served by `backend`, every other key at its documented default (no aliases or
-    /// tags, priority 0, no TTL, the default context window, on the CPU, estimated at 0 bytes).
+    /// tags, priority 0, no TTL, the default context window and parallel slots, on the CPU,
+    /// estimated at 0 bytes).
     pub fn new(id: impl Into<String>, backend: BackendSettings) -> Self {
         ModelSettings {
             id: id.into(),
@@ -351,6 +358,7 @@ impl ModelSettings {
             pinned: false,
             ttl: None,
             context_tokens: DEFAULT_CONTEXT_TOKENS,
+            parallel: DEFAULT_PARALLEL,
             size_estimate: 0,
             device: CPU_DEVICE.to_string(),
             backend,

@@ -108,6 +108,7 @@ pub(super) struct RawModel {
     pub(super) pinned: bool,
     pub(super) ttl: Option<RawDuration>,
     pub(super) context_tokens: Option<u32>,
+    pub(super) parallel: Option<u32>,
     pub(super) size: Option<RawSize>,
     pub(super) device: Option<String>,
     // command backend

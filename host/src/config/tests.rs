@@ -60,6 +60,9 @@ fn every_problem_is_reported_with_its_key_path() {
         url = "https://example.com/v1"
         control = "magic"
         [models.c]
+        [models.f]
+        cmd = "s ${PORT}"
+        parallel = 0
         "#,
     )
     .expect_err("invalid");
@@ -74,6 +77,7 @@ fn every_problem_is_reported_with_its_key_path() {
         "models.b.url:",
         "models.b.control:",
         "models.c: needs `cmd`",
+        "models.f.parallel: must be at least 1",
         "models.d.aliases: \"e\" is the id of another model",
     ] {
         assert!(all.contains(needle), "missing {needle:?} in:\n{all}");

@@ -248,6 +248,13 @@ impl Validator<'_> {
             .duration(&format!("{path}.ttl"), m.ttl)
             .filter(|d| !d.is_zero());
         let size = self.size(&format!("{path}.size"), m.size);
+        let parallel = m.parallel.unwrap_or(DEFAULT_PARALLEL);
+        if parallel == 0 {
+            self.problem(
+                &format!("{path}.parallel"),
+                "must be at least 1: a model that serves no request at once never answers",
+            );
+        }
         let backend = match (m.cmd, m.url) {
             (Some(cmd), None) => {
                 for (key, set) in [
@@ -320,6 +327,7 @@ impl Validator<'_> {
             pinned: m.pinned,
             ttl,
             context_tokens: m.context_tokens.unwrap_or(DEFAULT_CONTEXT_TOKENS),
+            parallel,
             size_estimate,
             device,
             backend,

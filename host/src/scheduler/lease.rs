@@ -82,6 +82,9 @@ impl<'a> Waiter<'a> {
         now: Instant,
     ) -> Result<Option<Lease>, SchedError> {
         match slot.state() {
+            ModelState::Ready if !slot.has_place_for(demand.priority, self.queued.waiting()) => {
+                Ok(None)
+            }
             ModelState::Ready => {
                 let instance = slot.lease().ok_or(SchedError::ShuttingDown)?;
                 let generation = slot.generation();
@@ -225,7 +228,14 @@ impl Drop for Lease {
     fn drop(&mut self) {
         let now = Instant::now();
         let took = millis_since(self.started, now);
-        let idle = self.inner.lock().slots[self.idx].release(now, took, self.failed);
+        let (idle, waiting) = {
+            let mut st = self.inner.lock();
+            let slot = &mut st.slots[self.idx];
+            (slot.release(now, took, self.failed), slot.queued() > 0)
+        };
+        if waiting {
+            self.inner.slot_changed(self.idx);
+        }
         if idle {
             self.inner.room_changed();
         }

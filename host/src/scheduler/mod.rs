@@ -61,7 +61,7 @@ pub enum SchedError {
         queued: u32,
         retry_after: Duration,
     },
-    #[error("{model} did not become ready within {}s", waited.as_secs())]
+    #[error("{model} could not take the request within {}s", waited.as_secs())]
     Timeout { model: String, waited: Duration },
     #[error("{model} failed to load: {reason}")]
     LoadFailed { model: String, reason: String },

@@ -166,6 +166,17 @@ impl Slot {
         self.waiting.keys().next_back().copied()
     }
 
+    /// Whether a request of `priority` may start on it now: it is ready, one of its
+    /// `parallel` places is free, and no request it must let go first waits (one of higher
+    /// priority, or, for a request not yet in the queue, one of the same priority).
+    pub fn has_place_for(&self, priority: i32, queued: bool) -> bool {
+        matches!(self.phase, Phase::Ready { .. })
+            && self.in_flight < self.cfg.parallel
+            && self
+                .waiting_priority()
+                .is_none_or(|p| p < priority || (queued && p == priority))
+    }
+
     /// Bytes it holds (or will hold) on its device: measured once ready, else the estimate.
     pub fn size(&self) -> u64 {
         match self.footprint() {
@@ -227,6 +238,7 @@ impl Slot {
     }
 
     /// A request that took [`Slot::lease`] ends after `took_ms`; true when it is idle now.
+    /// Its place is free again: the caller wakes the queue if anyone waits.
     pub fn release(&mut self, now: Instant, took_ms: u64, failed: bool) -> bool {
         self.in_flight = self.in_flight.saturating_sub(1);
         self.stats.last_used = Some(now);

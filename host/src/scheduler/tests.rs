@@ -378,3 +378,90 @@ async fn eviction_priority_is_the_waiting_requests_not_the_incoming_models() {
     drop(s.acquire("b", &at(9)).await.expect("b replaces a"));
     assert_eq!(s.status().models[0].state, "unloaded");
 }
+
+/// Model `c` with `parallel` places (a and b as in [`scheduler`]).
+fn with_places(parallel: u32) -> Scheduler {
+    scheduler(&format!(
+        "[models.c]\ncmd = \"x ${{PORT}}\"\nsize = \"100MiB\"\nparallel = {parallel}\n"
+    ))
+    .0
+}
+
+/// Polls `fut` once: `Some` if it finished at once.
+fn now_or_never<F: std::future::Future>(fut: std::pin::Pin<&mut F>) -> Option<F::Output> {
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match fut.poll(&mut cx) {
+        std::task::Poll::Ready(out) => Some(out),
+        std::task::Poll::Pending => None,
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn requests_within_a_models_places_start_at_once() {
+    let s = with_places(3);
+    s.load("c").await.expect("loads");
+    let leases: Vec<Lease> =
+        futures_util::future::join_all((0..3).map(|_| s.acquire("c", &NO_DEMAND)))
+            .await
+            .into_iter()
+            .map(|l| l.expect("a place"))
+            .collect();
+    let m = &s.status().models[2];
+    assert_eq!((m.in_flight, m.queued), (3, 0));
+    drop(leases);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_request_past_a_models_places_queues_until_one_frees() {
+    let s = with_places(2);
+    s.load("c").await.expect("loads");
+    let first = s.acquire("c", &NO_DEMAND).await.expect("a place");
+    let _second = s.acquire("c", &NO_DEMAND).await.expect("a place");
+    let third = s.acquire("c", &NO_DEMAND);
+    tokio::pin!(third);
+    assert!(
+        now_or_never(third.as_mut()).is_none(),
+        "the third must wait"
+    );
+    let m = &s.status().models[2];
+    assert_eq!((m.in_flight, m.queued), (2, 1));
+    drop(first);
+    let third = tokio::time::timeout(Duration::from_secs(1), third)
+        .await
+        .expect("a freed place is taken")
+        .expect("a lease");
+    let m = &s.status().models[2];
+    assert_eq!((m.in_flight, m.queued), (2, 0));
+    drop(third);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_freed_place_goes_to_the_highest_priority_waiter() {
+    let s = with_places(1);
+    s.load("c").await.expect("loads");
+    let held = s.acquire("c", &NO_DEMAND).await.expect("a place");
+    let low = Demand::default();
+    let high = Demand {
+        priority: 5,
+        ..Demand::default()
+    };
+    let low = s.acquire("c", &low);
+    let high = s.acquire("c", &high);
+    tokio::pin!(low, high);
+    assert!(now_or_never(low.as_mut()).is_none());
+    assert!(now_or_never(high.as_mut()).is_none());
+    drop(held);
+    // Both wake; only the high-priority request may take the place.
+    let lease = tokio::select! {
+        biased;
+        l = low.as_mut() => panic!("the low-priority request went first: {l:?}"),
+        l = high.as_mut() => l.expect("a lease"),
+    };
+    let m = &s.status().models[2];
+    assert_eq!((m.in_flight, m.queued), (1, 1));
+    drop(lease);
+    tokio::time::timeout(Duration::from_secs(1), low)
+        .await
+        .expect("then the low one")
+        .expect("a lease");
+}

@@ -12,10 +12,12 @@
 //! decode = 50             # output tokens per second
 //! service = "1s"          # a request with no tokens and no run time
 //! run_times = false       # Azure Functions: serve calls for their function's mean run time
+//! parallel = 4            # requests a model serves at once (as `parallel` in `serve`)
 //!
 //! [models.code]
 //! size = "16GiB"
 //! pinned = true
+//! parallel = 8
 //! ```
 
 use std::collections::BTreeMap;
@@ -44,6 +46,8 @@ pub struct Defaults {
     /// Azure Functions: serve each call for its function's mean run time (most of these are
     /// batch jobs of seconds to minutes, far from an LLM request) instead of `service`.
     pub run_times: bool,
+    /// Requests a model serves at once; the rest queue, as in `serve`.
+    pub parallel: u32,
 }
 
 impl Default for Defaults {
@@ -57,6 +61,7 @@ impl Default for Defaults {
             decode: 50.0,
             service: Duration::from_secs(1),
             run_times: false,
+            parallel: crate::config::DEFAULT_PARALLEL,
         }
     }
 }
@@ -72,6 +77,7 @@ pub struct ModelSpec {
     pub pinned: bool,
     pub priority: i32,
     pub tags: Vec<String>,
+    pub parallel: u32,
 }
 
 /// Every model of a simulation, and the defaults they were built from.
@@ -101,6 +107,7 @@ struct RawDefaults {
     decode: Option<f64>,
     service: Option<String>,
     run_times: Option<bool>,
+    parallel: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -115,6 +122,7 @@ struct RawModel {
     priority: i32,
     #[serde(default)]
     tags: Vec<String>,
+    parallel: Option<u32>,
 }
 
 fn size(key: &str, text: &str) -> anyhow::Result<u64> {
@@ -127,6 +135,13 @@ fn size(key: &str, text: &str) -> anyhow::Result<u64> {
 fn duration(key: &str, text: &str) -> anyhow::Result<Duration> {
     humantime::parse_duration(text.trim())
         .map_err(|e| anyhow::anyhow!("{key}: {text:?} is not a duration ({e})"))
+}
+
+fn places(key: &str, value: u32) -> anyhow::Result<u32> {
+    if value == 0 {
+        bail!("{key}: must be at least 1");
+    }
+    Ok(value)
 }
 
 fn rate(key: &str, value: f64) -> anyhow::Result<f64> {
@@ -177,6 +192,9 @@ impl Catalogue {
         if let Some(v) = r.run_times {
             d.run_times = v;
         }
+        if let Some(v) = r.parallel {
+            d.parallel = places("defaults.parallel", v)?;
+        }
         let mut models = BTreeMap::new();
         for (id, hint) in &trace.models {
             let size = hint
@@ -196,6 +214,7 @@ impl Catalogue {
                     pinned: false,
                     priority: 0,
                     tags: Vec::new(),
+                    parallel: d.parallel,
                 },
             );
         }
@@ -212,6 +231,9 @@ impl Catalogue {
             if let Some(t) = &m.service {
                 spec.service = duration(&format!("models.{id}.service"), t)?;
             }
+            if let Some(v) = m.parallel {
+                spec.parallel = places(&format!("models.{id}.parallel"), v)?;
+            }
             spec.pinned = m.pinned;
             spec.priority = m.priority;
             spec.tags = m.tags;
@@ -225,6 +247,12 @@ impl Catalogue {
     /// What loading `model` costs: start-up plus its size read at the bandwidth.
     pub fn load_time(&self, model: &ModelSpec) -> Duration {
         model.startup + Duration::from_secs_f64(model.size as f64 / self.defaults.bandwidth as f64)
+    }
+
+    /// How long after its server takes `a` the first token comes: its prompt at the prefill
+    /// rate (nothing for a trace without token counts).
+    pub fn first_token_time(&self, a: &Arrival) -> Duration {
+        Duration::from_secs_f64(f64::from(a.prompt_tokens) / self.defaults.prefill)
     }
 
     /// How long serving `a` keeps its model busy: its run time if the trace has one, else its
@@ -295,6 +323,9 @@ mod tests {
         std::fs::write(&path, "[models.nope]\nsize = \"3GB\"\n").expect("write");
         let e = Catalogue::build(&trace(), Some(&path)).expect_err("unknown model");
         assert!(e.to_string().contains("\"nope\""), "{e}");
+        std::fs::write(&path, "[models.g]\nparallel = 0\n").expect("write");
+        let e = Catalogue::build(&trace(), Some(&path)).expect_err("no places");
+        assert!(e.to_string().contains("models.g.parallel"), "{e}");
         std::fs::write(&path, "[defaults]\nbandwidth = \"fast\"\n").expect("write");
         let e = format!(
             "{:#}",

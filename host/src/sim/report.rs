@@ -4,6 +4,7 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use serde::Serialize;
@@ -40,7 +41,12 @@ pub struct Options {
     pub models: Option<PathBuf>,
     /// Subgradient rounds of the Lagrangian lower bound.
     pub bound_rounds: usize,
+    /// A served request whose first token came within this counts as goodput.
+    pub slo: Duration,
 }
+
+/// `--slo` unless given.
+pub const DEFAULT_SLO: Duration = Duration::from_secs(10);
 
 /// The offline bounds on the swap cost at one memory size.
 #[derive(Debug, Clone, Serialize)]
@@ -64,6 +70,8 @@ pub struct PolicyRun {
     pub policy: String,
     #[serde(flatten)]
     pub metrics: Metrics,
+    /// Served requests whose first token came within the report's SLO.
+    pub goodput: u64,
     /// Swap cost ÷ the lower bound.
     pub cost_ratio: f64,
     /// FOO's lower bound on the requests in the order this policy served them (after their
@@ -89,6 +97,8 @@ pub struct Report {
     pub models: usize,
     pub span_seconds: f64,
     pub catalogue_bytes: u64,
+    /// The time-to-first-token goal goodput counts against.
+    pub slo_seconds: f64,
     pub points: Vec<Point>,
 }
 
@@ -218,6 +228,7 @@ pub fn simulate(opts: &Options) -> anyhow::Result<Report> {
                 served_lower_bound(&metrics.served_order, &catalogue, memory, opts.bound_rounds)?;
             runs.push(PolicyRun {
                 policy: name.clone(),
+                goodput: metrics.goodput(opts.slo),
                 metrics,
                 cost_ratio,
                 served_lower_seconds,
@@ -246,6 +257,7 @@ pub fn simulate(opts: &Options) -> anyhow::Result<Report> {
         models: catalogue.models.len(),
         span_seconds: (last - first) as f64 / 1000.0,
         catalogue_bytes: catalogue.models.values().map(|m| m.size).sum(),
+        slo_seconds: opts.slo.as_secs_f64(),
         points,
     })
 }
@@ -259,17 +271,33 @@ fn gib(bytes: u64) -> String {
     }
 }
 
-/// The terminal table: one block per memory size.
+/// Milliseconds as seconds with a unit, e.g. `2.41s`.
+fn seconds(ms: u64) -> String {
+    format!("{:.2}s", ms as f64 / 1000.0)
+}
+
+/// `part` of `whole` in percent.
+fn share(part: u64, whole: u64) -> f64 {
+    if whole == 0 {
+        0.0
+    } else {
+        part as f64 * 100.0 / whole as f64
+    }
+}
+
+/// The terminal table: one block per memory size; what users feel first (failed requests,
+/// time to first token, goodput within the SLO), then the swap cost.
 pub fn table(r: &Report) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "trace {}: {} requests over {:.1} h, {} models ({} in all)",
+        "trace {}: {} requests over {:.1} h, {} models ({} in all); goodput: first token within {}s",
         r.trace,
         r.requests,
         r.span_seconds / 3600.0,
         r.models,
-        gib(r.catalogue_bytes)
+        gib(r.catalogue_bytes),
+        r.slo_seconds
     );
     for p in &r.points {
         let b = &p.bounds;
@@ -291,38 +319,42 @@ pub fn table(r: &Report) -> String {
         }
         let _ = writeln!(
             out,
-            "{:<16} {:>9} {:>8} {:>10} {:>11} {:>8} {:>9} {:>9} {:>9} {:>8} {:>7} {:>8} {:>7}",
+            "{:<16} {:>7} {:>9} {:>7} {:>9} {:>9} {:>9} {:>8} {:>7} {:>9} {:>10} {:>7} {:>7} {:>8} {:>7}",
             "policy",
-            "hit rate",
+            "failed",
+            "timed out",
+            "refused",
+            "TTFT p50",
+            "TTFT p99",
+            "TTFT max",
+            "goodput",
             "loads",
             "GB loaded",
-            "load time s",
+            "swap s",
             "thrash",
-            "wait p50",
-            "wait mean",
-            "wait p99",
-            "failed",
             "cost/LB",
-            "served/LB",
+            "hit rate",
             "wall s"
         );
         for run in &p.policies {
             let m = &run.metrics;
             let _ = writeln!(
                 out,
-                "{:<16} {:>8.2}% {:>8} {:>10.1} {:>11.0} {:>8} {:>7}ms {:>7.0}ms {:>7}ms {:>8} {:>7.2} {:>8.2} {:>7.1}",
+                "{:<16} {:>7} {:>9} {:>7} {:>9} {:>9} {:>9} {:>7.2}% {:>7} {:>9.1} {:>10.0} {:>7} {:>7.2} {:>7.2}% {:>7.1}",
                 run.policy,
-                m.hit_rate() * 100.0,
+                m.failed,
+                m.timed_out,
+                m.refused,
+                seconds(m.ttft_p50_ms),
+                seconds(m.ttft_p99_ms),
+                seconds(m.ttft_max_ms),
+                share(run.goodput, m.requests),
                 m.loads,
                 m.bytes_loaded as f64 / 1e9,
                 m.load_seconds,
                 m.thrash,
-                m.wait_p50_ms,
-                m.wait_mean_ms,
-                m.wait_p99_ms,
-                m.failed,
                 run.cost_ratio,
-                ratio(m.load_seconds, run.served_lower_seconds),
+                m.hit_rate() * 100.0,
                 m.wall_seconds
             );
         }

@@ -18,7 +18,7 @@ use super::trace::Trace;
 use crate::backend::{BackendError, Endpoint, Instance, Launcher};
 use crate::config::{BackendSettings, CPU_DEVICE, DeviceBudget, ModelSettings, Settings};
 use crate::engine::{Hook, Hooks, Policy};
-use crate::scheduler::{Demand, Lease, Scheduler, SchedulerOptions};
+use crate::scheduler::{Demand, Lease, SchedError, Scheduler, SchedulerOptions};
 use crate::telemetry::{DeviceUsage, Snapshot, Telemetry};
 
 /// A model reloaded within this long of its eviction counts as thrash.
@@ -29,8 +29,16 @@ pub const THRASH_WINDOW: Duration = Duration::from_secs(60);
 pub struct Metrics {
     pub requests: u64,
     pub served: u64,
-    /// Requests the scheduler turned away (timed out, rejected).
+    /// Requests that got no answer: `timed_out` + `refused`.
     pub failed: u64,
+    /// Requests that waited the whole queue timeout and then failed.
+    pub timed_out: u64,
+    /// Requests turned away without waiting it out (rejected, queue full, load failed).
+    pub refused: u64,
+    /// Time to first token of served requests (queue, load and prefill), in milliseconds.
+    pub ttft_p50_ms: u64,
+    pub ttft_p99_ms: u64,
+    pub ttft_max_ms: u64,
     /// Served requests whose model was ready when they arrived.
     pub hits: u64,
     pub loads: u64,
@@ -52,9 +60,18 @@ pub struct Metrics {
     /// The models of the served requests, in the order they were served (after their waits).
     #[serde(skip)]
     pub served_order: Vec<Arc<str>>,
+    /// Every served request's time to first token in milliseconds, sorted.
+    #[serde(skip)]
+    pub ttfts_ms: Vec<u32>,
 }
 
 impl Metrics {
+    /// Served requests whose first token came within `slo`.
+    pub fn goodput(&self, slo: Duration) -> u64 {
+        let slo = u32::try_from(slo.as_millis()).unwrap_or(u32::MAX);
+        self.ttfts_ms.partition_point(|&t| t <= slo) as u64
+    }
+
     pub fn hit_rate(&self) -> f64 {
         if self.served == 0 {
             0.0
@@ -172,6 +189,7 @@ fn settings(catalogue: &Catalogue, memory: u64) -> Settings {
             pinned: m.pinned,
             priority: m.priority,
             tags: m.tags.clone(),
+            parallel: m.parallel,
             ..ModelSettings::new(
                 &m.id,
                 BackendSettings::Simulated {
@@ -241,6 +259,7 @@ pub fn replay(
                 .or_insert_with(|| Arc::from(a.model.as_str()))
                 .clone();
             let service = catalogue.service_time(a);
+            let first_token = catalogue.first_token_time(a);
             let mut request = Box::pin(async move {
                 let arrived = Instant::now();
                 let lease = sched.acquire(&model, &demand).await;
@@ -249,13 +268,16 @@ pub fn replay(
                 match lease {
                     Ok(l) => {
                         o.served_order.push(model);
-                        o.waits_ms
-                            .push(u32::try_from(waited.as_millis()).unwrap_or(u32::MAX));
+                        o.waits_ms.push(millis(waited));
+                        o.ttfts_ms.push(millis(waited + first_token));
                         o.hits += u64::from(l.ready_on_arrival);
                         Some(l)
                     }
                     Err(e) => {
-                        o.failed += 1;
+                        match e {
+                            SchedError::Timeout { .. } => o.timed_out += 1,
+                            _ => o.refused += 1,
+                        }
                         tracing::debug!(error = %e, "simulated request failed");
                         None
                     }
@@ -291,24 +313,25 @@ pub fn replay(
         let mut o = std::mem::take(&mut *outcomes.lock().unwrap_or_else(|e| e.into_inner()));
         let log = lock(&log);
         o.waits_ms.sort_unstable();
-        let pct = |p: usize| {
-            o.waits_ms
-                .get((o.waits_ms.len() * p / 100).min(o.waits_ms.len().saturating_sub(1)))
-                .map_or(0, |&w| u64::from(w))
-        };
+        o.ttfts_ms.sort_unstable();
         let served = o.waits_ms.len() as u64;
         anyhow::Ok(Metrics {
             requests: trace.arrivals.len() as u64,
             served,
-            failed: o.failed,
+            failed: o.timed_out + o.refused,
+            timed_out: o.timed_out,
+            refused: o.refused,
+            ttft_p50_ms: percentile(&o.ttfts_ms, 50),
+            ttft_p99_ms: percentile(&o.ttfts_ms, 99),
+            ttft_max_ms: o.ttfts_ms.last().map_or(0, |&t| u64::from(t)),
             hits: o.hits,
             loads: log.loads,
             bytes_loaded: log.bytes,
             load_seconds: log.load_seconds,
             evictions: status.eviction.evictions,
             thrash: log.thrash,
-            wait_p50_ms: pct(50),
-            wait_p99_ms: pct(99),
+            wait_p50_ms: percentile(&o.waits_ms, 50),
+            wait_p99_ms: percentile(&o.waits_ms, 99),
             wait_mean_ms: if served == 0 {
                 0.0
             } else {
@@ -318,6 +341,7 @@ pub fn replay(
             fallbacks: status.eviction.fallbacks,
             wall_seconds: 0.0,
             served_order: std::mem::take(&mut o.served_order),
+            ttfts_ms: std::mem::take(&mut o.ttfts_ms),
         })
     })?;
     metrics.wall_seconds = wall.elapsed().as_secs_f64();
@@ -373,7 +397,20 @@ async fn finish(serving: &mut BinaryHeap<Serving>, until: Option<Instant>) {
 #[derive(Debug, Default)]
 struct Outcomes {
     waits_ms: Vec<u32>,
+    ttfts_ms: Vec<u32>,
     served_order: Vec<Arc<str>>,
     hits: u64,
-    failed: u64,
+    timed_out: u64,
+    refused: u64,
+}
+
+/// The value at percentile `p` of `sorted`, 0 when empty.
+fn percentile(sorted: &[u32], p: usize) -> u64 {
+    sorted
+        .get((sorted.len() * p / 100).min(sorted.len().saturating_sub(1)))
+        .map_or(0, |&v| u64::from(v))
+}
+
+fn millis(d: Duration) -> u32 {
+    u32::try_from(d.as_millis()).unwrap_or(u32::MAX)
 }
