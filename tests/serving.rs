@@ -550,3 +550,73 @@ async fn a_model_with_two_places_serves_two_at_once_and_queues_the_third() {
     assert_eq!((m.in_flight, m.queued), (0, 0));
     host.stop().await;
 }
+
+/// A model with one place and a one-second queue timeout, once its mean request time is
+/// known: while a long request holds the place, a burst of short ones is more than a second's
+/// work, so those that would wait past the timeout are refused at once, with a 503 and a
+/// `Retry-After`, instead of waiting it out. Every request gets an answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_that_would_wait_past_the_timeout_is_refused_at_once_with_a_retry_time() {
+    let _serial = serial();
+    let d = demo::demo();
+    let host = TestHost::start(settings(&format!(
+        "[scheduler]\nqueue_timeout = \"1s\"\n{}",
+        llama_model("a", &d.smollm2, "parallel = 1")
+    )))
+    .await;
+    for _ in 0..modelyard::scheduler::ESTIMATE_AFTER {
+        let (code, body) = host.chat("a", 8).await;
+        assert_eq!(code, 200, "{body}");
+    }
+    let long = host.chat("a", 160);
+    let burst = async {
+        assert!(
+            eventually(Duration::from_secs(5), || host.status().models[0].in_flight
+                == 1)
+            .await
+        );
+        let one = || async {
+            let began = std::time::Instant::now();
+            let resp = host
+                .http
+                .post(host.url("/v1/chat/completions"))
+                .json(&serde_json::json!({
+                    "model": "a",
+                    "messages": [{"role": "user", "content": "Hi"}],
+                    "max_tokens": 8,
+                }))
+                .send()
+                .await
+                .expect("the host answers");
+            let retry = resp.headers().get("retry-after").cloned();
+            let code = resp.status().as_u16();
+            let body: Value = resp.json().await.unwrap_or(Value::Null);
+            (code, body, retry, began.elapsed())
+        };
+        futures_util::future::join_all((0..24).map(|_| one())).await
+    };
+    let ((long_code, long_body), answers) = tokio::join!(long, burst);
+    assert_eq!(long_code, 200, "{long_body}");
+    let refused: Vec<_> = answers
+        .iter()
+        .filter(|(_, b, _, _)| b["error"]["code"] == "model_overloaded")
+        .collect();
+    assert!(!refused.is_empty(), "none refused early: {answers:?}");
+    for (code, body, retry, took) in &refused {
+        assert_eq!(*code, 503, "{body}");
+        assert!(retry.is_some(), "a Retry-After: {body}");
+        assert!(
+            *took < Duration::from_millis(500),
+            "refused at once, not after {took:?}"
+        );
+    }
+    for (code, body, _, _) in &answers {
+        assert!(
+            *code == 200
+                || ["model_overloaded", "model_not_ready"]
+                    .contains(&body["error"]["code"].as_str().unwrap_or("")),
+            "{code} {body}"
+        );
+    }
+    host.stop().await;
+}

@@ -274,8 +274,9 @@ fn on_the_functions_sample_hybrid_pays_a_quarter_less_than_lru_and_within_a_tent
 }
 
 /// At the default places per model the sample's busiest functions are more than their server
-/// can take: requests queue for a place, their first token comes late, and those that wait
-/// past the queue timeout fail, each counted once, as timed out.
+/// can take: requests queue for a place and their first token comes late; once a model's
+/// mean request time says a new request would wait past the queue timeout, it is refused at
+/// once instead of waiting it out. Each failure is counted once.
 #[test]
 fn at_the_default_places_busy_models_queue_and_the_report_says_what_users_felt() {
     let t = functions_sample(1);
@@ -296,7 +297,10 @@ fn at_the_default_places_busy_models_queue_and_the_report_says_what_users_felt()
         assert!(m.goodput(std::time::Duration::from_secs(10)) <= m.served);
     }
     assert_eq!(spare.failed, 0);
-    assert!(m.timed_out > 0 && m.refused == 0, "{m:?}");
+    assert!(
+        m.refused > m.timed_out,
+        "most failures are refused early: {m:?}"
+    );
     assert!(m.ttft_p99_ms > spare.ttft_p99_ms, "{m:?} vs {spare:?}");
     let slo = std::time::Duration::from_secs(10);
     assert!(m.goodput(slo) < spare.goodput(slo));

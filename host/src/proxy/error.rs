@@ -80,6 +80,11 @@ impl From<SchedError> for ApiError {
                 (StatusCode::BAD_GATEWAY, "api_error", "model_load_failed")
             }
             SchedError::Crashed { .. } => (StatusCode::BAD_GATEWAY, "api_error", "model_crashed"),
+            SchedError::Overloaded { .. } => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "api_error",
+                "model_overloaded",
+            ),
             SchedError::Timeout { .. } => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "api_error",

@@ -61,6 +61,13 @@ impl<'a> Waiter<'a> {
             }
         }
         if !self.queued.waiting() {
+            let limit = self.inner.settings.scheduler.queue_timeout;
+            if let Some(expected) = slot.expected_wait(demand.priority).filter(|&w| w > limit) {
+                return Err(SchedError::Overloaded {
+                    model: slot.cfg.id.clone(),
+                    expected,
+                });
+            }
             if slot.queued() >= self.inner.settings.scheduler.max_queue {
                 let mean = slot.stats().mean_load_ms();
                 return Err(SchedError::QueueFull {

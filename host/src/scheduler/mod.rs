@@ -4,8 +4,10 @@
 //! per-model statistics the contract exposes, and these promises:
 //! - **single flight**: concurrent requests for a cold model share one load;
 //! - **bounded waits**: each model has a wait queue of `scheduler.max_queue`; past it a request
-//!   is turned away at once ([`SchedError::QueueFull`]), and no request waits longer than
-//!   `scheduler.queue_timeout`;
+//!   is turned away at once ([`SchedError::QueueFull`]), and so is one whose expected wait
+//!   (the requests ahead of it past the model's places, at its mean request time, and a load
+//!   if it needs one) is longer than `scheduler.queue_timeout` ([`SchedError::Overloaded`]);
+//!   no request waits longer than that timeout;
 //! - **room through the policy**: a load that does not fit its device's budget asks
 //!   `choose-eviction`, and so do idle-TTL and memory-pressure unloads; whatever a policy says,
 //!   a pinned model or one with requests in flight is never stopped;
@@ -30,6 +32,7 @@ use tokio::time::Instant;
 
 pub use lease::Lease;
 use lease::Waiter;
+pub use slot::ESTIMATE_AFTER;
 use slot::{Slot, millis_since};
 pub use status::{DeviceStatus, Event, EvictionStats, ModelStatus, Status};
 
@@ -61,6 +64,11 @@ pub enum SchedError {
         queued: u32,
         retry_after: Duration,
     },
+    #[error(
+        "{model} is overloaded: a new request would wait about {}s, more than the queue timeout",
+        expected.as_secs()
+    )]
+    Overloaded { model: String, expected: Duration },
     #[error("{model} could not take the request within {}s", waited.as_secs())]
     Timeout { model: String, waited: Duration },
     #[error("{model} failed to load: {reason}")]
@@ -86,9 +94,11 @@ impl SchedError {
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             SchedError::QueueFull { retry_after, .. }
-            | SchedError::BackingOff { retry_after, .. } => {
-                Some((*retry_after).max(Duration::from_secs(1)))
-            }
+            | SchedError::BackingOff { retry_after, .. }
+            | SchedError::Overloaded {
+                expected: retry_after,
+                ..
+            } => Some((*retry_after).max(Duration::from_secs(1))),
             SchedError::Timeout { .. } | SchedError::Rejected { .. } => {
                 Some(Duration::from_secs(5))
             }

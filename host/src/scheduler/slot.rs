@@ -59,6 +59,10 @@ pub(super) struct Slot {
     stats: Stats,
 }
 
+/// Requests a model serves before the host trusts its mean request time to refuse a request
+/// early.
+pub const ESTIMATE_AFTER: u64 = 8;
+
 /// Counters the contract exposes to policies.
 #[derive(Debug, Default, Clone)]
 pub(super) struct Stats {
@@ -175,6 +179,30 @@ impl Slot {
             && self
                 .waiting_priority()
                 .is_none_or(|p| p < priority || (queued && p == priority))
+    }
+
+    /// A low estimate of how long a request of `priority` that joins its queue now waits to
+    /// start: the requests ahead of it (those in flight, and those waiting with at least its
+    /// priority) past its places, each taking the mean request time a place,
+    /// plus a load if it is not loaded. `None` until it has served [`ESTIMATE_AFTER`]
+    /// requests (and loaded once, if a load is needed): the host never turns a request away
+    /// on a guess it cannot make.
+    pub fn expected_wait(&self, priority: i32) -> Option<Duration> {
+        if self.stats.requests_done < ESTIMATE_AFTER {
+            return None;
+        }
+        let ahead: u32 = self.waiting.range(priority..).map(|(_, n)| n).sum();
+        let busy = u64::from(self.in_flight) + u64::from(ahead);
+        let rounds = (busy + 1).saturating_sub(u64::from(self.cfg.parallel))
+            / u64::from(self.cfg.parallel.max(1));
+        let queue = Duration::from_millis(rounds * u64::from(self.stats.mean_latency_ms()));
+        match self.phase {
+            Phase::Ready { .. } | Phase::Loading { .. } => Some(queue),
+            Phase::Unloaded | Phase::Failed { .. } | Phase::Unloading { .. } => {
+                (self.stats.load_count > 0)
+                    .then(|| queue + Duration::from_millis(self.stats.mean_load_ms().into()))
+            }
+        }
     }
 
     /// Bytes it holds (or will hold) on its device: measured once ready, else the estimate.

@@ -465,3 +465,58 @@ async fn a_freed_place_goes_to_the_highest_priority_waiter() {
         .expect("then the low one")
         .expect("a lease");
 }
+
+/// Serves `n` requests on `model` that each take `took`, one after another.
+async fn serve_for(s: &Scheduler, model: &str, n: u64, took: Duration) {
+    for _ in 0..n {
+        let lease = s.acquire(model, &NO_DEMAND).await.expect("a place");
+        tokio::time::sleep(took).await;
+        drop(lease);
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_request_whose_expected_wait_fits_the_timeout_queues_and_one_past_it_is_refused_at_once()
+{
+    // One place, 2 s a request, a 5 s queue timeout.
+    let s = with_places(1);
+    serve_for(&s, "c", ESTIMATE_AFTER, Duration::from_secs(2)).await;
+    let _held = s.acquire("c", &NO_DEMAND).await.expect("a place");
+    // About 2 s, then 4 s ahead: both within the timeout, so both wait.
+    let first = s.acquire("c", &NO_DEMAND);
+    let second = s.acquire("c", &NO_DEMAND);
+    tokio::pin!(first, second);
+    assert!(now_or_never(first.as_mut()).is_none());
+    assert!(now_or_never(second.as_mut()).is_none());
+    // About 6 s: refused at once, with that as the time to come back.
+    let began = tokio::time::Instant::now();
+    let e = s.acquire("c", &NO_DEMAND).await.expect_err("overloaded");
+    assert_eq!(began.elapsed(), Duration::ZERO);
+    assert!(
+        matches!(e, SchedError::Overloaded { expected, .. } if expected == Duration::from_secs(6)),
+        "{e}"
+    );
+    assert_eq!(e.retry_after(), Some(Duration::from_secs(6)));
+    // A request above the waiting ones' priority has only the one in flight ahead of it.
+    let urgent = Demand {
+        priority: 5,
+        ..Demand::default()
+    };
+    let urgent = s.acquire("c", &urgent);
+    tokio::pin!(urgent);
+    assert!(
+        now_or_never(urgent.as_mut()).is_none(),
+        "it waits, first in line"
+    );
+    assert_eq!(s.status().models[2].queued, 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn before_a_model_has_served_enough_requests_no_request_is_refused_on_a_guess() {
+    let s = with_places(1);
+    serve_for(&s, "c", ESTIMATE_AFTER - 1, Duration::from_secs(10)).await;
+    let _held = s.acquire("c", &NO_DEMAND).await.expect("a place");
+    let waiting = s.acquire("c", &NO_DEMAND);
+    tokio::pin!(waiting);
+    assert!(now_or_never(waiting.as_mut()).is_none(), "it waits");
+}
