@@ -305,3 +305,36 @@ fn at_the_default_places_busy_models_queue_and_the_report_says_what_users_felt()
     let slo = std::time::Duration::from_secs(10);
     assert!(m.goodput(slo) < spare.goodput(slo));
 }
+
+/// Three 40 GiB models in 80 GiB, requested in turn, one every 30 s: LRU evicts exactly the
+/// model needed next, every time; the oracle, through the same scheduler, keeps it. Neither
+/// fails a request, and the host never had to overrule the oracle.
+#[test]
+fn where_the_future_is_obvious_the_oracle_does_better_than_lru() {
+    use modelyard::sim::run::{Chooser, replay_with};
+    use modelyard::sim::trace::Arrival;
+    let mut t = Trace::default();
+    for (i, m) in ["a", "b", "c"].iter().cycle().take(60).enumerate() {
+        t.models.entry((*m).into()).or_default();
+        t.arrivals.push(Arrival {
+            t_ms: i as u64 * 30_000,
+            model: (*m).into(),
+            prompt_tokens: 0,
+            output_tokens: 0,
+            service_ms: None,
+        });
+    }
+    let mut c = Catalogue::build(&t, None).unwrap();
+    for m in c.models.values_mut() {
+        m.size = 40 * GIB;
+    }
+    let e: PolicyEngine = engine(relaxed());
+    let lru = replay(&t, &c, 80 * GIB, builtin(&e, "lru")).unwrap();
+    let oracle = replay_with(&t, &c, 80 * GIB, Chooser::Oracle).unwrap();
+    assert_eq!((lru.failed, oracle.failed), (0, 0));
+    assert_eq!(lru.loads, 60, "LRU misses every request: {lru:?}");
+    assert!(oracle.loads <= 32, "{oracle:?}");
+    assert!(oracle.load_seconds < lru.load_seconds);
+    assert!(oracle.ttft_p99_ms <= lru.ttft_p99_ms);
+    assert!(oracle.decisions > 0 && oracle.fallbacks == 0, "{oracle:?}");
+}

@@ -68,7 +68,8 @@ enum Command {
         /// The memory models share.
         #[arg(long, default_value = "80GiB")]
         memory: String,
-        /// A policy to replay (a built-in name or a .wasm file); repeatable.
+        /// A policy to replay (a built-in name, a .wasm file, or `oracle`: evictions that know
+        /// the trace's future, the yardstick the others are divided by); repeatable.
         #[arg(long = "policy", default_values = ["lru", "hybrid"])]
         policies: Vec<String>,
         /// A TOML model catalogue: sizes, start-up times, bandwidth, token rates.

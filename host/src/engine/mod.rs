@@ -30,7 +30,7 @@ use wasmtime::component::{HasSelf, Linker};
 pub use bindings::types;
 pub use cache::CacheStats;
 pub use error::{LoadError, PolicyError};
-pub use hooks::{Decided, DecidedBy, Hooks, smoke};
+pub use hooks::{Decided, DecidedBy, Hooks, NativeEviction, smoke};
 
 /// The native defaults, one per hook (each lives in its hook's file under `hooks/`).
 pub mod fallback {

@@ -4,6 +4,7 @@
 
 pub mod bounds;
 pub mod catalogue;
+pub mod oracle;
 pub mod report;
 pub mod run;
 pub mod trace;

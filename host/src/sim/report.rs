@@ -11,7 +11,8 @@ use serde::Serialize;
 
 use super::bounds::{self, Item, Problem};
 use super::catalogue::Catalogue;
-use super::run::{self, Metrics};
+use super::oracle;
+use super::run::{self, Chooser, Metrics};
 use super::trace::{self, Format, Trace};
 use crate::engine::{EngineSettings, Hook, PolicyEngine};
 
@@ -72,12 +73,38 @@ pub struct PolicyRun {
     pub metrics: Metrics,
     /// Served requests whose first token came within the report's SLO.
     pub goodput: u64,
+    /// Its figures over the oracle's at the same memory, when the oracle ran too.
+    pub vs_oracle: Option<VsOracle>,
     /// Swap cost ÷ the lower bound.
     pub cost_ratio: f64,
     /// FOO's lower bound on the requests in the order this policy served them (after their
     /// waits). Its schedule is one way to serve that sequence, so this never exceeds its cost,
     /// even when waiting let one load serve requests the trace's bound counts apart.
     pub served_lower_seconds: f64,
+}
+
+/// A policy's figures divided by the oracle's (1 where both are 0; `None` where only the
+/// oracle's is 0).
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct VsOracle {
+    pub failed: Option<f64>,
+    pub ttft_p99: Option<f64>,
+    pub swap_seconds: Option<f64>,
+}
+
+impl VsOracle {
+    fn of(m: &Metrics, oracle: &Metrics) -> Self {
+        let over = |a: f64, b: f64| match (a > 0.0, b > 0.0) {
+            (_, true) => Some(a / b),
+            (false, false) => Some(1.0),
+            (true, false) => None,
+        };
+        Self {
+            failed: over(m.failed as f64, oracle.failed as f64),
+            ttft_p99: over(m.ttft_p99_ms as f64, oracle.ttft_p99_ms as f64),
+            swap_seconds: over(m.load_seconds, oracle.load_seconds),
+        }
+    }
 }
 
 /// Every policy at one memory size.
@@ -207,21 +234,25 @@ pub fn simulate(opts: &Options) -> anyhow::Result<Report> {
     let engine = PolicyEngine::new(engine_settings())?;
     let mut policies = Vec::new();
     for name in &opts.policies {
+        if name == oracle::NAME {
+            policies.push((name.clone(), Chooser::Oracle));
+            continue;
+        }
         let policy = engine
             .resolve(name, Path::new("."))
             .map_err(|e| anyhow::anyhow!("policy {name}: {e}"))?;
         if !policy.exports(Hook::ChooseEviction) {
             bail!("policy {name} does not export choose-eviction, which the simulator replays");
         }
-        policies.push((name.clone(), Arc::new(policy)));
+        policies.push((name.clone(), Chooser::Policy(Arc::new(policy))));
     }
     let mut points = Vec::new();
     for &memory in &opts.memory {
         let bounds = bounds(&trace, &catalogue, memory, opts.bound_rounds)?;
         let mut runs = Vec::new();
-        for (name, policy) in &policies {
+        for (name, chooser) in &policies {
             tracing::info!(policy = %name, memory, "replaying");
-            let metrics = run::replay(&trace, &catalogue, memory, policy.clone())
+            let metrics = run::replay_with(&trace, &catalogue, memory, chooser.clone())
                 .with_context(|| format!("replaying with {name}"))?;
             let cost_ratio = ratio(metrics.load_seconds, bounds.lower_seconds);
             let served_lower_seconds =
@@ -229,10 +260,17 @@ pub fn simulate(opts: &Options) -> anyhow::Result<Report> {
             runs.push(PolicyRun {
                 policy: name.clone(),
                 goodput: metrics.goodput(opts.slo),
+                vs_oracle: None,
                 metrics,
                 cost_ratio,
                 served_lower_seconds,
             });
+        }
+        if let Some(o) = runs.iter().find(|r| r.policy == oracle::NAME) {
+            let o = o.metrics.clone();
+            for r in &mut runs {
+                r.vs_oracle = Some(VsOracle::of(&r.metrics, &o));
+            }
         }
         points.push(Point {
             memory_bytes: memory,
@@ -274,6 +312,11 @@ fn gib(bytes: u64) -> String {
 /// Milliseconds as seconds with a unit, e.g. `2.41s`.
 fn seconds(ms: u64) -> String {
     format!("{:.2}s", ms as f64 / 1000.0)
+}
+
+/// A ratio to the oracle's figure, `-` where the oracle's is 0 and this one's is not.
+fn times(r: Option<f64>) -> String {
+    r.map_or_else(|| "-".into(), |r| format!("{r:.2}x"))
 }
 
 /// `part` of `whole` in percent.
@@ -336,6 +379,10 @@ pub fn table(r: &Report) -> String {
             "hit rate",
             "wall s"
         );
+        if p.policies.iter().any(|r| r.vs_oracle.is_some()) {
+            out.pop();
+            let _ = writeln!(out, " {:>9} {:>9} {:>9}", "÷or fail", "÷or p99", "÷or swap");
+        }
         for run in &p.policies {
             let m = &run.metrics;
             let _ = writeln!(
@@ -357,6 +404,16 @@ pub fn table(r: &Report) -> String {
                 m.hit_rate() * 100.0,
                 m.wall_seconds
             );
+            if let Some(v) = run.vs_oracle {
+                out.pop();
+                let _ = writeln!(
+                    out,
+                    " {:>9} {:>9} {:>9}",
+                    times(v.failed),
+                    times(v.ttft_p99),
+                    times(v.swap_seconds)
+                );
+            }
         }
     }
     out

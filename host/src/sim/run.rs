@@ -14,6 +14,7 @@ use serde::Serialize;
 use tokio::time::Instant;
 
 use super::catalogue::Catalogue;
+use super::oracle::Oracle;
 use super::trace::Trace;
 use crate::backend::{BackendError, Endpoint, Instance, Launcher};
 use crate::config::{BackendSettings, CPU_DEVICE, DeviceBudget, ModelSettings, Settings};
@@ -201,12 +202,30 @@ fn settings(catalogue: &Catalogue, memory: u64) -> Settings {
     settings
 }
 
+/// What answers `choose-eviction` in a replay.
+#[derive(Debug, Clone)]
+pub enum Chooser {
+    Policy(Arc<Policy>),
+    /// The oracle, which reads the trace's future ([`super::oracle`]).
+    Oracle,
+}
+
 /// Replays `trace` with `policy` serving `choose-eviction` on a device of `memory` bytes.
 pub fn replay(
     trace: &Trace,
     catalogue: &Catalogue,
     memory: u64,
     policy: Arc<Policy>,
+) -> anyhow::Result<Metrics> {
+    replay_with(trace, catalogue, memory, Chooser::Policy(policy))
+}
+
+/// Replays `trace` with `chooser` deciding evictions on a device of `memory` bytes.
+pub fn replay_with(
+    trace: &Trace,
+    catalogue: &Catalogue,
+    memory: u64,
+    chooser: Chooser,
 ) -> anyhow::Result<Metrics> {
     let wall = std::time::Instant::now();
     let settings = Arc::new(settings(catalogue, memory));
@@ -216,7 +235,14 @@ pub fn replay(
         .build()?;
     let mut metrics = rt.block_on(async {
         let hooks = Arc::new(Hooks::new());
-        hooks.set(Hook::ChooseEviction, Some(policy));
+        match chooser {
+            Chooser::Policy(policy) => {
+                hooks.set(Hook::ChooseEviction, Some(policy));
+            }
+            Chooser::Oracle => {
+                hooks.set_native_eviction(Some(Arc::new(Oracle::new(trace, catalogue))));
+            }
+        }
         let log = Arc::new(Mutex::new(SwapLog::default()));
         let launcher = SimLauncher { log: log.clone() };
         let telemetry = Telemetry::fixed(Snapshot {

@@ -2,16 +2,33 @@
 //! the guest call, the host's rules for an answer, the native fallback (LRU) and the smoke
 //! sample.
 
-use super::{Decided, Hooks};
+use std::sync::Arc;
+
+use super::{Decided, DecidedBy, Hooks};
 use crate::engine::types::{EvictionDecision, EvictionRequest, Model, ModelState};
 use crate::engine::{Hook, Policy, PolicyError, sample};
 
 /// Models in the smoke sample.
 const SMOKE_MODELS: usize = 6;
 
+/// A `choose-eviction` written in Rust, held to the same rules as a policy's answers.
+pub trait NativeEviction: Send + Sync + std::fmt::Debug {
+    /// Its name, as decisions report it.
+    fn name(&self) -> &str;
+    fn choose_eviction(&self, req: &EvictionRequest) -> EvictionDecision;
+}
+
 impl Hooks {
     pub fn choose_eviction(&self, req: &EvictionRequest) -> Decided<EvictionDecision> {
         self.choose_eviction_for("", req)
+    }
+
+    /// Makes `native` answer `choose-eviction` in place of any policy or experiment.
+    pub fn set_native_eviction(&self, native: Option<Arc<dyn NativeEviction>>) {
+        *self
+            .native_eviction
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = native;
     }
 
     /// `choose-eviction` for the request whose sticky key is `key` (it picks the arm of a
@@ -21,6 +38,28 @@ impl Hooks {
         key: &str,
         req: &EvictionRequest,
     ) -> Decided<EvictionDecision> {
+        let native = self
+            .native_eviction
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        if let Some(native) = native {
+            let name = native.name().to_string();
+            return match validate(req, native.choose_eviction(req)) {
+                Ok(value) => Decided {
+                    value,
+                    by: DecidedBy::Policy(name),
+                },
+                Err(reason) => Decided {
+                    value: fallback(req),
+                    by: DecidedBy::Fallback(Some(PolicyError::InvalidDecision {
+                        policy: name,
+                        hook: Hook::ChooseEviction,
+                        reason,
+                    })),
+                },
+            };
+        }
         self.run(
             Hook::ChooseEviction,
             key,

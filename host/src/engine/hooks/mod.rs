@@ -25,6 +25,8 @@ pub enum DecidedBy {
     Fallback(Option<PolicyError>),
 }
 
+pub use eviction::NativeEviction;
+
 /// A decision and who made it.
 #[derive(Debug, Clone)]
 pub struct Decided<T> {
@@ -45,6 +47,9 @@ impl<T> Decided<T> {
 pub struct Hooks {
     slots: HookMap<RwLock<Option<Arc<Policy>>>>,
     experiments: HookMap<RwLock<Option<Arc<Experiment>>>>,
+    /// A native `choose-eviction` that answers instead of any policy: only the simulator's
+    /// oracle, which knows the trace's future and so cannot be a policy.
+    native_eviction: RwLock<Option<Arc<dyn eviction::NativeEviction>>>,
 }
 
 impl Hooks {
