@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use tokio::time::Instant;
 
-use super::slot::{Slot, millis_since};
+use super::slot::{Slot, Ticket, millis_since};
 use super::{CRASH_CONFIRM, Demand, Inner, SchedError, State, room};
 use crate::backend::{CountError, Endpoint, Instance};
 use crate::engine::types::ModelState;
@@ -57,6 +57,10 @@ impl<'a> Waiter<'a> {
             Ok(None) => {}
             done => {
                 self.queued.leave(slot);
+                // The next in line may have looked before this one left: it looks again.
+                if slot.place_free_for_queue() {
+                    self.inner.slot_changed(self.idx);
+                }
                 return done;
             }
         }
@@ -89,7 +93,7 @@ impl<'a> Waiter<'a> {
         now: Instant,
     ) -> Result<Option<Lease>, SchedError> {
         match slot.state() {
-            ModelState::Ready if !slot.has_place_for(demand.priority, self.queued.waiting()) => {
+            ModelState::Ready if !slot.has_place_for(self.queued.ticket(), demand.priority) => {
                 Ok(None)
             }
             ModelState::Ready => {
@@ -143,8 +147,8 @@ impl<'a> Waiter<'a> {
 struct Queued<'a> {
     inner: &'a Inner,
     idx: usize,
-    /// The priority it waits with, while it waits.
-    place: Option<i32>,
+    /// Its place in line, while it waits.
+    place: Option<Ticket>,
 }
 
 impl<'a> Queued<'a> {
@@ -160,16 +164,19 @@ impl<'a> Queued<'a> {
         self.place.is_some()
     }
 
+    pub fn ticket(&self) -> Option<Ticket> {
+        self.place
+    }
+
     pub fn join(&mut self, slot: &mut Slot, priority: i32) {
         if self.place.is_none() {
-            slot.join_queue(priority);
-            self.place = Some(priority);
+            self.place = Some(slot.join_queue(priority));
         }
     }
 
     pub fn leave(&mut self, slot: &mut Slot) {
-        if let Some(priority) = self.place.take() {
-            slot.leave_queue(priority);
+        if let Some(ticket) = self.place.take() {
+            slot.leave_queue(ticket);
         }
     }
 }

@@ -6,7 +6,8 @@
 //! slot is shown lives elsewhere: to policies in [`super::view`], to people in
 //! [`super::status`].
 
-use std::collections::BTreeMap;
+use std::cmp::Reverse;
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -52,12 +53,19 @@ pub(super) struct Slot {
     /// How the latest finished attempt ended, for the requests that waited on it.
     outcome: Option<(u64, Result<(), SchedError>)>,
     in_flight: u32,
-    /// Requests waiting for it, counted by their priority.
-    waiting: BTreeMap<i32, u32>,
+    /// Requests waiting for it, in the order they are let in: the last is first in line
+    /// (the highest priority, and the earliest among equals).
+    waiting: BTreeSet<Ticket>,
+    /// The number the next request to join the queue gets.
+    next_ticket: u64,
     consecutive_failures: u32,
     last_error: Option<String>,
     stats: Stats,
 }
+
+/// A request's place in a model's queue: its priority, then its arrival (earlier first).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Ticket(i32, Reverse<u64>);
 
 /// Requests a model serves before the host trusts its mean request time to refuse a request
 /// early.
@@ -95,7 +103,8 @@ impl Slot {
             generation: 0,
             outcome: None,
             in_flight: 0,
-            waiting: BTreeMap::new(),
+            waiting: BTreeSet::new(),
+            next_ticket: 0,
             consecutive_failures: 0,
             last_error: None,
             stats: Stats::default(),
@@ -162,23 +171,29 @@ impl Slot {
     }
 
     pub fn queued(&self) -> u32 {
-        self.waiting.values().sum()
+        u32::try_from(self.waiting.len()).unwrap_or(u32::MAX)
     }
 
     /// The highest priority among the requests waiting for it.
     pub fn waiting_priority(&self) -> Option<i32> {
-        self.waiting.keys().next_back().copied()
+        self.waiting.last().map(|t| t.0)
     }
 
-    /// Whether a request of `priority` may start on it now: it is ready, one of its
-    /// `parallel` places is free, and no request it must let go first waits (one of higher
-    /// priority, or, for a request not yet in the queue, one of the same priority).
-    pub fn has_place_for(&self, priority: i32, queued: bool) -> bool {
+    /// Whether a request may start on it now: it is ready, one of its `parallel` places is
+    /// free, and the request is first in line (`ticket`, once it waits), or, not yet waiting,
+    /// of higher priority than every request that does.
+    pub fn has_place_for(&self, ticket: Option<Ticket>, priority: i32) -> bool {
         matches!(self.phase, Phase::Ready { .. })
             && self.in_flight < self.cfg.parallel
-            && self
-                .waiting_priority()
-                .is_none_or(|p| p < priority || (queued && p == priority))
+            && match ticket {
+                Some(t) => self.waiting.last() == Some(&t),
+                None => self.waiting_priority().is_none_or(|p| p < priority),
+            }
+    }
+
+    /// True when a request waits while a place is free: the first in line should look again.
+    pub fn place_free_for_queue(&self) -> bool {
+        !self.waiting.is_empty() && self.in_flight < self.cfg.parallel
     }
 
     /// A low estimate of how long a request of `priority` that joins its queue now waits to
@@ -191,7 +206,10 @@ impl Slot {
         if self.stats.requests_done < ESTIMATE_AFTER {
             return None;
         }
-        let ahead: u32 = self.waiting.range(priority..).map(|(_, n)| n).sum();
+        let ahead = self
+            .waiting
+            .range(Ticket(priority, Reverse(u64::MAX))..)
+            .count() as u64;
         let busy = u64::from(self.in_flight) + u64::from(ahead);
         let rounds = (busy + 1).saturating_sub(u64::from(self.cfg.parallel))
             / u64::from(self.cfg.parallel.max(1));
@@ -242,19 +260,17 @@ impl Slot {
 
     // ---- requests ----
 
-    /// Takes a place in its wait queue.
-    pub fn join_queue(&mut self, priority: i32) {
-        *self.waiting.entry(priority).or_default() += 1;
+    /// Takes a place in its wait queue, behind every request of its priority or higher.
+    pub fn join_queue(&mut self, priority: i32) -> Ticket {
+        let t = Ticket(priority, Reverse(self.next_ticket));
+        self.next_ticket += 1;
+        self.waiting.insert(t);
+        t
     }
 
     /// Gives back a place taken with [`Slot::join_queue`].
-    pub fn leave_queue(&mut self, priority: i32) {
-        if let Some(n) = self.waiting.get_mut(&priority) {
-            *n -= 1;
-            if *n == 0 {
-                self.waiting.remove(&priority);
-            }
-        }
+    pub fn leave_queue(&mut self, ticket: Ticket) {
+        self.waiting.remove(&ticket);
     }
 
     /// A request starts on it, if it is ready: its server.

@@ -520,3 +520,47 @@ async fn before_a_model_has_served_enough_requests_no_request_is_refused_on_a_gu
     tokio::pin!(waiting);
     assert!(now_or_never(waiting.as_mut()).is_none(), "it waits");
 }
+
+#[tokio::test(start_paused = true)]
+async fn among_equal_priorities_a_freed_place_goes_to_the_request_that_waited_longest() {
+    let s = with_places(1);
+    s.load("c").await.expect("loads");
+    let held = s.acquire("c", &NO_DEMAND).await.expect("a place");
+    let first = s.acquire("c", &NO_DEMAND);
+    let second = s.acquire("c", &NO_DEMAND);
+    tokio::pin!(first, second);
+    assert!(now_or_never(first.as_mut()).is_none());
+    assert!(now_or_never(second.as_mut()).is_none());
+    drop(held);
+    let lease = tokio::select! {
+        biased;
+        l = second.as_mut() => panic!("the later request went first: {l:?}"),
+        l = first.as_mut() => l.expect("a lease"),
+    };
+    drop(lease);
+    tokio::time::timeout(Duration::from_secs(1), second)
+        .await
+        .expect("then the second")
+        .expect("a lease");
+}
+
+#[tokio::test(start_paused = true)]
+async fn when_several_places_free_at_once_every_waiter_that_fits_starts() {
+    let s = with_places(3);
+    s.load("c").await.expect("loads");
+    let held: Vec<Lease> =
+        futures_util::future::join_all((0..3).map(|_| s.acquire("c", &NO_DEMAND)))
+            .await
+            .into_iter()
+            .map(|l| l.expect("a place"))
+            .collect();
+    let waiting = futures_util::future::join_all((0..3).map(|_| s.acquire("c", &NO_DEMAND)));
+    tokio::pin!(waiting);
+    assert!(now_or_never(waiting.as_mut()).is_none());
+    assert_eq!(s.status().models[2].queued, 3);
+    drop(held);
+    let all = tokio::time::timeout(Duration::from_secs(1), waiting)
+        .await
+        .expect("all three start");
+    assert!(all.iter().all(Result::is_ok));
+}
