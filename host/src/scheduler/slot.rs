@@ -210,7 +210,7 @@ impl Slot {
             .waiting
             .range(Ticket(priority, Reverse(u64::MAX))..)
             .count() as u64;
-        let busy = u64::from(self.in_flight) + u64::from(ahead);
+        let busy = u64::from(self.in_flight) + ahead;
         let rounds = (busy + 1).saturating_sub(u64::from(self.cfg.parallel))
             / u64::from(self.cfg.parallel.max(1));
         let queue = Duration::from_millis(rounds * u64::from(self.stats.mean_latency_ms()));
