@@ -19,6 +19,7 @@
 mod housekeeping;
 mod lease;
 mod room;
+mod signal;
 mod slot;
 mod status;
 mod view;
@@ -27,8 +28,9 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use tokio::sync::watch;
 use tokio::time::Instant;
+
+use signal::Signal;
 
 pub use lease::Lease;
 use lease::Waiter;
@@ -165,10 +167,10 @@ struct Inner {
     capacity: BTreeMap<String, u64>,
     state: Mutex<State>,
     /// Per model: bumped when its state changes, which is all its waiting requests wait for.
-    slot_changed: Vec<watch::Sender<u64>>,
+    slot_changed: Vec<Signal>,
     /// Bumped by each change that can make room (a model goes idle, one stops, a load ends)
     /// while a load waiting for room listens; with no listener nothing is sent.
-    room_changes: watch::Sender<u64>,
+    room_changes: Signal,
     /// One eviction conversation at a time per device.
     room: BTreeMap<String, tokio::sync::Mutex<()>>,
     epoch: Instant,
@@ -249,11 +251,7 @@ impl Scheduler {
         for (i, m) in settings.models.iter().enumerate() {
             names.insert(m.id.clone(), i);
         }
-        let slot_changed = settings
-            .models
-            .iter()
-            .map(|_| watch::channel(0).0)
-            .collect();
+        let slot_changed = settings.models.iter().map(|_| Signal::default()).collect();
         let inner = Arc::new(Inner {
             room: devices
                 .iter()
@@ -267,7 +265,7 @@ impl Scheduler {
             capacity,
             state: Mutex::new(state),
             slot_changed,
-            room_changes: watch::channel(0).0,
+            room_changes: Signal::default(),
             epoch: Instant::now(),
             names,
             inline: options.inline_calls,
@@ -301,18 +299,17 @@ impl Scheduler {
         }
         // Made when the request first waits, under the state lock: a change after the state it
         // saw is sent after that lock is released, so it is not missed.
-        let mut rx: Option<watch::Receiver<u64>> = None;
+        let mut rx: Option<signal::Listener<'_>> = None;
         loop {
             let rx = {
                 let mut st = inner.lock();
                 if let Some(lease) = waiter.look(&mut st, demand)? {
                     return Ok(lease);
                 }
-                rx.get_or_insert_with(|| inner.slot_changed[idx].subscribe())
+                rx.get_or_insert_with(|| inner.slot_changed[idx].listen())
             };
             match tokio::time::timeout_at(deadline, rx.changed()).await {
-                Ok(Ok(())) => {}
-                Ok(Err(_)) => return Err(SchedError::ShuttingDown),
+                Ok(()) => {}
                 Err(_) => {
                     return Err(SchedError::Timeout {
                         model: inner.lock().slots[idx].cfg.id.clone(),
@@ -427,8 +424,8 @@ impl Scheduler {
             st.shutting_down = true;
             st.slots.iter_mut().filter_map(Slot::shut_down).collect()
         };
-        for tx in &self.inner.slot_changed {
-            tx.send_modify(|v| *v = v.wrapping_add(1));
+        for signal in &self.inner.slot_changed {
+            signal.bump();
         }
         self.inner.room_changed();
         futures_util::future::join_all(instances.iter().map(|i| i.stop())).await;
@@ -463,17 +460,13 @@ impl Inner {
     /// Wakes the loads waiting for room, if any (this runs as each request ends); a load that
     /// starts listening just after the check reads the state after this change.
     fn room_changed(&self) {
-        if self.room_changes.receiver_count() > 0 {
-            self.room_changes.send_modify(|n| *n = n.wrapping_add(1));
-        }
+        self.room_changes.bump();
     }
 
     /// Wakes the requests waiting for model `idx`.
     fn slot_changed(&self, idx: usize) {
-        if let Some(tx) = self.slot_changed.get(idx)
-            && tx.receiver_count() > 0
-        {
-            tx.send_modify(|v| *v = v.wrapping_add(1));
+        if let Some(signal) = self.slot_changed.get(idx) {
+            signal.bump();
         }
     }
 

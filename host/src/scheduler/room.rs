@@ -199,10 +199,10 @@ async fn make_room(inner: &Arc<Inner>, idx: usize, key: &str) -> Result<(), Sche
 /// has waited `scheduler.queue_timeout`.
 async fn ask_for_room(inner: &Arc<Inner>, idx: usize, key: &str) -> Result<(), SchedError> {
     let deadline = Instant::now() + inner.settings.scheduler.queue_timeout;
-    let mut rx = inner.room_changes.subscribe();
+    let mut rx = inner.room_changes.listen();
     loop {
         // Changes from here on, to the state the policy is about to see, count as new.
-        rx.borrow_and_update();
+        rx.mark_seen();
         let (req, id) = {
             let mut st = inner.lock();
             let id = st.slots[idx].cfg.id.clone();
@@ -240,7 +240,7 @@ async fn ask_for_room(inner: &Arc<Inner>, idx: usize, key: &str) -> Result<(), S
                 // pause whatever happened: a policy may wait on time alone (a model it guards
                 // grows colder while nothing happens), or give up waiting.
                 let recheck = (Instant::now() + WAIT_RECHECK).min(deadline);
-                while let Ok(Ok(())) = tokio::time::timeout_at(recheck, rx.changed()).await {
+                while let Ok(()) = tokio::time::timeout_at(recheck, rx.changed()).await {
                     if could_fit(inner, idx) {
                         break;
                     }
