@@ -61,10 +61,21 @@ enum Command {
     /// cost, with the offline bounds.
     Simulate {
         /// The trace file (for azure-llm, one or more files).
-        #[arg(long, required = true, num_args = 1..)]
+        #[arg(long, required_unless_present = "suite", num_args = 1..)]
         trace: Vec<PathBuf>,
-        #[arg(long, value_enum)]
-        format: trace::Format,
+        #[arg(long, value_enum, required_unless_present = "suite")]
+        format: Option<trace::Format>,
+        /// Replay the trace suite instead: the public traces in `--traces` and seeded
+        /// synthetic workloads, each at a tight, a middle and a roomy memory size, with the
+        /// oracle beside the policies; prints one matrix.
+        #[arg(long, conflicts_with_all = ["trace", "format", "sweep", "models"])]
+        suite: bool,
+        /// Where the suite finds the public traces.
+        #[arg(long, default_value = "tests/data/traces")]
+        traces: PathBuf,
+        /// With `--suite`: keep only each workload's first stretch this long (e.g. 10m).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        span: Option<std::time::Duration>,
         /// The memory models share.
         #[arg(long, default_value = "80GiB")]
         memory: String,
@@ -191,6 +202,25 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }),
         Command::Simulate {
+            suite: true,
+            traces,
+            span,
+            policies,
+            json,
+            bound_rounds,
+            slo,
+            ..
+        } => cli::simulate::suite(
+            &modelyard::sim::suite::SuiteOptions {
+                traces,
+                policies,
+                span,
+                slo,
+                bound_rounds,
+            },
+            json,
+        ),
+        Command::Simulate {
             trace,
             format,
             memory,
@@ -202,10 +232,11 @@ fn main() -> ExitCode {
             plot,
             bound_rounds,
             slo,
+            ..
         } => cli::simulate::simulate(
             report::Options {
                 trace,
-                format,
+                format: format.unwrap_or(trace::Format::Jsonl),
                 memory: Vec::new(),
                 policies,
                 models,

@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use crate::sim::report;
+use crate::sim::{report, suite};
 
 /// Runs the report for `opts` at the memory sizes `memory`, `sweep` and `steps` name.
 pub fn simulate(
@@ -24,6 +24,17 @@ pub fn simulate(
         std::fs::write(plot, report::svg(&r))
             .map_err(|e| anyhow::anyhow!("writing {}: {e}", plot.display()))?;
         eprintln!("plot written to {}", plot.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `simulate --suite`: the matrix, or the whole suite as JSON.
+pub fn suite(opts: &suite::SuiteOptions, json: bool) -> anyhow::Result<ExitCode> {
+    let s = suite::run(opts)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&s)?);
+    } else {
+        print!("{}", suite::matrix(&s));
     }
     Ok(ExitCode::SUCCESS)
 }

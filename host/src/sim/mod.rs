@@ -7,4 +7,6 @@ pub mod catalogue;
 pub mod oracle;
 pub mod report;
 pub mod run;
+pub mod suite;
+pub mod synthetic;
 pub mod trace;

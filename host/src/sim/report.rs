@@ -221,19 +221,11 @@ pub fn bounds(
     })
 }
 
-/// Runs the whole simulation.
-pub fn simulate(opts: &Options) -> anyhow::Result<Report> {
-    if opts.policies.is_empty() {
-        bail!("name at least one --policy (a built-in such as lru, or a .wasm file)");
-    }
-    let trace = trace::read(opts.format, &opts.trace)?;
-    if trace.arrivals.is_empty() {
-        bail!("the trace has no requests");
-    }
-    let catalogue = Catalogue::build(&trace, opts.models.as_deref())?;
+/// The policies to replay, by name: built-ins, `.wasm` files and the oracle.
+pub fn choosers(names: &[String]) -> anyhow::Result<Vec<(String, Chooser)>> {
     let engine = PolicyEngine::new(engine_settings())?;
     let mut policies = Vec::new();
-    for name in &opts.policies {
+    for name in names {
         if name == oracle::NAME {
             policies.push((name.clone(), Chooser::Oracle));
             continue;
@@ -246,38 +238,65 @@ pub fn simulate(opts: &Options) -> anyhow::Result<Report> {
         }
         policies.push((name.clone(), Chooser::Policy(Arc::new(policy))));
     }
-    let mut points = Vec::new();
-    for &memory in &opts.memory {
-        let bounds = bounds(&trace, &catalogue, memory, opts.bound_rounds)?;
-        let mut runs = Vec::new();
-        for (name, chooser) in &policies {
-            tracing::info!(policy = %name, memory, "replaying");
-            let metrics = run::replay_with(&trace, &catalogue, memory, chooser.clone())
-                .with_context(|| format!("replaying with {name}"))?;
-            let cost_ratio = ratio(metrics.load_seconds, bounds.lower_seconds);
-            let served_lower_seconds =
-                served_lower_bound(&metrics.served_order, &catalogue, memory, opts.bound_rounds)?;
-            runs.push(PolicyRun {
-                policy: name.clone(),
-                goodput: metrics.goodput(opts.slo),
-                vs_oracle: None,
-                metrics,
-                cost_ratio,
-                served_lower_seconds,
-            });
-        }
-        if let Some(o) = runs.iter().find(|r| r.policy == oracle::NAME) {
-            let o = o.metrics.clone();
-            for r in &mut runs {
-                r.vs_oracle = Some(VsOracle::of(&r.metrics, &o));
-            }
-        }
-        points.push(Point {
-            memory_bytes: memory,
-            bounds,
-            policies: runs,
+    Ok(policies)
+}
+
+/// Every policy replayed at `memory`, with the bounds, and each divided by the oracle's
+/// figures when the oracle is among them. Of `opts`, only the bound rounds and the SLO count.
+pub fn point(
+    trace: &Trace,
+    catalogue: &Catalogue,
+    memory: u64,
+    policies: &[(String, Chooser)],
+    opts: &Options,
+) -> anyhow::Result<Point> {
+    let bounds = bounds(trace, catalogue, memory, opts.bound_rounds)?;
+    let mut runs = Vec::new();
+    for (name, chooser) in policies {
+        tracing::info!(policy = %name, memory, "replaying");
+        let metrics = run::replay_with(trace, catalogue, memory, chooser.clone())
+            .with_context(|| format!("replaying with {name}"))?;
+        let cost_ratio = ratio(metrics.load_seconds, bounds.lower_seconds);
+        let served_lower_seconds =
+            served_lower_bound(&metrics.served_order, catalogue, memory, opts.bound_rounds)?;
+        runs.push(PolicyRun {
+            policy: name.clone(),
+            goodput: metrics.goodput(opts.slo),
+            vs_oracle: None,
+            metrics,
+            cost_ratio,
+            served_lower_seconds,
         });
     }
+    if let Some(o) = runs.iter().find(|r| r.policy == oracle::NAME) {
+        let o = o.metrics.clone();
+        for r in &mut runs {
+            r.vs_oracle = Some(VsOracle::of(&r.metrics, &o));
+        }
+    }
+    Ok(Point {
+        memory_bytes: memory,
+        bounds,
+        policies: runs,
+    })
+}
+
+/// Runs the whole simulation.
+pub fn simulate(opts: &Options) -> anyhow::Result<Report> {
+    if opts.policies.is_empty() {
+        bail!("name at least one --policy (a built-in such as lru, or a .wasm file)");
+    }
+    let trace = trace::read(opts.format, &opts.trace)?;
+    if trace.arrivals.is_empty() {
+        bail!("the trace has no requests");
+    }
+    let catalogue = Catalogue::build(&trace, opts.models.as_deref())?;
+    let policies = choosers(&opts.policies)?;
+    let points = opts
+        .memory
+        .iter()
+        .map(|&memory| point(&trace, &catalogue, memory, &policies, opts))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let first = trace.arrivals.first().map_or(0, |a| a.t_ms);
     let last = trace.arrivals.last().map_or(0, |a| a.t_ms);
     Ok(Report {

@@ -57,14 +57,26 @@ pub enum Format {
 
 /// Reads `paths` (one file, or several for `azure-llm`) in `format`.
 pub fn read(format: Format, paths: &[PathBuf]) -> anyhow::Result<Trace> {
+    read_first(format, paths, None)
+}
+
+/// Reads only the requests of the trace's first `span` milliseconds (all with `None`); the
+/// Azure Functions reader never builds the rest.
+pub fn read_first(format: Format, paths: &[PathBuf], span: Option<u64>) -> anyhow::Result<Trace> {
+    let minutes = span.map_or(usize::MAX, |ms| {
+        usize::try_from(ms.div_ceil(60_000)).unwrap_or(usize::MAX)
+    });
     let mut trace = match (format, paths) {
         (_, []) => bail!("no trace file given"),
-        (Format::AzureFunctions, [path]) => azure_functions(path)?,
+        (Format::AzureFunctions, [path]) => azure_functions(path, minutes)?,
         (Format::AzureLlm, paths) => azure_llm(paths)?,
         (Format::Jsonl, [path]) => jsonl(path)?,
         (_, _) => bail!("this format reads one file"),
     };
     trace.arrivals.sort_by_key(|a| a.t_ms);
+    if let (Some(span), Some(first)) = (span, trace.arrivals.first().map(|a| a.t_ms)) {
+        trace.arrivals.retain(|a| a.t_ms < first + span);
+    }
     for a in &trace.arrivals {
         trace.models.entry(a.model.clone()).or_default();
     }
@@ -81,7 +93,7 @@ fn function_id(hash: &str) -> String {
 }
 
 /// Each function is a model; its per-minute counts are spread evenly over each minute.
-fn azure_functions(inv: &Path) -> anyhow::Result<Trace> {
+fn azure_functions(inv: &Path, minutes: usize) -> anyhow::Result<Trace> {
     let name = inv.file_name().and_then(|n| n.to_str()).unwrap_or_default();
     let Some(prefix) = name.strip_suffix("_inv.csv") else {
         bail!(
@@ -145,7 +157,7 @@ fn azure_functions(inv: &Path) -> anyhow::Result<Trace> {
                 mean_service_ms: service_ms,
             },
         );
-        for (minute, count) in row.iter().skip(first_minute).enumerate() {
+        for (minute, count) in row.iter().skip(first_minute).take(minutes).enumerate() {
             let count = number(count).with_context(|| {
                 format!(
                     "{} row {}: minute_{} is not a count",
