@@ -338,3 +338,44 @@ fn where_the_future_is_obvious_the_oracle_does_better_than_lru() {
     assert!(oracle.ttft_p99_ms <= lru.ttft_p99_ms);
     assert!(oracle.decisions > 0 && oracle.fallbacks == 0, "{oracle:?}");
 }
+
+/// The suite's matrix has a cell for every workload, size and policy (the oracle added), each
+/// with the oracle's ratios; the first minute of each workload keeps it short.
+#[test]
+fn the_suite_has_every_cell() {
+    use modelyard::sim::suite::{self, SuiteOptions};
+    let s = suite::run(&SuiteOptions {
+        traces: traces(),
+        policies: vec!["lru".into(), "hybrid".into()],
+        span: Some(std::time::Duration::from_secs(60)),
+        slo: std::time::Duration::from_secs(10),
+        bound_rounds: 10,
+    })
+    .unwrap();
+    assert_eq!(s.rows.len(), 7 * 3);
+    for r in &s.rows {
+        let names: Vec<&str> = r.runs.iter().map(|p| p.policy.as_str()).collect();
+        assert_eq!(names, ["lru", "hybrid", "oracle"], "{}", r.trace);
+        assert!(r.requests > 0, "{} {}", r.trace, r.size);
+        for p in &r.runs {
+            let m = &p.metrics;
+            assert_eq!(m.served + m.failed, m.requests, "{} {}", r.trace, p.policy);
+            assert!(p.vs_oracle.is_some());
+        }
+    }
+    let sizes: Vec<&str> = s.rows.iter().take(3).map(|r| r.size).collect();
+    assert_eq!(sizes, ["tight", "middle", "roomy"]);
+    assert!(
+        s.rows
+            .windows(2)
+            .all(|w| w[0].trace != w[1].trace || w[0].memory_bytes < w[1].memory_bytes)
+    );
+    let matrix = suite::matrix(&s);
+    assert_eq!(
+        matrix
+            .lines()
+            .filter(|l| l.starts_with("| ") && !l.starts_with("| trace"))
+            .count(),
+        21
+    );
+}
