@@ -208,10 +208,16 @@ fn the_command_prints_a_table_json_and_a_sweep_plot_for_jsonl_and_a_wasm_file() 
     assert!(ok, "{err}");
     assert_eq!(out.matches("\nmemory ").count(), 3, "{out}");
     let svg = std::fs::read_to_string(&plot).unwrap();
-    assert!(
-        svg.starts_with("<svg") && svg.matches("<polyline").count() == 4,
-        "{svg}"
-    );
+    // Three panels: failed and TTFT p99 with a line per policy, the swap cost with the bounds.
+    assert!(svg.starts_with("<svg"), "{svg}");
+    assert_eq!(svg.matches("<polyline").count(), 2 + 2 + 4, "{svg}");
+    for title in [
+        "requests failed vs",
+        "time to first token p99 (s) vs",
+        "swap cost (load seconds) vs",
+    ] {
+        assert!(svg.contains(title), "{title}: {svg}");
+    }
 }
 
 #[test]

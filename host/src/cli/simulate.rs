@@ -21,7 +21,7 @@ pub fn simulate(
         print!("{}", report::table(&r));
     }
     if sweep.is_some() {
-        std::fs::write(plot, report::svg(&r))
+        std::fs::write(plot, crate::sim::plot::svg(&r))
             .map_err(|e| anyhow::anyhow!("writing {}: {e}", plot.display()))?;
         eprintln!("plot written to {}", plot.display());
     }

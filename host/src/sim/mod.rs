@@ -5,6 +5,7 @@
 pub mod bounds;
 pub mod catalogue;
 pub mod oracle;
+pub mod plot;
 pub mod report;
 pub mod run;
 pub mod suite;
