@@ -102,7 +102,7 @@ enum Command {
         #[arg(long, default_value_t = 300)]
         bound_rounds: usize,
         /// A served request whose first token came within this counts as goodput.
-        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+        #[arg(long, default_value = report::DEFAULT_SLO, value_parser = humantime::parse_duration)]
         slo: std::time::Duration,
     },
 }

@@ -242,14 +242,9 @@ impl Drop for Lease {
     fn drop(&mut self) {
         let now = Instant::now();
         let took = millis_since(self.started, now);
-        let (idle, waiting) = {
-            let mut st = self.inner.lock();
-            let slot = &mut st.slots[self.idx];
-            (slot.release(now, took, self.failed), slot.queued() > 0)
-        };
-        if waiting {
-            self.inner.slot_changed(self.idx);
-        }
+        let idle = self.inner.lock().slots[self.idx].release(now, took, self.failed);
+        // Its place is free: the first in line may take it (no one listens, nothing is sent).
+        self.inner.slot_changed(self.idx);
         if idle {
             self.inner.room_changed();
         }

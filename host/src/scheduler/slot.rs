@@ -282,7 +282,7 @@ impl Slot {
     }
 
     /// A request that took [`Slot::lease`] ends after `took_ms`; true when it is idle now.
-    /// Its place is free again: the caller wakes the queue if anyone waits.
+    /// Its place is free again: the caller wakes the queue.
     pub fn release(&mut self, now: Instant, took_ms: u64, failed: bool) -> bool {
         self.in_flight = self.in_flight.saturating_sub(1);
         self.stats.last_used = Some(now);

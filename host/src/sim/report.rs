@@ -47,7 +47,7 @@ pub struct Options {
 }
 
 /// `--slo` unless given.
-pub const DEFAULT_SLO: Duration = Duration::from_secs(10);
+pub const DEFAULT_SLO: &str = "10s";
 
 /// The offline bounds on the swap cost at one memory size.
 #[derive(Debug, Clone, Serialize)]
@@ -241,16 +241,17 @@ pub fn choosers(names: &[String]) -> anyhow::Result<Vec<(String, Chooser)>> {
     Ok(policies)
 }
 
-/// Every policy replayed at `memory`, with the bounds, and each divided by the oracle's
-/// figures when the oracle is among them. Of `opts`, only the bound rounds and the SLO count.
+/// Every policy replayed at `memory`, with the bounds (`bound_rounds` of the Lagrangian), its
+/// goodput within `slo`, and each divided by the oracle's figures when the oracle is among
+/// them.
 pub fn point(
-    trace: &Trace,
-    catalogue: &Catalogue,
+    (trace, catalogue): (&Trace, &Catalogue),
     memory: u64,
     policies: &[(String, Chooser)],
-    opts: &Options,
+    slo: Duration,
+    bound_rounds: usize,
 ) -> anyhow::Result<Point> {
-    let bounds = bounds(trace, catalogue, memory, opts.bound_rounds)?;
+    let bounds = bounds(trace, catalogue, memory, bound_rounds)?;
     let mut runs = Vec::new();
     for (name, chooser) in policies {
         tracing::info!(policy = %name, memory, "replaying");
@@ -258,10 +259,10 @@ pub fn point(
             .with_context(|| format!("replaying with {name}"))?;
         let cost_ratio = ratio(metrics.load_seconds, bounds.lower_seconds);
         let served_lower_seconds =
-            served_lower_bound(&metrics.served_order, catalogue, memory, opts.bound_rounds)?;
+            served_lower_bound(&metrics.served_order, catalogue, memory, bound_rounds)?;
         runs.push(PolicyRun {
             policy: name.clone(),
-            goodput: metrics.goodput(opts.slo),
+            goodput: metrics.goodput(slo),
             vs_oracle: None,
             metrics,
             cost_ratio,
@@ -295,7 +296,10 @@ pub fn simulate(opts: &Options) -> anyhow::Result<Report> {
     let points = opts
         .memory
         .iter()
-        .map(|&memory| point(&trace, &catalogue, memory, &policies, opts))
+        .map(|&memory| {
+            let replayed = (&trace, &catalogue);
+            point(replayed, memory, &policies, opts.slo, opts.bound_rounds)
+        })
         .collect::<anyhow::Result<Vec<_>>>()?;
     let first = trace.arrivals.first().map_or(0, |a| a.t_ms);
     let last = trace.arrivals.last().map_or(0, |a| a.t_ms);

@@ -34,7 +34,8 @@ pub struct Metrics {
     pub failed: u64,
     /// Requests that waited the whole queue timeout and then failed.
     pub timed_out: u64,
-    /// Requests turned away without waiting it out (rejected, queue full, load failed).
+    /// Requests turned away without waiting it out: refused early (their wait would pass the
+    /// queue timeout), rejected, or failed loads.
     pub refused: u64,
     /// Time to first token of served requests (queue, load and prefill), in milliseconds.
     pub ttft_p50_ms: u64,

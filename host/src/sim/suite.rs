@@ -11,7 +11,7 @@ use anyhow::Context as _;
 use serde::Serialize;
 
 use super::catalogue::Catalogue;
-use super::report::{self, Options, PolicyRun};
+use super::report::{self, PolicyRun};
 use super::trace::{self, Format, Trace};
 use super::{oracle, synthetic};
 
@@ -61,32 +61,34 @@ pub fn workloads(traces: &Path, span: Option<u64>) -> anyhow::Result<Vec<(String
     };
     // The 1,000-function day is 11.6 million calls; its first hour is a million.
     let hour = Some(span.unwrap_or(u64::MAX).min(3_600_000));
-    let llm = trace::read_first(
-        Format::AzureLlm,
-        &[
-            traces.join("azure-llm-2023/AzureLLMInferenceTrace_code.csv"),
-            traces.join("azure-llm-2023/AzureLLMInferenceTrace_conv.csv"),
-        ],
-        span,
-    )?;
+    let llm = [
+        traces.join("azure-llm-2023/AzureLLMInferenceTrace_code.csv"),
+        traces.join("azure-llm-2023/AzureLLMInferenceTrace_conv.csv"),
+    ];
+    let mut synthetic = vec![
+        ("zipf-shifts".to_string(), synthetic::zipf_shifts(SEED)),
+        ("diurnal".into(), synthetic::diurnal(SEED)),
+        ("bursty-tenants".into(), synthetic::bursty_tenants(SEED)),
+        ("cold-scan".into(), synthetic::cold_scan(SEED)),
+    ];
+    if let Some(span) = span {
+        for (_, t) in &mut synthetic {
+            let first = t.arrivals.first().map_or(0, |a| a.t_ms);
+            t.arrivals.retain(|a| a.t_ms < first + span);
+        }
+    }
     let mut all = vec![
         ("azure-functions-100".into(), functions("100", span)?),
         (
             "azure-functions-1000 (1 h)".into(),
             functions("1000", hour)?,
         ),
-        ("azure-llm code+conv".into(), llm),
-        ("zipf-shifts".into(), synthetic::zipf_shifts(SEED)),
-        ("diurnal".into(), synthetic::diurnal(SEED)),
-        ("bursty-tenants".into(), synthetic::bursty_tenants(SEED)),
-        ("cold-scan".into(), synthetic::cold_scan(SEED)),
+        (
+            "azure-llm code+conv".into(),
+            trace::read_first(Format::AzureLlm, &llm, span)?,
+        ),
     ];
-    if let Some(span) = span {
-        for (_, t) in &mut all {
-            let first = t.arrivals.first().map_or(0, |a| a.t_ms);
-            t.arrivals.retain(|a| a.t_ms < first + span);
-        }
-    }
+    all.append(&mut synthetic);
     Ok(all)
 }
 
@@ -111,15 +113,6 @@ pub fn run(opts: &SuiteOptions) -> anyhow::Result<Suite> {
         names.push(oracle::NAME.into());
     }
     let policies = report::choosers(&names)?;
-    let point_opts = Options {
-        trace: Vec::new(),
-        format: Format::Jsonl,
-        memory: Vec::new(),
-        policies: names,
-        models: None,
-        bound_rounds: opts.bound_rounds,
-        slo: opts.slo,
-    };
     let mut rows = Vec::new();
     let span = opts
         .span
@@ -128,8 +121,14 @@ pub fn run(opts: &SuiteOptions) -> anyhow::Result<Suite> {
         let catalogue = Catalogue::build(&trace, None)?;
         for (size, memory) in sizes(&catalogue) {
             tracing::info!(trace = %name, size, memory, "suite");
-            let point = report::point(&trace, &catalogue, memory, &policies, &point_opts)
-                .with_context(|| format!("{name} at {size} memory"))?;
+            let point = report::point(
+                (&trace, &catalogue),
+                memory,
+                &policies,
+                opts.slo,
+                opts.bound_rounds,
+            )
+            .with_context(|| format!("{name} at {size} memory"))?;
             rows.push(Row {
                 trace: name.clone(),
                 size,
