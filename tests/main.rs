@@ -36,6 +36,9 @@ mod telemetry;
 // status, auth, admin, metrics, a streaming client that leaves.
 mod proxy;
 
+// Recording live traffic: no content in the trace, and a replay that does what serving did.
+mod recording;
+
 // Hot reload under traffic, broken files, the compile cache.
 mod reload;
 

@@ -328,6 +328,7 @@ fn where_the_future_is_obvious_the_oracle_does_better_than_lru() {
             prompt_tokens: 0,
             output_tokens: 0,
             service_ms: None,
+            ..Default::default()
         });
     }
     let mut c = Catalogue::build(&t, None).unwrap();

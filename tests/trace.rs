@@ -100,12 +100,13 @@ fn json_lines_are_read_in_time_order_and_a_bad_line_is_named() {
             .iter()
             .map(|a| (a.t_ms, a.model.as_str(), a.prompt_tokens))
             .collect::<Vec<_>>(),
-        [(100, "a", 0), (500, "b", 10)]
+        [(0, "a", 0), (400, "b", 10)],
+        "in time order, from the first request"
     );
     let bad = dir.path().join("bad.jsonl");
     std::fs::write(
         &bad,
-        "{\"t_ms\": 1, \"model\": \"a\"}\n{\"t_ms\": \"soon\"}\n",
+        "{\"t_ms\": 1, \"model\": \"a\"}\n{\"t_ms\": \"soon\", \"model\": \"a\"}\n",
     )
     .unwrap();
     let e = format!("{:#}", trace::read(Format::Jsonl, &[bad]).unwrap_err());
@@ -119,4 +120,61 @@ fn json_lines_are_read_in_time_order_and_a_bad_line_is_named() {
         .unwrap_err()
     );
     assert!(wrong.contains("N_inv.csv"), "{wrong}");
+}
+
+#[tokio::test]
+async fn a_recorded_trace_replays_what_reached_the_scheduler() {
+    use modelyard::recorder::{Outcome, Record, Recorder, RecorderSettings, Stage};
+    let dir = tempfile::tempdir().unwrap();
+    let settings = RecorderSettings::new(dir.path().join("trace.jsonl"));
+    let rec = Recorder::start(settings.clone()).unwrap();
+    let at = |t_ms: u64, model: Option<&str>, stage, outcome| Record {
+        t_ms,
+        id: format!("req-{t_ms}"),
+        route: "chat/completions".into(),
+        asked: "auto".into(),
+        model: model.map(str::to_string),
+        task: Some("code".into()),
+        priority: 3,
+        client: None,
+        prompt_tokens: 50,
+        output_tokens: Some(7),
+        hit: None,
+        wait_ms: None,
+        ttft_ms: None,
+        latency_ms: 5,
+        service_ms: Some(900),
+        status: 200,
+        outcome,
+        stage,
+    };
+    let t0 = 1_764_000_000_000;
+    rec.record(&at(t0, Some("qwen"), Stage::Relay, Outcome::Ok));
+    // Bad input, and a request no model was chosen for: never reached the scheduler.
+    rec.record(&at(t0 + 10, None, Stage::Parse, Outcome::Rejected));
+    rec.record(&at(t0 + 20, Some("qwen"), Stage::Route, Outcome::Rejected));
+    // Timed out waiting for its model: it did.
+    rec.record(&at(
+        t0 + 1500,
+        Some("gemma"),
+        Stage::Acquire,
+        Outcome::TimedOut,
+    ));
+    rec.flush().await;
+    let t = trace::read(Format::Jsonl, &[settings.path]).unwrap();
+    assert_eq!(
+        t.arrivals
+            .iter()
+            .map(|a| (a.t_ms, a.model.as_str(), a.priority, a.task.as_deref()))
+            .collect::<Vec<_>>(),
+        [
+            (0, "qwen", 3, Some("code")),
+            (1500, "gemma", 3, Some("code"))
+        ]
+    );
+    let first = &t.arrivals[0];
+    assert_eq!(
+        (first.prompt_tokens, first.output_tokens, first.service_ms),
+        (50, 7, Some(900))
+    );
 }

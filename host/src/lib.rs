@@ -63,6 +63,7 @@ pub mod cli;
 pub mod config;
 pub mod engine;
 pub mod proxy;
+pub mod recorder;
 pub mod scheduler;
 pub mod sim;
 pub mod telemetry;

@@ -40,8 +40,12 @@ enum Command {
         #[arg(long, default_value = "modelyard.toml")]
         config: PathBuf,
         /// Print JSON instead of a table.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "catalogue")]
         json: bool,
+        /// Print the models as a catalogue for `simulate --models` (measured sizes and load
+        /// times), to replay the host's recorded traffic on them.
+        #[arg(long)]
+        catalogue: bool,
     },
     /// Install llama-server and small real models into a folder and write a config for them;
     /// with `--sdk`, install only the tools that build policies in those languages.
@@ -183,8 +187,19 @@ fn main() -> ExitCode {
                     .map(|()| ExitCode::SUCCESS)
             })
         }
-        Command::Models { config, json } => runtime()
-            .block_on(models::models(&config, json))
+        Command::Models {
+            config,
+            json,
+            catalogue,
+        } => runtime()
+            .block_on(models::models(
+                &config,
+                match (json, catalogue) {
+                    (true, _) => models::View::Json,
+                    (_, true) => models::View::Catalogue,
+                    _ => models::View::Table,
+                },
+            ))
             .map(|()| ExitCode::SUCCESS),
         Command::Setup { dir, sdk } if !sdk.is_empty() => {
             let langs: Vec<sdk::Lang> = if sdk.contains(&SdkChoice::All) {

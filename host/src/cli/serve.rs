@@ -12,6 +12,7 @@ use crate::config::{PolicyRef, Settings};
 use crate::engine::experiment::Experiment;
 use crate::engine::{EngineSettings, Hook, HookMap, Hooks, Policy, PolicyEngine, PolicySet};
 use crate::proxy::{self, AppState};
+use crate::recorder::Recorder;
 use crate::scheduler::Scheduler;
 
 /// A running host: its scheduler and the address it listens on.
@@ -107,6 +108,13 @@ pub async fn start(
         .build()
         .context("building the HTTP client")?;
     let listen = settings.listen;
+    let recorder = match &settings.trace {
+        Some(t) => {
+            tracing::info!(path = %t.path.display(), "recording traffic");
+            Some(Arc::new(Recorder::start(t.clone())?))
+        }
+        None => None,
+    };
     let scheduler = Scheduler::new(
         Arc::new(settings),
         hooks,
@@ -116,11 +124,9 @@ pub async fn start(
         .await
         .with_context(|| format!("listening on {listen}"))?;
     let addr = listener.local_addr()?;
-    let app = proxy::router(Arc::new(AppState::new(
-        scheduler.clone(),
-        policies.clone(),
-        http,
-    )));
+    let mut state = AppState::new(scheduler.clone(), policies.clone(), http);
+    state.recorder = recorder;
+    let app = proxy::router(Arc::new(state));
     let sched = scheduler.clone();
     let task = tokio::spawn(async move {
         let served = axum::serve(listener, app)

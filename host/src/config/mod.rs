@@ -89,6 +89,8 @@ pub struct Settings {
     pub scheduler: SchedulerSettings,
     pub server: ServerSettings,
     pub auth: AuthSettings,
+    /// Where `serve` records its traffic, when it does (`[trace]`).
+    pub trace: Option<crate::recorder::RecorderSettings>,
     pub models: Vec<ModelSettings>,
     pub experiments: Vec<ExperimentSettings>,
 }
@@ -299,6 +301,7 @@ impl Default for Settings {
             scheduler: SchedulerSettings::default(),
             server: ServerSettings::default(),
             auth: AuthSettings::default(),
+            trace: None,
             models: Vec::new(),
             experiments: Vec::new(),
         }

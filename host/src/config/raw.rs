@@ -22,6 +22,8 @@ pub(super) struct RawConfig {
     #[serde(default)]
     pub(super) auth: RawAuth,
     #[serde(default)]
+    pub(super) trace: RawTrace,
+    #[serde(default)]
     pub(super) models: BTreeMap<String, RawModel>,
     #[serde(default)]
     pub(super) experiments: Vec<RawExperiment>,
@@ -42,6 +44,14 @@ pub(super) struct RawExperiment {
 pub(super) struct RawServer {
     pub(super) max_body: Option<RawSize>,
     pub(super) upstream_timeout: Option<RawDuration>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawTrace {
+    pub(super) record: Option<String>,
+    pub(super) max_bytes: Option<RawSize>,
+    pub(super) keep: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]

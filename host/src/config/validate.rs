@@ -11,6 +11,7 @@ use super::*;
 use crate::engine::Hook;
 use crate::engine::builtin;
 use crate::engine::experiment::{Mode, Sticky};
+use crate::recorder::{DEFAULT_KEEP, DEFAULT_MAX_BYTES, RecorderSettings};
 
 pub(super) struct Validator<'a> {
     pub(super) base: &'a Path,
@@ -46,6 +47,7 @@ impl Validator<'_> {
                 .unwrap_or(DEFAULT_UPSTREAM_TIMEOUT),
         };
         let auth = self.auth(raw.auth);
+        let trace = self.trace(raw.trace);
         let mut models = Vec::new();
         for (id, m) in raw.models {
             if let Some(m) = self.model(&id, m) {
@@ -106,9 +108,35 @@ impl Validator<'_> {
             scheduler,
             server,
             auth,
+            trace,
             models,
             experiments,
         }
+    }
+
+    fn trace(&mut self, raw: RawTrace) -> Option<RecorderSettings> {
+        let max_bytes = self.size("trace.max_bytes", raw.max_bytes);
+        if max_bytes == Some(0) {
+            self.problem("trace.max_bytes", "must be more than 0");
+        }
+        let Some(path) = raw.record else {
+            if max_bytes.is_some() || raw.keep.is_some() {
+                self.problem(
+                    "trace",
+                    "`max_bytes` and `keep` need `record`, the file to write",
+                );
+            }
+            return None;
+        };
+        if path.trim().is_empty() {
+            self.problem("trace.record", "is empty");
+            return None;
+        }
+        Some(RecorderSettings {
+            path: self.base.join(path),
+            max_bytes: max_bytes.unwrap_or(DEFAULT_MAX_BYTES),
+            keep: raw.keep.unwrap_or(DEFAULT_KEEP),
+        })
     }
 
     fn auth(&mut self, raw: RawAuth) -> AuthSettings {

@@ -6,6 +6,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use axum::extract::{Path, State};
 use axum::http::header;
 use axum::response::IntoResponse;
+use futures_util::StreamExt as _;
 use serde_json::{Value, json};
 
 use super::{ApiError, AppState};
@@ -228,4 +229,33 @@ pub async fn promote(
         .await
         .map_err(|e| ApiError::backend(e.to_string()))?;
     Ok(axum::Json(e.report()))
+}
+
+/// `GET /admin/trace`: the recorded traffic, every kept file oldest first, as one JSON-lines
+/// download that `simulate --format jsonl` replays.
+pub async fn trace(State(app): State<Arc<AppState>>) -> Result<impl IntoResponse, ApiError> {
+    let Some(rec) = &app.recorder else {
+        return Err(ApiError::not_found(
+            "this host records no traffic: set `[trace] record = \"trace.jsonl\"` in its config",
+        ));
+    };
+    rec.flush().await;
+    let files = rec.settings().files();
+    let body = futures_util::stream::iter(files).then(|path| async move {
+        match tokio::fs::read(&path).await {
+            // Rotated away since the listing: its lines are in the next file.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(axum::body::Bytes::new()),
+            read => read.map(axum::body::Bytes::from),
+        }
+    });
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/x-ndjson"),
+            (
+                header::CONTENT_DISPOSITION,
+                "attachment; filename=\"trace.jsonl\"",
+            ),
+        ],
+        axum::body::Body::from_stream(body),
+    ))
 }

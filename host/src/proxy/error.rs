@@ -7,6 +7,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
+use crate::recorder::Outcome;
 use crate::scheduler::SchedError;
 
 /// An error response.
@@ -17,6 +18,8 @@ pub struct ApiError {
     pub code: &'static str,
     pub message: String,
     pub retry_after: Option<Duration>,
+    /// How the trace counts it: a refusal, a timeout, the request's fault or the server's.
+    pub outcome: Outcome,
 }
 
 impl ApiError {
@@ -32,6 +35,11 @@ impl ApiError {
             code,
             message: message.into(),
             retry_after: None,
+            outcome: if status.is_client_error() {
+                Outcome::Rejected
+            } else {
+                Outcome::Error
+            },
         }
     }
 
@@ -109,10 +117,21 @@ impl From<SchedError> for ApiError {
                 "shutting_down",
             ),
         };
+        let outcome = match &e {
+            SchedError::Timeout { .. } => Outcome::TimedOut,
+            SchedError::QueueFull { .. }
+            | SchedError::Overloaded { .. }
+            | SchedError::BackingOff { .. }
+            | SchedError::Rejected { .. }
+            | SchedError::ShuttingDown => Outcome::Refused,
+            SchedError::LoadFailed { .. } | SchedError::Crashed { .. } => Outcome::Error,
+            SchedError::UnknownModel(_) | SchedError::Busy { .. } => Outcome::Rejected,
+        };
         Self {
             status,
             kind,
             code,
+            outcome,
             retry_after: e.retry_after(),
             message: e.to_string(),
         }

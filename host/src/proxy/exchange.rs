@@ -11,15 +11,16 @@
 use std::sync::Arc;
 
 use axum::extract::Request;
-use axum::response::{IntoResponse, Response};
+use axum::response::{IntoResponse as _, Response};
 use serde_json::Value;
 use tokio::time::Instant;
 
 use super::fit::Fitted;
 use super::metrics::RequestLabels;
-use super::{AppState, acquire, fit, forward, parse, relay, route};
+use super::{AppState, acquire, fit, forward, parse, record, relay, route};
 use crate::engine::Hook;
 use crate::engine::experiment::Experiment;
+use crate::recorder::Stage;
 
 /// The OpenAI routes that take the request path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,6 +54,12 @@ pub struct Arm {
 pub struct Exchange {
     pub route: Route,
     pub began: Instant,
+    /// When it arrived, by the wall clock (the trace's time).
+    pub arrived: std::time::SystemTime,
+    /// The stage it is in (the last one, once it has an answer).
+    pub stage: Stage,
+    /// When the acquire stage leased the model, and whether it was ready on arrival.
+    pub leased: Option<(Instant, bool)>,
     /// The host's id for the request.
     pub id: String,
     /// The body as parsed; the fit stage may rewrite its messages, forward its `model`.
@@ -79,6 +86,9 @@ impl Exchange {
         Self {
             route,
             began: Instant::now(),
+            arrived: std::time::SystemTime::now(),
+            stage: Stage::Parse,
+            leased: None,
             id: String::new(),
             body: Value::Null,
             asked: String::new(),
@@ -105,9 +115,14 @@ impl Exchange {
 /// Serves one request on `route` and counts its answer.
 pub async fn handle(app: Arc<AppState>, req: Request, route: Route) -> Response {
     let mut ex = Exchange::new(route);
-    let resp = serve(&app, req, &mut ex)
-        .await
-        .unwrap_or_else(IntoResponse::into_response);
+    let resp = match serve(&app, req, &mut ex).await {
+        // The relay records an answer when its stream ends.
+        Ok(resp) => resp,
+        Err(e) => {
+            record::failed(&app, &ex, &e);
+            e.into_response()
+        }
+    };
     app.metrics
         .requests
         .get_or_create(&RequestLabels {
@@ -125,9 +140,15 @@ async fn serve(
     ex: &mut Exchange,
 ) -> Result<Response, super::ApiError> {
     parse::parse(app, req, ex).await?;
+    ex.stage = Stage::Route;
     let target = route::select(app, ex).await?;
+    ex.stage = Stage::Acquire;
     let mut lease = acquire::acquire(app, ex, &target).await?;
+    ex.leased = Some((Instant::now(), lease.ready_on_arrival));
+    ex.stage = Stage::Fit;
     fit::fit(app, ex, &target, &lease).await?;
+    ex.stage = Stage::Forward;
     let answer = forward::forward(app, ex, &mut lease).await?;
+    ex.stage = Stage::Relay;
     relay::relay(app, ex, lease, answer)
 }

@@ -17,6 +17,7 @@ mod forward;
 mod metrics;
 mod openai;
 mod parse;
+mod record;
 mod relay;
 mod route;
 
@@ -36,6 +37,7 @@ pub use metrics::Metrics;
 
 use crate::config::ApiKey;
 use crate::engine::PolicySet;
+use crate::recorder::Recorder;
 use crate::scheduler::Scheduler;
 
 /// Header naming the request's task (`code`, `chat`, ...), read by select-model and demand.
@@ -54,6 +56,8 @@ pub struct AppState {
     pub policies: Arc<PolicySet>,
     pub http: reqwest::Client,
     pub metrics: Metrics,
+    /// Where each request's record goes, when `[trace] record` says.
+    pub recorder: Option<Arc<Recorder>>,
     next_id: std::sync::atomic::AtomicU64,
 }
 
@@ -64,6 +68,7 @@ impl AppState {
             metrics: Metrics::new(scheduler.clone()),
             scheduler,
             http,
+            recorder: None,
             next_id: std::sync::atomic::AtomicU64::new(1),
         }
     }
@@ -82,6 +87,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/admin/models/{id}/load", post(admin::load))
         .route("/admin/models/{id}/unload", post(admin::unload))
         .route("/admin/policies", get(admin::policies))
+        .route("/admin/trace", get(admin::trace))
         .route(
             "/admin/experiments",
             get(admin::experiments).post(admin::start_experiment),

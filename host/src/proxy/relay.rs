@@ -12,6 +12,7 @@ use tokio::time::Instant;
 
 use super::exchange::Exchange;
 use super::metrics::ModelLabels;
+use super::record::Answer;
 use super::{ApiError, AppState, CONTEXT_HEADER, MODEL_HEADER};
 use crate::engine::experiment::{Experiment, Outcome};
 use crate::scheduler::Lease;
@@ -32,7 +33,7 @@ pub fn relay(
     let labels = ModelLabels {
         model: model.clone(),
     };
-    let mut finish = Finish {
+    let finish = Finish {
         latency: app.metrics.latency.get_or_create(&labels).clone(),
         began: ex.began,
         first_chunk: None,
@@ -43,6 +44,7 @@ pub fn relay(
             .into_iter()
             .map(|a| (a.experiment, a.key))
             .collect(),
+        answer: Answer::start(app, ex, status.as_u16()),
     };
     let mut resp = Response::builder().status(status);
     if let Some(ct) = content_type {
@@ -58,14 +60,26 @@ pub fn relay(
     {
         resp = resp.header(CONTEXT_HEADER, v);
     }
-    let stream = answer.bytes_stream().map(move |chunk| {
-        finish.chunk();
-        if let Err(e) = &chunk {
-            tracing::warn!(model = %model, error = %e, "the server broke off its answer");
-            lease.fail();
-        }
-        chunk
-    });
+    // The state holds the finish, so the stream's end, or its drop when the client leaves,
+    // records the request.
+    let stream = futures_util::stream::unfold(
+        (answer.bytes_stream(), finish, lease),
+        move |(mut body, mut finish, mut lease)| {
+            let model = model.clone();
+            async move {
+                let Some(chunk) = body.next().await else {
+                    finish.end();
+                    return None;
+                };
+                finish.chunk(chunk.as_ref().ok().map(|b| &b[..]));
+                if let Err(e) = &chunk {
+                    tracing::warn!(model = %model, error = %e, "the server broke off its answer");
+                    lease.fail();
+                }
+                Some((chunk, (body, finish, lease)))
+            }
+        },
+    );
     resp.body(Body::from_stream(stream))
         .map_err(|e| ApiError::backend(format!("could not relay the answer: {e}")))
 }
@@ -80,14 +94,24 @@ struct Finish {
     load_seconds: Option<f64>,
     tokens_removed: u32,
     experiments: Vec<(Arc<Experiment>, String)>,
+    /// The trace's record of the answer, when the host records.
+    answer: Option<Answer>,
 }
 
 impl Finish {
-    /// A chunk of the answer went out. A method, not a field write in the stream's closure:
-    /// a closure that wrote `first_chunk` would capture only that (`Copy`) field, and the
-    /// `Finish` itself would be dropped, and recorded, before the first chunk.
-    fn chunk(&mut self) {
-        self.first_chunk.get_or_insert_with(Instant::now);
+    /// A chunk of the answer went out (`None`: an error in its place).
+    fn chunk(&mut self, bytes: Option<&[u8]>) {
+        let first = *self.first_chunk.get_or_insert_with(Instant::now);
+        if let Some(a) = &mut self.answer {
+            a.chunk(bytes, first);
+        }
+    }
+
+    /// The answer's stream ran to its end.
+    fn end(&mut self) {
+        if let Some(a) = &mut self.answer {
+            a.end();
+        }
     }
 
     fn outcome(&self, now: Instant) -> Outcome {

@@ -73,6 +73,11 @@ pub struct ModelStatus {
     /// What it counts against its device: measured when `size_measured`, else estimated.
     pub size_bytes: u64,
     pub size_measured: bool,
+    /// Requests it serves at once (`parallel`).
+    #[serde(default)]
+    pub parallel: u32,
+    #[serde(default)]
+    pub tags: Vec<String>,
     pub ram_bytes: u64,
     pub vram_bytes: u64,
     pub pids: Vec<u32>,
@@ -113,6 +118,8 @@ pub(super) fn model(slot: &Slot, now: Instant) -> ModelStatus {
         device: slot.cfg.device.clone(),
         size_bytes: slot.size(),
         size_measured: slot.size_measured(),
+        parallel: slot.cfg.parallel,
+        tags: slot.cfg.tags.clone(),
         ram_bytes: fp.ram_bytes,
         vram_bytes: fp.vram_bytes.values().sum(),
         pids: fp.pids,

@@ -155,7 +155,8 @@ fn rate(key: &str, value: f64) -> anyhow::Result<f64> {
 impl Catalogue {
     /// The catalogue for `trace`: its models with sizes and service times from the trace's
     /// hints and the defaults, then whatever `file` (TOML) sets. A model the file names but the
-    /// trace never requests is an error (a typo would otherwise pass silently).
+    /// trace never requests is left out with a warning, not silently: a catalogue written from
+    /// a host (`modelyard models --catalogue`) names models a recording may not reach.
     pub fn build(trace: &Trace, file: Option<&Path>) -> anyhow::Result<Self> {
         let raw = match file {
             Some(path) => {
@@ -220,7 +221,8 @@ impl Catalogue {
         }
         for (id, m) in raw.models {
             let Some(spec) = models.get_mut(&id) else {
-                bail!("the catalogue names {id:?}, which the trace never requests");
+                tracing::warn!(model = %id, "the catalogue names a model the trace never requests; left out");
+                continue;
             };
             if let Some(t) = &m.size {
                 spec.size = size(&format!("models.{id}.size"), t)?.max(1);
@@ -303,13 +305,14 @@ mod tests {
             prompt_tokens: p,
             output_tokens: o,
             service_ms: None,
+            ..Default::default()
         };
         assert_eq!(c.service_time(&a(0, 0)), Duration::from_secs(1));
         assert_eq!(c.service_time(&a(2000, 100)), Duration::from_secs(3));
     }
 
     #[test]
-    fn a_file_overrides_defaults_and_models_and_names_its_mistakes() {
+    fn a_file_overrides_defaults_and_models_and_names_its_mistakes_but_not_unrequested_models() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("c.toml");
         std::fs::write(
@@ -321,8 +324,8 @@ mod tests {
         assert_eq!(c.load_time(&c.models["g"]), Duration::from_secs(4));
         assert!(c.models["g"].pinned);
         std::fs::write(&path, "[models.nope]\nsize = \"3GB\"\n").expect("write");
-        let e = Catalogue::build(&trace(), Some(&path)).expect_err("unknown model");
-        assert!(e.to_string().contains("\"nope\""), "{e}");
+        let c = Catalogue::build(&trace(), Some(&path)).expect("an unrequested model is no error");
+        assert!(!c.models.contains_key("nope"), "and is left out");
         std::fs::write(&path, "[models.g]\nparallel = 0\n").expect("write");
         let e = Catalogue::build(&trace(), Some(&path)).expect_err("no places");
         assert!(e.to_string().contains("models.g.parallel"), "{e}");

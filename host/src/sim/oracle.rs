@@ -115,6 +115,7 @@ mod tests {
                 prompt_tokens: 0,
                 output_tokens: 0,
                 service_ms: None,
+                ..Default::default()
             });
         }
         let mut c = Catalogue::build(&t, None).expect("catalogue");

@@ -270,7 +270,8 @@ pub fn replay_with(
         // when they finish; only those that queue get a task of their own.
         let mut serving: BinaryHeap<Serving> = BinaryHeap::new();
         let mut queued = tokio::task::JoinSet::new();
-        let demand = Arc::new(Demand::default());
+        // One demand per (priority, task) the trace names: most traces name one.
+        let mut demands: HashMap<(i32, Option<&str>), Arc<Demand>> = HashMap::new();
         let mut names: HashMap<&str, Arc<str>> = HashMap::new();
         let mut seq = 0u64;
         for a in &trace.arrivals {
@@ -280,7 +281,17 @@ pub fn replay_with(
                 tokio::time::sleep_until(at).await;
             }
             while queued.try_join_next().is_some() {}
-            let (sched, outcomes, demand) = (sched.clone(), outcomes.clone(), demand.clone());
+            let demand = demands
+                .entry((a.priority, a.task.as_deref()))
+                .or_insert_with(|| {
+                    Arc::new(Demand {
+                        priority: a.priority,
+                        task: a.task.clone(),
+                        key: String::new(),
+                    })
+                })
+                .clone();
+            let (sched, outcomes) = (sched.clone(), outcomes.clone());
             let model = names
                 .entry(a.model.as_str())
                 .or_insert_with(|| Arc::from(a.model.as_str()))

@@ -66,6 +66,7 @@ fn arrival(t_ms: f64, model: &str) -> Arrival {
         prompt_tokens: 0,
         output_tokens: 0,
         service_ms: None,
+        ..Default::default()
     }
 }
 

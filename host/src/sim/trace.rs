@@ -12,19 +12,22 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context as _, bail};
 use serde::Deserialize;
 
+use crate::recorder::Stage;
+
 /// One request in a trace.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Arrival {
     /// Milliseconds from the trace's start.
     pub t_ms: u64,
     pub model: String,
-    #[serde(default)]
     pub prompt_tokens: u32,
-    #[serde(default)]
     pub output_tokens: u32,
     /// How long serving it took in the original system, when the trace says.
-    #[serde(default)]
     pub service_ms: Option<u64>,
+    /// The request's priority (`x-modelyard-priority`, or its key's).
+    pub priority: i32,
+    /// The request's task (`x-modelyard-task`).
+    pub task: Option<String>,
 }
 
 /// What a trace says about one model (for the Azure Functions trace, a function).
@@ -51,7 +54,10 @@ pub enum Format {
     /// One or more `AzureLLMInferenceTrace_*.csv`; the part of the name after the last `_` is
     /// the model (`code`, `conv`).
     AzureLlm,
-    /// `{"t_ms": …, "model": …, "prompt_tokens": …, "output_tokens": …}` per line.
+    /// `{"t_ms": …, "model": …, "prompt_tokens": …, "output_tokens": …}` per line, as users
+    /// write them or as `serve` records them (`[trace] record`): requests that never reached
+    /// the scheduler (bad input, no model chosen) are left out, and times count from the
+    /// first request.
     Jsonl,
 }
 
@@ -175,6 +181,7 @@ fn azure_functions(inv: &Path, minutes: usize) -> anyhow::Result<Trace> {
                     prompt_tokens: 0,
                     output_tokens: 0,
                     service_ms,
+                    ..Default::default()
                 });
             }
         }
@@ -242,6 +249,7 @@ fn azure_llm(paths: &[PathBuf]) -> anyhow::Result<Trace> {
                     prompt_tokens: tokens(context)?,
                     output_tokens: tokens(generated)?,
                     service_ms: None,
+                    ..Default::default()
                 },
             ));
         }
@@ -259,6 +267,33 @@ fn azure_llm(paths: &[PathBuf]) -> anyhow::Result<Trace> {
     })
 }
 
+/// A line of a JSON-lines trace: an [`Arrival`], plus what a recorded trace says of how the
+/// request ended (see [`crate::recorder::Record`]).
+#[derive(Deserialize)]
+struct Line {
+    #[serde(flatten)]
+    arrival: LineArrival,
+    #[serde(default)]
+    stage: Option<Stage>,
+}
+
+/// An arrival whose model may be missing: a recorded request that no model was chosen for.
+#[derive(Deserialize)]
+struct LineArrival {
+    t_ms: u64,
+    model: Option<String>,
+    #[serde(default)]
+    prompt_tokens: u32,
+    #[serde(default)]
+    output_tokens: Option<u32>,
+    #[serde(default)]
+    service_ms: Option<u64>,
+    #[serde(default)]
+    priority: i32,
+    #[serde(default)]
+    task: Option<String>,
+}
+
 fn jsonl(path: &Path) -> anyhow::Result<Trace> {
     let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
     let mut trace = Trace::default();
@@ -267,9 +302,32 @@ fn jsonl(path: &Path) -> anyhow::Result<Trace> {
         if line.trim().is_empty() {
             continue;
         }
-        let arrival: Arrival = serde_json::from_str(&line)
+        let Line { arrival: a, stage } = serde_json::from_str(&line)
             .with_context(|| format!("{} line {}", path.display(), i + 1))?;
-        trace.arrivals.push(arrival);
+        let Some(model) = a.model else {
+            if stage.is_none() {
+                bail!("{} line {}: no `model`", path.display(), i + 1);
+            }
+            continue;
+        };
+        if stage.is_some_and(|s| !s.reached_scheduler()) {
+            continue;
+        }
+        trace.arrivals.push(Arrival {
+            t_ms: a.t_ms,
+            model,
+            prompt_tokens: a.prompt_tokens,
+            output_tokens: a.output_tokens.unwrap_or(0),
+            service_ms: a.service_ms,
+            priority: a.priority,
+            task: a.task,
+        });
+    }
+    // A recording's times are wall-clock milliseconds: the replay starts at its first request.
+    if let Some(first) = trace.arrivals.iter().map(|a| a.t_ms).min() {
+        for a in &mut trace.arrivals {
+            a.t_ms -= first;
+        }
     }
     Ok(trace)
 }
