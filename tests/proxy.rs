@@ -355,6 +355,15 @@ async fn every_error_has_its_status_and_an_openai_shaped_body() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
+    // A host that records nothing has no trace to give.
+    let resp = host
+        .http
+        .get(host.url("/admin/trace"))
+        .header(admin[0].0, admin[0].1)
+        .send()
+        .await
+        .unwrap();
+    check(resp, 404, "not_found").await;
     host.stop().await;
 
     // No room in the queue while a model loads: 429 with Retry-After.

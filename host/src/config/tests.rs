@@ -89,3 +89,33 @@ fn unknown_keys_are_refused() {
     let err = parse("[models.a]\ncmd = \"s ${PORT}\"\nttll = 5\n").expect_err("typo");
     assert!(err.to_string().contains("ttll"), "{err}");
 }
+
+#[test]
+fn the_trace_recorder_is_off_by_default_and_its_keys_are_checked() {
+    assert_eq!(parse("").expect("valid").trace, None);
+    let s = parse("[trace]\nrecord = \"logs/trace.jsonl\"\nkeep = 1\n").expect("valid");
+    let t = s.trace.expect("recording");
+    assert_eq!(
+        t.path,
+        Path::new("./logs/trace.jsonl"),
+        "relative to the config"
+    );
+    assert_eq!(
+        (t.max_bytes, t.keep),
+        (crate::recorder::DEFAULT_MAX_BYTES, 1)
+    );
+    let e = parse("[trace]\nmax_bytes = 0\nkeep = 2\n").expect_err("invalid");
+    assert!(
+        e.problems.iter().any(|p| p.starts_with("trace.max_bytes:")),
+        "{e}"
+    );
+    assert!(
+        e.problems.iter().any(|p| p.contains("need `record`")),
+        "{e}"
+    );
+    let e = parse("[trace]\nrecord = \"t\"\nmax_bytes = \"big\"\n").expect_err("invalid");
+    assert!(
+        e.problems.iter().any(|p| p.starts_with("trace.max_bytes:")),
+        "{e}"
+    );
+}
