@@ -128,7 +128,12 @@ async fn a_model_with_a_request_in_flight_is_never_evicted() {
         .find(|e| e.kind == "evicted")
         .expect("a was evicted later");
     assert_eq!(evicted.model, "a");
-    assert!(evicted.detail.contains("native default"), "{evicted:?}");
+    // Not the policy: the native default once a was idle, or, when the long answer outlasted
+    // b's drain time, the host's drain rule (a took no new request, its answer ran to its end).
+    assert!(
+        evicted.detail.contains("native default") || evicted.detail.contains("host drain rule"),
+        "{evicted:?}"
+    );
     assert_eq!(state_of(&s, "b-evil:busy"), "ready");
     host.stop().await;
 }

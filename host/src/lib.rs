@@ -25,7 +25,8 @@
 //!    model's slot (`scheduler/slot.rs`, a private lifecycle phase with transition methods)
 //!    is ready, loading (the request waits in its bounded queue), or unloaded, and then this
 //!    request starts the load. `scheduler/room.rs` makes room, asking `choose-eviction`
-//!    (`engine/hooks/eviction.rs`) while the load does not fit, and starts the server through
+//!    (`engine/hooks/eviction.rs`) while the load does not fit (and draining busy models by the
+//!    host's own rule when idle ones cannot make room), and starts the server through
 //!    the backend's launcher (`backend/command.rs` spawns llama-server; `backend/openai.rs`
 //!    uses a server that already runs). The request leaves with a `Lease`
 //!    (`scheduler/lease.rs`): while it lives, the model is never evicted.

@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::slot::{Slot, Ticket, millis_since};
@@ -36,6 +37,11 @@ impl<'a> Waiter<'a> {
         }
     }
 
+    /// Returns when a place may be this request's.
+    pub async fn woken(&self) {
+        self.queued.wake.notified().await;
+    }
+
     /// One look, under the state lock: a lease if the model is ready, an error if the request
     /// must give up, `None` (with its place in the queue taken) if it must wait. A model that
     /// is not loaded starts loading here.
@@ -56,10 +62,13 @@ impl<'a> Waiter<'a> {
         match found {
             Ok(None) => {}
             done => {
+                let gave_up = done.is_err() && self.queued.waiting();
                 self.queued.leave(slot);
-                // The next in line may have looked before this one left: it looks again.
-                if slot.place_free_for_queue() {
-                    self.inner.slot_changed(self.idx);
+                // One that leaves the line without a place moves those behind it up: one may
+                // have looked before and may take a place now. (Taking a place moves them
+                // up by one and the free places down by one: nothing changes for them.)
+                if gave_up {
+                    wake(slot.first_in_line());
                 }
                 return done;
             }
@@ -149,6 +158,8 @@ struct Queued<'a> {
     idx: usize,
     /// Its place in line, while it waits.
     place: Option<Ticket>,
+    /// Notified when a place may be its.
+    pub wake: Arc<Notify>,
 }
 
 impl<'a> Queued<'a> {
@@ -157,6 +168,7 @@ impl<'a> Queued<'a> {
             inner,
             idx,
             place: None,
+            wake: Arc::new(Notify::new()),
         }
     }
 
@@ -170,7 +182,7 @@ impl<'a> Queued<'a> {
 
     pub fn join(&mut self, slot: &mut Slot, priority: i32) {
         if self.place.is_none() {
-            self.place = Some(slot.join_queue(priority));
+            self.place = Some(slot.join_queue(priority, self.wake.clone()));
         }
     }
 
@@ -182,10 +194,16 @@ impl<'a> Queued<'a> {
 }
 
 impl Drop for Queued<'_> {
+    /// A request that goes away while it waits moves those behind it up.
     fn drop(&mut self) {
         if self.place.is_some() {
-            let mut st = self.inner.lock();
-            self.leave(&mut st.slots[self.idx]);
+            let next = {
+                let mut st = self.inner.lock();
+                let slot = &mut st.slots[self.idx];
+                self.leave(slot);
+                slot.first_in_line()
+            };
+            wake(next);
         }
     }
 }
@@ -242,11 +260,24 @@ impl Drop for Lease {
     fn drop(&mut self) {
         let now = Instant::now();
         let took = millis_since(self.started, now);
-        let idle = self.inner.lock().slots[self.idx].release(now, took, self.failed);
-        // Its place is free: the first in line may take it (no one listens, nothing is sent).
-        self.inner.slot_changed(self.idx);
+        let (idle, next) = {
+            let mut st = self.inner.lock();
+            let slot = &mut st.slots[self.idx];
+            (slot.release(now, took, self.failed), slot.first_in_line())
+        };
+        // Its place is free: the first in line may take it. (A draining model's queue waits
+        // for its next load instead.)
+        wake(next);
         if idle {
             self.inner.room_changed();
         }
+    }
+}
+
+/// Wakes each of `first`, the requests first in line for free places (a permit is kept for
+/// one not yet waiting, so none is missed).
+fn wake(first: Vec<Arc<Notify>>) {
+    for n in first {
+        n.notify_one();
     }
 }

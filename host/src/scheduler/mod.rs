@@ -308,7 +308,17 @@ impl Scheduler {
                 }
                 rx.get_or_insert_with(|| inner.slot_changed[idx].listen())
             };
-            match tokio::time::timeout_at(deadline, rx.changed()).await {
+            // A change of the model's state wakes every request waiting for it; a freed
+            // place only those first in line.
+            let woken = async {
+                // Biased: always in this order, so a replay is the same from run to run.
+                tokio::select! {
+                    biased;
+                    () = rx.changed() => {}
+                    () = waiter.woken() => {}
+                }
+            };
+            match tokio::time::timeout_at(deadline, woken).await {
                 Ok(()) => {}
                 Err(_) => {
                     return Err(SchedError::Timeout {
@@ -496,5 +506,7 @@ impl Inner {
     }
 }
 
+#[cfg(test)]
+mod drain_tests;
 #[cfg(test)]
 mod tests;

@@ -18,6 +18,9 @@ use crate::engine::{Decided, DecidedBy, PolicyError};
 const RACE_PAUSE: Duration = Duration::from_millis(20);
 /// How long a load the policy told to wait waits before asking again when nothing changes.
 const WAIT_RECHECK: Duration = Duration::from_secs(1);
+/// The shortest a load waits on busy models before the host drains them for it; a model
+/// that takes longer to load waits its load time ([`drain_after`]).
+pub const DRAIN_AFTER_MIN: Duration = Duration::from_secs(1);
 
 /// How far a device is from fitting one more model.
 enum Shortfall {
@@ -197,14 +200,29 @@ async fn make_room(inner: &Arc<Inner>, idx: usize, key: &str) -> Result<(), Sche
 
 /// With this load's turn on its device: asks the policy until the load fits, is rejected, or
 /// has waited `scheduler.queue_timeout`.
+///
+/// A policy can only evict idle models. When those cannot make the room and the policy says
+/// wait, busy models would keep the load out for as long as requests keep coming to them, so
+/// after [`drain_after`] the host drains them ([`start_drain`]): they take no new request
+/// while those in flight finish, then the host evicts them. A load is kept out by busy models
+/// at most its own load time (at least [`DRAIN_AFTER_MIN`]) from when it began waiting or
+/// when the newest of them was loaded, whichever is later, plus their requests in flight: a
+/// model just loaded serves for that long before it can be drained in turn.
 async fn ask_for_room(inner: &Arc<Inner>, idx: usize, key: &str) -> Result<(), SchedError> {
-    let deadline = Instant::now() + inner.settings.scheduler.queue_timeout;
+    let began = Instant::now();
+    let deadline = began + inner.settings.scheduler.queue_timeout;
+    let wait = drain_after(&inner.lock().slots[idx]);
+    let mut drain = Drain {
+        inner,
+        models: Vec::new(),
+    };
     let mut rx = inner.room_changes.listen();
     loop {
         // Changes from here on, to the state the policy is about to see, count as new.
         rx.mark_seen();
-        let (req, id) = {
+        let (req, id, drained, drain_at) = {
             let mut st = inner.lock();
+            let drain_at = drain_time(&st, idx, began, wait);
             let id = st.slots[idx].cfg.id.clone();
             match shortfall(inner, &st, idx) {
                 Shortfall::None => {
@@ -212,11 +230,27 @@ async fn ask_for_room(inner: &Arc<Inner>, idx: usize, key: &str) -> Result<(), S
                     return Ok(());
                 }
                 Shortfall::Never(reason) => return Err(SchedError::Rejected { model: id, reason }),
-                Shortfall::Bytes(needed) => (
-                    view::eviction_request(inner, &st, Incoming::Load(idx), needed, |_| true),
-                    id,
-                ),
+                Shortfall::Bytes(needed) => {
+                    let drained: Vec<String> = drain
+                        .models
+                        .iter()
+                        .filter(|&&i| st.slots[i].draining() && st.slots[i].evictable())
+                        .map(|&i| st.slots[i].cfg.id.clone())
+                        .collect();
+                    let req = drained.is_empty().then(|| {
+                        view::eviction_request(inner, &st, Incoming::Load(idx), needed, |_| true)
+                    });
+                    (req, id, drained, drain_at)
+                }
             }
+        };
+        let Some(req) = req else {
+            // Drained and idle: the host's own rule made them go, so the host evicts them.
+            let why = format!("drained to make room for {id}");
+            if !evict(inner, &drained, Authority::Policy, DRAIN_RULE, &why).await {
+                tokio::time::sleep(RACE_PAUSE).await;
+            }
+            continue;
         };
         let decided = decide(inner, req, key).await;
         match decided.value {
@@ -236,10 +270,17 @@ async fn ask_for_room(inner: &Arc<Inner>, idx: usize, key: &str) -> Result<(), S
             }
             EvictionDecision::Wait => {
                 tracing::debug!(model = %id, "eviction policy says wait");
+                if drain.models.is_empty() && Instant::now() >= drain_at {
+                    start_drain(inner, idx, &mut drain.models);
+                }
                 // Ask again when a change lets the load fit by evicting idle models, or after a
                 // pause whatever happened: a policy may wait on time alone (a model it guards
-                // grows colder while nothing happens), or give up waiting.
-                let recheck = (Instant::now() + WAIT_RECHECK).min(deadline);
+                // grows colder while nothing happens), or give up waiting; and when the time
+                // to drain comes.
+                let mut recheck = (Instant::now() + WAIT_RECHECK).min(deadline);
+                if drain.models.is_empty() && drain_at > Instant::now() {
+                    recheck = recheck.min(drain_at);
+                }
                 while let Ok(()) = tokio::time::timeout_at(recheck, rx.changed()).await {
                     if could_fit(inner, idx) {
                         break;
@@ -255,6 +296,109 @@ async fn ask_for_room(inner: &Arc<Inner>, idx: usize, key: &str) -> Result<(), S
             EvictionDecision::Reject(reason) => {
                 return Err(SchedError::Rejected { model: id, reason });
             }
+        }
+    }
+}
+
+/// Who evicts a drained model, in events and `/metrics`.
+pub const DRAIN_RULE: &str = "host drain rule";
+
+/// When the load may drain the busy models: `wait` after it began waiting, and after the
+/// newest of them was loaded, so that a model just loaded serves for a while before it can
+/// be drained in turn.
+fn drain_time(st: &State, idx: usize, began: Instant, wait: Duration) -> Instant {
+    let device = &st.slots[idx].cfg.device;
+    let newest = st
+        .slots
+        .iter()
+        .filter(|s| &s.cfg.device == device && !s.idle())
+        .filter_map(|s| s.stats().loaded_at)
+        .filter(|&t| t > began)
+        .max();
+    newest.unwrap_or(began) + wait
+}
+
+/// How long a load waits on busy models before the host drains them: its expected load time
+/// (a load that waits as long as it takes has paid for it twice), at least
+/// [`DRAIN_AFTER_MIN`].
+pub(super) fn drain_after(slot: &Slot) -> Duration {
+    let load = match (slot.stats().load_count, &slot.cfg.backend) {
+        (n, _) if n > 0 => Duration::from_millis(slot.stats().mean_load_ms().into()),
+        (_, crate::config::BackendSettings::Simulated { load_time }) => *load_time,
+        _ => Duration::ZERO,
+    };
+    load.max(DRAIN_AFTER_MIN)
+}
+
+/// Drains, for model `idx`'s load, the fewest busy models that make room with the idle ones:
+/// those with the fewest requests waiting for them first (the fewest kept waiting), then the
+/// least recently used. Drains nothing when even all of them would not make room (pinned
+/// models hold the rest).
+fn start_drain(inner: &Inner, idx: usize, drained: &mut Vec<usize>) {
+    let mut st = inner.lock();
+    let Shortfall::Bytes(needed) = shortfall(inner, &st, idx) else {
+        return;
+    };
+    let device = st.slots[idx].cfg.device.clone();
+    let mut room = idle_bytes(&st, &device);
+    let mut busy: Vec<usize> = (0..st.slots.len())
+        .filter(|&i| {
+            let s = &st.slots[i];
+            i != idx
+                && s.cfg.device == device
+                && !s.cfg.pinned
+                && s.state() == crate::engine::types::ModelState::Ready
+                && !s.idle()
+        })
+        .collect();
+    busy.sort_by_key(|&i| (st.slots[i].queued(), st.slots[i].last_active()));
+    let mut chosen = Vec::new();
+    for i in busy {
+        if room >= needed {
+            break;
+        }
+        room += st.slots[i].size();
+        chosen.push(i);
+    }
+    if room < needed {
+        return;
+    }
+    let incoming = st.slots[idx].cfg.id.clone();
+    for &i in &chosen {
+        st.slots[i].begin_drain();
+        let id = st.slots[i].cfg.id.clone();
+        inner.event(
+            &mut st,
+            &id,
+            "draining",
+            format!("to make room for {incoming}"),
+        );
+    }
+    drained.extend(chosen);
+}
+
+/// The models drained for one load; dropping it gives back those still serving, whose queues
+/// then start again.
+struct Drain<'a> {
+    inner: &'a Inner,
+    models: Vec<usize>,
+}
+
+impl Drop for Drain<'_> {
+    fn drop(&mut self) {
+        if self.models.is_empty() {
+            return;
+        }
+        let undrained: Vec<usize> = {
+            let mut st = self.inner.lock();
+            self.models
+                .iter()
+                .copied()
+                .filter(|&i| st.slots[i].end_drain())
+                .collect()
+        };
+        for i in undrained {
+            self.inner.slot_changed(i);
         }
     }
 }

@@ -7,10 +7,12 @@
 //! [`super::status`].
 
 use std::cmp::Reverse;
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
+use std::ops::Bound;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::{MAX_BACKOFF, SchedError};
@@ -29,9 +31,12 @@ enum Phase {
     Loading {
         reserved: bool,
     },
+    /// `draining`: a load waits for its memory, so it starts no new request (they queue)
+    /// while those in flight finish; then it goes.
     Ready {
         instance: Arc<dyn Instance>,
         footprint: Option<Footprint>,
+        draining: bool,
     },
     /// Being stopped; it holds its memory until the stop ends.
     Unloading {
@@ -53,9 +58,10 @@ pub(super) struct Slot {
     /// How the latest finished attempt ended, for the requests that waited on it.
     outcome: Option<(u64, Result<(), SchedError>)>,
     in_flight: u32,
-    /// Requests waiting for it, in the order they are let in: the last is first in line
+    /// Requests waiting for it, each with what wakes it, in the order they are let in: the
+    /// last is first in line
     /// (the highest priority, and the earliest among equals).
-    waiting: BTreeSet<Ticket>,
+    waiting: BTreeMap<Ticket, Arc<Notify>>,
     /// The number the next request to join the queue gets.
     next_ticket: u64,
     consecutive_failures: u32,
@@ -103,7 +109,7 @@ impl Slot {
             generation: 0,
             outcome: None,
             in_flight: 0,
-            waiting: BTreeSet::new(),
+            waiting: BTreeMap::new(),
             next_ticket: 0,
             consecutive_failures: 0,
             last_error: None,
@@ -176,24 +182,58 @@ impl Slot {
 
     /// The highest priority among the requests waiting for it.
     pub fn waiting_priority(&self) -> Option<i32> {
-        self.waiting.last().map(|t| t.0)
+        self.waiting.last_key_value().map(|(t, _)| t.0)
     }
 
-    /// Whether a request may start on it now: it is ready, one of its `parallel` places is
-    /// free, and the request is first in line (`ticket`, once it waits), or, not yet waiting,
-    /// of higher priority than every request that does.
+    /// Whether a request may start on it now: it is ready (not draining), and one of its
+    /// free `parallel` places is the request's: fewer requests are ahead of it in line than
+    /// places are free (for a request not yet waiting, those of its priority or higher).
+    /// Every request among the first in line may take a place the moment it looks, in
+    /// whatever order they look, so a load's whole queue starts on one wake.
     pub fn has_place_for(&self, ticket: Option<Ticket>, priority: i32) -> bool {
-        matches!(self.phase, Phase::Ready { .. })
-            && self.in_flight < self.cfg.parallel
-            && match ticket {
-                Some(t) => self.waiting.last() == Some(&t),
-                None => self.waiting_priority().is_none_or(|p| p < priority),
+        if !matches!(
+            self.phase,
+            Phase::Ready {
+                draining: false,
+                ..
             }
+        ) {
+            return false;
+        }
+        let free = self.cfg.parallel.saturating_sub(self.in_flight) as usize;
+        let ahead = match ticket {
+            Some(t) => self
+                .waiting
+                .range((Bound::Excluded(t), Bound::Unbounded))
+                .take(free)
+                .count(),
+            None => self
+                .waiting
+                .range(Ticket(priority, Reverse(u64::MAX))..)
+                .take(free)
+                .count(),
+        };
+        ahead < free
     }
 
     /// True when a request waits while a place is free: the first in line should look again.
     pub fn place_free_for_queue(&self) -> bool {
-        !self.waiting.is_empty() && self.in_flight < self.cfg.parallel
+        !self.waiting.is_empty() && self.in_flight < self.cfg.parallel && !self.draining()
+    }
+
+    /// What wakes the requests that may take the free places: the first in line, one for each
+    /// place. A freed place wakes only these, not the whole queue.
+    pub fn first_in_line(&self) -> Vec<Arc<Notify>> {
+        if !self.place_free_for_queue() {
+            return Vec::new();
+        }
+        let free = self.cfg.parallel.saturating_sub(self.in_flight) as usize;
+        self.waiting.values().rev().take(free).cloned().collect()
+    }
+
+    /// Ready, but starting nothing new until it can go ([`Slot::begin_drain`]).
+    pub fn draining(&self) -> bool {
+        matches!(self.phase, Phase::Ready { draining: true, .. })
     }
 
     /// A low estimate of how long a request of `priority` that joins its queue now waits to
@@ -243,9 +283,11 @@ impl Slot {
         )
     }
 
-    /// Ready, idle and unpinned: the host would accept evicting it.
+    /// Ready, idle and unpinned, with no request waiting for it (unless it drains, when
+    /// they wait for its next load): the host would accept evicting it. A model just loaded
+    /// is idle for the moment before the requests that waited for it take their places.
     pub fn evictable(&self) -> bool {
-        self.idle() && !self.cfg.pinned
+        self.idle() && !self.cfg.pinned && (self.waiting.is_empty() || self.draining())
     }
 
     /// Ready with nothing in flight.
@@ -260,11 +302,12 @@ impl Slot {
 
     // ---- requests ----
 
-    /// Takes a place in its wait queue, behind every request of its priority or higher.
-    pub fn join_queue(&mut self, priority: i32) -> Ticket {
+    /// Takes a place in its wait queue, behind every request of its priority or higher;
+    /// `wake` is notified when a place may be its.
+    pub fn join_queue(&mut self, priority: i32, wake: Arc<Notify>) -> Ticket {
         let t = Ticket(priority, Reverse(self.next_ticket));
         self.next_ticket += 1;
-        self.waiting.insert(t);
+        self.waiting.insert(t, wake);
         t
     }
 
@@ -326,6 +369,7 @@ impl Slot {
         self.phase = Phase::Ready {
             instance,
             footprint,
+            draining: false,
         };
         self.consecutive_failures = 0;
         self.last_error = None;
@@ -381,11 +425,33 @@ impl Slot {
         self.last_error = Some(reason);
     }
 
+    /// Ready → ready and draining: requests that come queue while those in flight finish.
+    /// False (and no change) unless it is ready.
+    pub fn begin_drain(&mut self) -> bool {
+        match &mut self.phase {
+            Phase::Ready { draining, .. } => {
+                *draining = true;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Draining → ready again: the load it drained for no longer needs it. True when it was
+    /// draining (its queue may start again).
+    pub fn end_drain(&mut self) -> bool {
+        match &mut self.phase {
+            Phase::Ready { draining, .. } => std::mem::replace(draining, false),
+            _ => false,
+        }
+    }
+
     /// Ready → unloading: its server, to stop. It keeps its memory until [`Slot::unloaded`].
     pub fn begin_unload(&mut self) -> Option<Arc<dyn Instance>> {
         let Phase::Ready {
             instance,
             footprint,
+            ..
         } = std::mem::replace(&mut self.phase, Phase::Unloaded)
         else {
             return None;
@@ -415,6 +481,7 @@ impl Slot {
         if let Phase::Ready {
             instance,
             footprint,
+            ..
         } = &mut self.phase
             && instance.pid() == Some(pid)
             && !fp.pids.is_empty()

@@ -71,13 +71,13 @@ impl Launcher for Arc<Fake> {
     }
 }
 
-static NO_DEMAND: Demand = Demand {
+pub(super) static NO_DEMAND: Demand = Demand {
     priority: 0,
     task: None,
     key: String::new(),
 };
 
-fn scheduler(toml: &str) -> (Scheduler, Arc<Fake>) {
+pub(super) fn scheduler(toml: &str) -> (Scheduler, Arc<Fake>) {
     let text = format!(
         "[scheduler]\nmax_queue = 3\nqueue_timeout = 5\n[memory.cpu]\nbudget = \"1GiB\"\nreserve = 0\n\
          [models.a]\ncmd = \"x ${{PORT}}\"\nsize = \"600MiB\"\n\
@@ -325,14 +325,17 @@ async fn a_parked_load_is_asked_again_when_idle_models_could_make_room_or_after_
         1,
         "asked again on a change that could not make room"
     );
-    // ...until a second has passed with nothing better.
+    // ...until a second has passed with nothing better; b has now waited its drain time, so
+    // the host drains a, the busy model that makes room with c.
     tokio::time::sleep(Duration::from_millis(900)).await;
     assert_eq!(decisions(), 2, "not asked again after a second");
-    // a going idle makes room: asked at once, not at the next second.
+    // a going idle makes room: b loads at once, not at the next second, and the host evicts
+    // the model it drained without asking the policy again.
     let idle = tokio::time::Instant::now();
     drop(a);
     b.await.expect("joins").expect("b loads");
-    assert_eq!(decisions(), 3);
+    assert_eq!(decisions(), 2);
+    assert_eq!(s.status().eviction.by.get(room::DRAIN_RULE), Some(&1));
     assert!(
         idle.elapsed() < Duration::from_millis(500),
         "b loaded {:?} after a went idle",
