@@ -448,3 +448,65 @@ async fn a_streaming_client_that_disconnects_frees_the_model() {
     }
     host.stop().await;
 }
+
+/// A stand-in server that answers one request per connection and closes the connection when
+/// the next request arrives on it: what llama-server may do to a kept-alive connection it has
+/// just streamed an answer on, deterministically.
+async fn one_answer_per_connection() -> String {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 65536];
+                let mut got = Vec::new();
+                // One request: its head, then its body's declared length.
+                loop {
+                    let n = sock.read(&mut buf).await.unwrap_or(0);
+                    if n == 0 {
+                        return;
+                    }
+                    got.extend_from_slice(&buf[..n]);
+                    let text = String::from_utf8_lossy(&got);
+                    if let Some(head) = text.find("\r\n\r\n") {
+                        let len = text[..head]
+                            .lines()
+                            .find_map(|l| {
+                                l.to_ascii_lowercase()
+                                    .strip_prefix("content-length:")
+                                    .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                            })
+                            .unwrap_or(0);
+                        if got.len() >= head + 4 + len {
+                            break;
+                        }
+                    }
+                }
+                let body = r#"{"id":"x","object":"chat.completion","model":"stub","choices":[{"index":0,"message":{"role":"assistant","content":"hi"},"finish_reason":"stop"}],"usage":{"prompt_tokens":1,"completion_tokens":1,"total_tokens":2}}"#;
+                let resp = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nkeep-alive: timeout=5\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = sock.write_all(resp.as_bytes()).await;
+                // The next request on this connection: closed unanswered.
+                let _ = sock.read(&mut buf).await;
+            });
+        }
+    });
+    format!("http://{addr}/v1")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regression_a_request_on_a_connection_the_server_just_closed_is_sent_again() {
+    let upstream = one_answer_per_connection().await;
+    let host = TestHost::start(settings(&format!(
+        "[models.stub]\nurl = \"{upstream}\"\nsize = \"1MiB\"\n"
+    )))
+    .await;
+    for i in 0..5 {
+        let resp = post(&host, hi("stub"), &[]).await;
+        assert_eq!(resp.status(), 200, "request {i}: {:?}", resp.text().await);
+    }
+    host.stop().await;
+}

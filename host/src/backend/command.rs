@@ -23,7 +23,13 @@ use crate::config::{CommandSettings, ModelSettings};
 
 /// Lines of a server's output kept to explain why it failed.
 const OUTPUT_TAIL_LINES: usize = 12;
-/// How often a starting server's health check is polled.
+/// How often a starting server's health check is polled while it is young: a small model's
+/// server is ready within a few hundred milliseconds, and each poll is one loopback request,
+/// so the poll's interval, the floor of every cold start, stays short there.
+const HEALTH_POLL_EARLY: Duration = Duration::from_millis(10);
+/// For how long the early interval holds.
+const HEALTH_POLL_EARLY_FOR: Duration = Duration::from_secs(2);
+/// How often it is polled after that.
 const HEALTH_POLL: Duration = Duration::from_millis(100);
 /// How long one health check may take.
 const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
@@ -99,7 +105,8 @@ pub async fn start(
         stop_timeout: c.stop_timeout,
     };
     let health = format!("http://127.0.0.1:{port}{}", c.health_path);
-    let deadline = Instant::now() + c.start_timeout;
+    let spawned = Instant::now();
+    let deadline = spawned + c.start_timeout;
     let mut exit = instance.exit.clone();
     loop {
         let exited = exit.borrow().clone();
@@ -127,8 +134,13 @@ pub async fn start(
         if ok {
             return Ok(instance);
         }
+        let interval = if spawned.elapsed() < HEALTH_POLL_EARLY_FOR {
+            HEALTH_POLL_EARLY
+        } else {
+            HEALTH_POLL
+        };
         tokio::select! {
-            _ = tokio::time::sleep(HEALTH_POLL) => {}
+            _ = tokio::time::sleep(interval) => {}
             _ = exit.changed() => {}
         }
     }

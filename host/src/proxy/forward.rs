@@ -10,7 +10,8 @@ use super::{ApiError, AppState};
 use crate::scheduler::Lease;
 
 /// Sends the request and waits for the answer's head. A server that cannot be reached or
-/// breaks off counts against its model (and, if it died, marks the model failed).
+/// breaks off (twice: once may be a connection it had just closed) counts against its model
+/// (and, if it died, marks the model failed).
 pub async fn forward(
     app: &AppState,
     ex: &mut Exchange,
@@ -18,16 +19,27 @@ pub async fn forward(
 ) -> Result<reqwest::Response, ApiError> {
     let endpoint = lease.endpoint();
     ex.body["model"] = Value::String(endpoint.model_name.clone());
-    let mut upstream = app
-        .http
-        .post(format!("{}{}", endpoint.api_base, ex.route.path()))
-        .json(&ex.body);
-    if let Some(key) = &endpoint.api_key {
-        upstream = upstream.bearer_auth(key);
-    }
+    let url = format!("{}{}", endpoint.api_base, ex.route.path());
+    let send = |lease: &Lease| {
+        let mut upstream = app.http.post(&url).json(&ex.body);
+        if let Some(key) = &lease.endpoint().api_key {
+            upstream = upstream.bearer_auth(key);
+        }
+        upstream.send()
+    };
     let model = lease.model().to_string();
     let timeout = app.scheduler.settings().server.upstream_timeout;
-    match tokio::time::timeout(timeout, upstream.send()).await {
+    let mut sent = tokio::time::timeout(timeout, send(lease)).await;
+    // A server may close a kept-alive connection just as the next request goes out on it
+    // (llama-server does after a streamed answer): that request never reached it, so it goes
+    // once more, on a fresh connection.
+    if let Ok(Err(e)) = &sent
+        && !e.is_timeout()
+    {
+        tracing::debug!(model = %model, error = %error_chain(e), "sending again on a fresh connection");
+        sent = tokio::time::timeout(timeout, send(lease)).await;
+    }
+    match sent {
         Err(_) => {
             lease.fail();
             Err(ApiError::new(
