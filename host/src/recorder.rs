@@ -330,39 +330,34 @@ mod tests {
         assert_eq!(lines(&settings.files()).len(), 3);
     }
 
-    #[tokio::test]
-    async fn rotation_obeyed_below_the_size() {
-        let dir = tempfile::tempdir().unwrap();
+    /// Writes records `0..n` with room for ten lines a file and two kept; returns the settings.
+    async fn write_with_rotation(dir: &Path, n: u32) -> RecorderSettings {
         // The longest line (two-digit ids), so ten of any fit.
         let line = serde_json::to_string(&record(10)).unwrap().len() as u64 + 1;
         let settings = RecorderSettings {
             max_bytes: 10 * line,
             keep: 2,
-            ..RecorderSettings::new(dir.path().join("trace.jsonl"))
+            ..RecorderSettings::new(dir.join("trace.jsonl"))
         };
         let rec = Recorder::start(settings.clone()).unwrap();
-        for id in 0..10 {
+        for id in 0..n {
             rec.record(&record(id));
         }
         rec.flush().await;
+        settings
+    }
+
+    #[tokio::test]
+    async fn rotation_obeyed_below_the_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = write_with_rotation(dir.path(), 10).await;
         assert_eq!(settings.files().len(), 1, "ten lines fit in one file");
     }
 
     #[tokio::test]
     async fn rotation_violated_past_the_size_keeps_the_newest() {
         let dir = tempfile::tempdir().unwrap();
-        // The longest line (two-digit ids), so ten of any fit.
-        let line = serde_json::to_string(&record(10)).unwrap().len() as u64 + 1;
-        let settings = RecorderSettings {
-            max_bytes: 10 * line,
-            keep: 2,
-            ..RecorderSettings::new(dir.path().join("trace.jsonl"))
-        };
-        let rec = Recorder::start(settings.clone()).unwrap();
-        for id in 0..45 {
-            rec.record(&record(id));
-        }
-        rec.flush().await;
+        let settings = write_with_rotation(dir.path(), 45).await;
         let files = settings.files();
         assert_eq!(files.len(), 3, "the current file and two kept: {files:?}");
         for f in &files {

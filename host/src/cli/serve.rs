@@ -6,6 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context as _;
+use axum::serve::ListenerExt as _;
 
 use crate::backend::RealLauncher;
 use crate::config::{PolicyRef, Settings};
@@ -124,6 +125,13 @@ pub async fn start(
         .await
         .with_context(|| format!("listening on {listen}"))?;
     let addr = listener.local_addr()?;
+    // Each chunk of a streamed answer goes out as it comes: without TCP_NODELAY a small chunk
+    // waits for the client's delayed acknowledgement of the one before it.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "could not set TCP_NODELAY");
+        }
+    });
     let mut state = AppState::new(scheduler.clone(), policies.clone(), http);
     state.recorder = recorder;
     let app = proxy::router(Arc::new(state));

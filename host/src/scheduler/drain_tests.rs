@@ -20,6 +20,15 @@ fn events(s: &Scheduler, kind: &str) -> Vec<String> {
         .collect()
 }
 
+/// A request for `model` in a task of its own, which gives its lease back at once.
+fn spawn_request(
+    s: &Arc<Scheduler>,
+    model: &'static str,
+) -> tokio::task::JoinHandle<Result<(), SchedError>> {
+    let s = s.clone();
+    tokio::spawn(async move { s.acquire(model, &NO_DEMAND).await.map(drop) })
+}
+
 /// Whether a request for `model` gets a lease within 50 ms (and gives it back).
 async fn served_at_once(s: &Scheduler, model: &str) -> bool {
     timeout(Duration::from_millis(50), s.acquire(model, &NO_DEMAND))
@@ -35,10 +44,7 @@ async fn drain_wait_obeyed_a_busy_model_serves_on_before_the_drain_time() {
     let (s, _) = scheduler("");
     let s = Arc::new(s);
     let a = s.acquire("a", &NO_DEMAND).await.expect("a");
-    let b = {
-        let s = s.clone();
-        tokio::spawn(async move { s.acquire("b", &NO_DEMAND).await.map(drop) })
-    };
+    let b = spawn_request(&s, "b");
     sleep(Duration::from_millis(900)).await;
     assert!(events(&s, "draining").is_empty());
     assert!(served_at_once(&s, "a").await, "a still takes requests");
@@ -117,16 +123,10 @@ async fn a_drain_the_load_no_longer_needs_ends_and_the_model_serves_its_queue() 
     let (s, _) = scheduler("");
     let s = Arc::new(s);
     let a = s.acquire("a", &NO_DEMAND).await.expect("a");
-    let b = {
-        let s = s.clone();
-        tokio::spawn(async move { s.acquire("b", &NO_DEMAND).await.map(drop) })
-    };
+    let b = spawn_request(&s, "b");
     sleep(Duration::from_millis(1100)).await;
     assert_eq!(events(&s, "draining"), ["a"]);
-    let again = {
-        let s = s.clone();
-        tokio::spawn(async move { s.acquire("a", &NO_DEMAND).await.map(drop) })
-    };
+    let again = spawn_request(&s, "a");
     // b's request gives up at the queue timeout (5 s) while a's request in flight runs on.
     assert!(matches!(
         b.await.expect("joins"),
@@ -152,10 +152,7 @@ async fn a_pinned_model_is_never_drained() {
     // Both busy; b (600 MiB) needs 376 MiB freed, which either would give.
     let _p = s.acquire("p", &NO_DEMAND).await.expect("p");
     let q = s.acquire("q", &NO_DEMAND).await.expect("q");
-    let b = {
-        let s = s.clone();
-        tokio::spawn(async move { s.acquire("b", &NO_DEMAND).await.map(drop) })
-    };
+    let b = spawn_request(&s, "b");
     sleep(Duration::from_secs(2)).await;
     assert_eq!(events(&s, "draining"), ["q"], "q, never the pinned p");
     assert!(served_at_once(&s, "p").await, "p serves on");
