@@ -37,6 +37,9 @@
 //! 7. **Relay** (`proxy/relay.rs`): the answer streams back chunk by chunk; the lease and the
 //!    request's timers live in the stream, so the end of the answer (or the client leaving)
 //!    releases the model and records latency, time to first token and each experiment's arm.
+//!    A request that fails at any stage, and every answer when it ends, becomes a line of the
+//!    traffic trace when `[trace] record` is set (`proxy/record.rs` builds it from the
+//!    exchange; `recorder.rs` writes and rotates the file off the request path).
 //!
 //! Meanwhile `scheduler/housekeeping.rs` refreshes telemetry and footprints once a second and
 //! offers idle models past their TTL, and memory pressure, to `choose-eviction`;

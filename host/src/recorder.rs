@@ -9,7 +9,6 @@
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write as _};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::sync::mpsc;
 
 use serde::{Deserialize, Serialize};
@@ -133,7 +132,7 @@ enum Msg {
 #[derive(Debug)]
 pub struct Recorder {
     settings: RecorderSettings,
-    tx: Mutex<mpsc::Sender<Msg>>,
+    tx: mpsc::Sender<Msg>,
 }
 
 impl Recorder {
@@ -144,10 +143,7 @@ impl Recorder {
         std::thread::Builder::new()
             .name("modelyard-recorder".into())
             .spawn(move || writer.run(&rx))?;
-        Ok(Self {
-            settings,
-            tx: Mutex::new(tx),
-        })
+        Ok(Self { settings, tx })
     }
 
     pub fn settings(&self) -> &RecorderSettings {
@@ -170,9 +166,8 @@ impl Recorder {
     }
 
     fn send(&self, msg: Msg) {
-        let tx = self.tx.lock().unwrap_or_else(|e| e.into_inner());
         // The writer only stops when this sender goes, or after it logged why.
-        let _ = tx.send(msg);
+        let _ = self.tx.send(msg);
     }
 }
 
@@ -202,23 +197,25 @@ impl Writer {
         })
     }
 
-    /// Writes what comes, flushing whenever the channel runs dry, so the file is never far
-    /// behind and a burst costs one flush.
+    /// Writes what comes until the recorder goes or a write fails (then says why).
     fn run(mut self, rx: &mpsc::Receiver<Msg>) {
+        if let Err(e) = self.serve(rx) {
+            tracing::error!(path = %self.settings.path.display(), error = %e, "the trace recorder stopped");
+        }
+    }
+
+    /// Flushes whenever the channel runs dry, so the file is never far behind and a burst
+    /// costs one flush.
+    fn serve(&mut self, rx: &mpsc::Receiver<Msg>) -> std::io::Result<()> {
         while let Ok(first) = rx.recv() {
             let mut next = Some(first);
             while let Some(msg) = next.take() {
-                if let Err(e) = self.handle(msg) {
-                    tracing::error!(path = %self.settings.path.display(), error = %e, "the trace recorder stopped");
-                    return;
-                }
+                self.handle(msg)?;
                 next = rx.try_recv().ok();
             }
-            if let Err(e) = self.file.flush() {
-                tracing::error!(path = %self.settings.path.display(), error = %e, "the trace recorder stopped");
-                return;
-            }
+            self.file.flush()?;
         }
+        Ok(())
     }
 
     fn handle(&mut self, msg: Msg) -> std::io::Result<()> {

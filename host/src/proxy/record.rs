@@ -13,8 +13,7 @@ use crate::recorder::{Outcome, Record, Recorder};
 
 /// The record of `ex` as far as it went, ending now with `status` and `outcome`.
 fn record(ex: &Exchange, status: u16, outcome: Outcome) -> Record {
-    let now = Instant::now();
-    Record {
+    let mut r = Record {
         t_ms: ex
             .arrived
             .duration_since(UNIX_EPOCH)
@@ -34,12 +33,19 @@ fn record(ex: &Exchange, status: u16, outcome: Outcome) -> Record {
         hit: ex.leased.map(|(_, hit)| hit),
         wait_ms: ex.leased.map(|(at, _)| millis(at - ex.began)),
         ttft_ms: None,
-        latency_ms: millis(now - ex.began),
-        service_ms: ex.leased.map(|(at, _)| millis(now - at)),
+        latency_ms: millis(ex.began.elapsed()),
+        service_ms: None,
         status,
         outcome,
         stage: ex.stage,
-    }
+    };
+    r.service_ms = held(&r);
+    r
+}
+
+/// How long `r`'s model was held for it: from the lease (at `wait_ms`) to its end.
+fn held(r: &Record) -> Option<u64> {
+    r.wait_ms.map(|w| r.latency_ms.saturating_sub(w))
 }
 
 /// Records a request that failed with `err` before any answer went out.
@@ -49,16 +55,14 @@ pub fn failed(app: &AppState, ex: &Exchange, err: &ApiError) {
     }
 }
 
-/// An answer being relayed: completed and written when its stream ends or is dropped.
+/// An answer being relayed, recorded by [`Answer::finish`] when its stream ends or is
+/// dropped (the relay keeps the times).
 #[derive(Debug)]
 pub struct Answer {
     recorder: Arc<Recorder>,
     record: Record,
-    began: Instant,
-    leased: Option<Instant>,
     usage: Usage,
-    /// The stream ran to its end (not dropped by a client that went away).
-    ended: bool,
+    /// The server broke off the answer.
     broken: bool,
 }
 
@@ -66,41 +70,30 @@ impl Answer {
     /// Starts the record of `ex`'s answer, which came with `status`; `None` when the host
     /// records nothing.
     pub fn start(app: &AppState, ex: &Exchange, status: u16) -> Option<Self> {
-        let recorder = app.recorder.clone()?;
         Some(Self {
-            recorder,
+            recorder: app.recorder.clone()?,
             record: record(ex, status, Outcome::Ok),
-            began: ex.began,
-            leased: ex.leased.map(|(at, _)| at),
             usage: Usage::default(),
-            ended: false,
             broken: false,
         })
     }
 
     /// A chunk of the answer went out (`None`: the server broke off).
-    pub fn chunk(&mut self, bytes: Option<&[u8]>, first: Instant) {
-        self.record
-            .ttft_ms
-            .get_or_insert_with(|| millis(first - self.began));
+    pub fn chunk(&mut self, bytes: Option<&[u8]>) {
         match bytes {
             Some(b) => self.usage.scan(b),
             None => self.broken = true,
         }
     }
 
-    /// The stream ran to its end.
-    pub fn end(&mut self) {
-        self.ended = true;
-    }
-}
-
-impl Drop for Answer {
-    fn drop(&mut self) {
-        let now = Instant::now();
+    /// Writes the record of an answer relayed from `began` (the request's arrival): its
+    /// first chunk went out at `first_chunk`, and its stream ran to its end if `ended` (else
+    /// the client went away).
+    pub fn finish(mut self, began: Instant, first_chunk: Option<Instant>, ended: bool) {
         let r = &mut self.record;
-        r.latency_ms = millis(now - self.began);
-        r.service_ms = self.leased.map(|at| millis(now - at));
+        r.ttft_ms = first_chunk.map(|t| millis(t - began));
+        r.latency_ms = millis(began.elapsed());
+        r.service_ms = held(r);
         r.output_tokens = self.usage.output_tokens();
         if let Some(p) = self.usage.prompt_tokens() {
             r.prompt_tokens = p;
@@ -109,7 +102,7 @@ impl Drop for Answer {
             Outcome::Error
         } else if r.status >= 400 {
             Outcome::Rejected
-        } else if !self.ended {
+        } else if !ended {
             Outcome::Cancelled
         } else {
             Outcome::Ok

@@ -45,6 +45,7 @@ pub fn relay(
             .map(|a| (a.experiment, a.key))
             .collect(),
         answer: Answer::start(app, ex, status.as_u16()),
+        ended: false,
     };
     let mut resp = Response::builder().status(status);
     if let Some(ct) = content_type {
@@ -64,28 +65,25 @@ pub fn relay(
     // records the request.
     let stream = futures_util::stream::unfold(
         (answer.bytes_stream(), finish, lease),
-        move |(mut body, mut finish, mut lease)| {
-            let model = model.clone();
-            async move {
-                let Some(chunk) = body.next().await else {
-                    finish.end();
-                    return None;
-                };
-                finish.chunk(chunk.as_ref().ok().map(|b| &b[..]));
-                if let Err(e) = &chunk {
-                    tracing::warn!(model = %model, error = %e, "the server broke off its answer");
-                    lease.fail();
-                }
-                Some((chunk, (body, finish, lease)))
+        |(mut body, mut finish, mut lease)| async move {
+            let Some(chunk) = body.next().await else {
+                finish.end();
+                return None;
+            };
+            finish.chunk(chunk.as_ref().ok().map(|b| &b[..]));
+            if let Err(e) = &chunk {
+                tracing::warn!(model = %lease.model(), error = %e, "the server broke off its answer");
+                lease.fail();
             }
+            Some((chunk, (body, finish, lease)))
         },
     );
     resp.body(Body::from_stream(stream))
         .map_err(|e| ApiError::backend(format!("could not relay the answer: {e}")))
 }
 
-/// Records the request's duration, and its outcome on each experiment's arm, when the
-/// answer's stream ends or is dropped.
+/// Records the request's duration, its outcome on each experiment's arm and, when the host
+/// records traffic, its trace line, when the answer's stream ends or is dropped.
 struct Finish {
     latency: prometheus_client::metrics::histogram::Histogram,
     began: Instant,
@@ -96,21 +94,22 @@ struct Finish {
     experiments: Vec<(Arc<Experiment>, String)>,
     /// The trace's record of the answer, when the host records.
     answer: Option<Answer>,
+    /// The stream ran to its end (not dropped by a client that went away).
+    ended: bool,
 }
 
 impl Finish {
     /// A chunk of the answer went out (`None`: an error in its place).
-    fn chunk(&mut self, bytes: Option<&[u8]>) {
-        let first = *self.first_chunk.get_or_insert_with(Instant::now);
-        if let Some(a) = &mut self.answer {
-            a.chunk(bytes, first);
-        }
+    /// The answer's stream ran to its end. (A method: the lint cannot see that the drop
+    /// right after reads a field written in place.)
+    fn end(&mut self) {
+        self.ended = true;
     }
 
-    /// The answer's stream ran to its end.
-    fn end(&mut self) {
+    fn chunk(&mut self, bytes: Option<&[u8]>) {
+        self.first_chunk.get_or_insert_with(Instant::now);
         if let Some(a) = &mut self.answer {
-            a.end();
+            a.chunk(bytes);
         }
     }
 
@@ -133,6 +132,9 @@ impl Drop for Finish {
         self.latency.observe(outcome.latency_ms / 1e3);
         for (e, key) in &self.experiments {
             e.record_outcome(key, outcome);
+        }
+        if let Some(a) = self.answer.take() {
+            a.finish(self.began, self.first_chunk, self.ended);
         }
     }
 }

@@ -1,7 +1,9 @@
 //! Loading, making room and unloading: the conversation with the `choose-eviction` policy.
 //! Every eviction, for a load, an idle TTL or memory pressure ([`super::housekeeping`]), is
-//! the policy's decision, checked again against the live state just before it is carried out;
-//! the slot's transitions ([`super::slot`]) do the rest.
+//! the policy's decision, checked again against the live state just before it is carried out,
+//! except one: when idle models cannot make room and the policy says wait, the host drains
+//! busy models by its own bounded rule ([`start_drain`]) and evicts them once idle. The
+//! slot's transitions ([`super::slot`]) do the rest.
 
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -20,7 +22,7 @@ const RACE_PAUSE: Duration = Duration::from_millis(20);
 const WAIT_RECHECK: Duration = Duration::from_secs(1);
 /// The shortest a load waits on busy models before the host drains them for it; a model
 /// that takes longer to load waits its load time ([`drain_after`]).
-pub const DRAIN_AFTER_MIN: Duration = Duration::from_secs(1);
+const DRAIN_AFTER_MIN: Duration = Duration::from_secs(1);
 
 /// How far a device is from fitting one more model.
 enum Shortfall {
@@ -220,7 +222,7 @@ async fn ask_for_room(inner: &Arc<Inner>, idx: usize, key: &str) -> Result<(), S
     loop {
         // Changes from here on, to the state the policy is about to see, count as new.
         rx.mark_seen();
-        let (req, id, drained, drain_at) = {
+        let (next, id, drain_at) = {
             let mut st = inner.lock();
             let drain_at = drain_time(&st, idx, began, wait);
             let id = st.slots[idx].cfg.id.clone();
@@ -237,20 +239,31 @@ async fn ask_for_room(inner: &Arc<Inner>, idx: usize, key: &str) -> Result<(), S
                         .filter(|&&i| st.slots[i].draining() && st.slots[i].evictable())
                         .map(|&i| st.slots[i].cfg.id.clone())
                         .collect();
-                    let req = drained.is_empty().then(|| {
-                        view::eviction_request(inner, &st, Incoming::Load(idx), needed, |_| true)
-                    });
-                    (req, id, drained, drain_at)
+                    let next = if drained.is_empty() {
+                        Next::Ask(view::eviction_request(
+                            inner,
+                            &st,
+                            Incoming::Load(idx),
+                            needed,
+                            |_| true,
+                        ))
+                    } else {
+                        Next::EvictDrained(drained)
+                    };
+                    (next, id, drain_at)
                 }
             }
         };
-        let Some(req) = req else {
-            // Drained and idle: the host's own rule made them go, so the host evicts them.
-            let why = format!("drained to make room for {id}");
-            if !evict(inner, &drained, Authority::Policy, DRAIN_RULE, &why).await {
-                tokio::time::sleep(RACE_PAUSE).await;
+        let req = match next {
+            Next::Ask(req) => req,
+            Next::EvictDrained(drained) => {
+                // The host's own rule made them go, so the host evicts them.
+                let why = format!("drained to make room for {id}");
+                if !evict(inner, &drained, Authority::Policy, DRAIN_RULE, &why).await {
+                    tokio::time::sleep(RACE_PAUSE).await;
+                }
+                continue;
             }
-            continue;
         };
         let decided = decide(inner, req, key).await;
         match decided.value {
@@ -300,8 +313,19 @@ async fn ask_for_room(inner: &Arc<Inner>, idx: usize, key: &str) -> Result<(), S
     }
 }
 
+/// What a load waiting for room does next.
+// A local value, made and matched once per decision: boxing the request would only add an
+// allocation.
+#[allow(clippy::large_enum_variant)]
+enum Next {
+    /// Asks the policy with this request.
+    Ask(EvictionRequest),
+    /// Evicts the models drained for it, idle now.
+    EvictDrained(Vec<String>),
+}
+
 /// Who evicts a drained model, in events and `/metrics`.
-pub const DRAIN_RULE: &str = "host drain rule";
+pub(super) const DRAIN_RULE: &str = "host drain rule";
 
 /// When the load may drain the busy models: `wait` after it began waiting, and after the
 /// newest of them was loaded, so that a model just loaded serves for a while before it can
@@ -321,7 +345,7 @@ fn drain_time(st: &State, idx: usize, began: Instant, wait: Duration) -> Instant
 /// How long a load waits on busy models before the host drains them: its expected load time
 /// (a load that waits as long as it takes has paid for it twice), at least
 /// [`DRAIN_AFTER_MIN`].
-pub(super) fn drain_after(slot: &Slot) -> Duration {
+fn drain_after(slot: &Slot) -> Duration {
     let load = match (slot.stats().load_count, &slot.cfg.backend) {
         (n, _) if n > 0 => Duration::from_millis(slot.stats().mean_load_ms().into()),
         (_, crate::config::BackendSettings::Simulated { load_time }) => *load_time,

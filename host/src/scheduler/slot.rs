@@ -426,14 +426,10 @@ impl Slot {
     }
 
     /// Ready → ready and draining: requests that come queue while those in flight finish.
-    /// False (and no change) unless it is ready.
-    pub fn begin_drain(&mut self) -> bool {
-        match &mut self.phase {
-            Phase::Ready { draining, .. } => {
-                *draining = true;
-                true
-            }
-            _ => false,
+    /// No change unless it is ready.
+    pub fn begin_drain(&mut self) {
+        if let Phase::Ready { draining, .. } = &mut self.phase {
+            *draining = true;
         }
     }
 

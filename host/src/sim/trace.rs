@@ -267,19 +267,11 @@ fn azure_llm(paths: &[PathBuf]) -> anyhow::Result<Trace> {
     })
 }
 
-/// A line of a JSON-lines trace: an [`Arrival`], plus what a recorded trace says of how the
-/// request ended (see [`crate::recorder::Record`]).
+/// A line of a JSON-lines trace: an [`Arrival`], whose model a recorded request no model was
+/// chosen for lacks, and the stage a recorded request ended in (see
+/// [`crate::recorder::Record`]).
 #[derive(Deserialize)]
 struct Line {
-    #[serde(flatten)]
-    arrival: LineArrival,
-    #[serde(default)]
-    stage: Option<Stage>,
-}
-
-/// An arrival whose model may be missing: a recorded request that no model was chosen for.
-#[derive(Deserialize)]
-struct LineArrival {
     t_ms: u64,
     model: Option<String>,
     #[serde(default)]
@@ -292,6 +284,8 @@ struct LineArrival {
     priority: i32,
     #[serde(default)]
     task: Option<String>,
+    #[serde(default)]
+    stage: Option<Stage>,
 }
 
 fn jsonl(path: &Path) -> anyhow::Result<Trace> {
@@ -302,8 +296,9 @@ fn jsonl(path: &Path) -> anyhow::Result<Trace> {
         if line.trim().is_empty() {
             continue;
         }
-        let Line { arrival: a, stage } = serde_json::from_str(&line)
+        let a: Line = serde_json::from_str(&line)
             .with_context(|| format!("{} line {}", path.display(), i + 1))?;
+        let stage = a.stage;
         let Some(model) = a.model else {
             if stage.is_none() {
                 bail!("{} line {}: no `model`", path.display(), i + 1);
