@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::Command;
 
 /// Guest packages built for every host build: the five built-ins, then the test guests.
-const GUESTS: [&str; 7] = [
+const GUESTS: [&str; 8] = [
     "modelyard-policy-lru",
     "modelyard-policy-lfu",
     "modelyard-policy-priority",
@@ -14,6 +14,7 @@ const GUESTS: [&str; 7] = [
     "modelyard-policy-hybrid",
     "modelyard-policy-evil",
     "modelyard-policy-foreign",
+    "modelyard-policy-stateful",
 ];
 
 fn main() {

@@ -8,7 +8,7 @@ use modelyard::engine::sample;
 use modelyard::engine::types::{CompressionRequest, EvictionDecision, EvictionRequest, Request};
 use modelyard::engine::{DecidedBy, EngineSettings, Hook, Hooks, Policy, PolicyError, fallback};
 
-use crate::util::{builtin, engine, evil, relaxed};
+use crate::util::{builtin, engine, evil, no_catalogue, relaxed};
 
 fn evict_request(mode: &str) -> EvictionRequest {
     let mut req = sample::eviction_request(8);
@@ -48,7 +48,7 @@ fn with_memory_cap(bytes: usize) -> EngineSettings {
 #[test]
 fn deadline_obeyed() {
     let e = engine(with_deadline(5_000));
-    let decision = evil(&e).choose_eviction(&evict_request("work"));
+    let decision = evil(&e).choose_eviction(&evict_request("work"), &no_catalogue());
     assert!(
         matches!(decision, Ok(EvictionDecision::Evict(_))),
         "{decision:?}"
@@ -58,7 +58,7 @@ fn deadline_obeyed() {
 #[test]
 fn deadline_violated() {
     let e = engine(with_deadline(2));
-    let decision = evil(&e).choose_eviction(&evict_request("work"));
+    let decision = evil(&e).choose_eviction(&evict_request("work"), &no_catalogue());
     assert!(
         matches!(decision, Err(PolicyError::Deadline { .. })),
         "{decision:?}"
@@ -68,7 +68,7 @@ fn deadline_violated() {
 #[test]
 fn memory_cap_obeyed() {
     let e = engine(with_memory_cap(64 << 20));
-    let decision = evil(&e).choose_eviction(&evict_request("alloc"));
+    let decision = evil(&e).choose_eviction(&evict_request("alloc"), &no_catalogue());
     assert!(
         matches!(decision, Ok(EvictionDecision::Evict(_))),
         "{decision:?}"
@@ -78,7 +78,7 @@ fn memory_cap_obeyed() {
 #[test]
 fn memory_cap_violated() {
     let e = engine(with_memory_cap(8 << 20));
-    let decision = evil(&e).choose_eviction(&evict_request("alloc"));
+    let decision = evil(&e).choose_eviction(&evict_request("alloc"), &no_catalogue());
     assert!(
         matches!(decision, Err(PolicyError::OutOfMemory { .. })),
         "{decision:?}"
@@ -199,8 +199,11 @@ fn a_good_policy_keeps_working_beside_a_failing_one() {
     let evil = evil(&e);
     let lru = builtin(&e, "lru");
     for mode in ["loop", "trap", "oom"] {
-        assert!(evil.choose_eviction(&evict_request(mode)).is_err());
-        let decision = lru.choose_eviction(&sample::eviction_request(8));
+        assert!(
+            evil.choose_eviction(&evict_request(mode), &no_catalogue())
+                .is_err()
+        );
+        let decision = lru.choose_eviction(&sample::eviction_request(8), &no_catalogue());
         assert!(
             matches!(decision, Ok(EvictionDecision::Evict(_))),
             "after {mode}: {decision:?}"
@@ -217,10 +220,14 @@ fn repeated_failures_quarantine_until_replaced() {
     let e = engine(settings);
     let first = evil(&e);
     for _ in 0..3 {
-        assert!(first.choose_eviction(&evict_request("trap")).is_err());
+        assert!(
+            first
+                .choose_eviction(&evict_request("trap"), &no_catalogue())
+                .is_err()
+        );
     }
     assert!(first.is_quarantined());
-    let good = first.choose_eviction(&sample::eviction_request(8));
+    let good = first.choose_eviction(&sample::eviction_request(8), &no_catalogue());
     assert!(
         matches!(good, Err(PolicyError::Quarantined { .. })),
         "{good:?}"
@@ -250,9 +257,18 @@ fn a_success_resets_the_failure_streak() {
     });
     let p: std::sync::Arc<Policy> = evil(&e);
     for _ in 0..5 {
-        assert!(p.choose_eviction(&evict_request("trap")).is_err());
-        assert!(p.choose_eviction(&evict_request("trap")).is_err());
-        assert!(p.choose_eviction(&sample::eviction_request(8)).is_ok());
+        assert!(
+            p.choose_eviction(&evict_request("trap"), &no_catalogue())
+                .is_err()
+        );
+        assert!(
+            p.choose_eviction(&evict_request("trap"), &no_catalogue())
+                .is_err()
+        );
+        assert!(
+            p.choose_eviction(&sample::eviction_request(8), &no_catalogue())
+                .is_ok()
+        );
     }
     assert!(!p.is_quarantined());
 }

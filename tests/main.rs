@@ -19,6 +19,10 @@ mod simulate;
 // Deadline and memory cap (obeyed/violated pairs), the evil guest's every mode, quarantine.
 mod limits;
 
+// Contract 0.2 beside 0.1: stateful instances, the catalogue, resets, the lifetime memory cap,
+// interests, and answers by index.
+mod contract;
+
 // `modelyard policy check|list` on built-ins, a non-wasm file, a core module, a foreign contract.
 mod policy_cli;
 

@@ -42,6 +42,27 @@ fn check_accepts_every_builtin() {
 }
 
 #[test]
+fn check_reports_a_0_2_component_as_stateful_with_its_exports() {
+    let (ok, out) = check(&guest_path("modelyard-policy-stateful"));
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("contract: modelyard:policy@0.2.0 (stateful"),
+        "{out}"
+    );
+    assert!(
+        out.contains("exports:  choose-eviction, select-model"),
+        "{out}"
+    );
+    assert!(
+        out.contains("catalogue (lifecycle): yes; events: yes"),
+        "{out}"
+    );
+    assert!(out.contains("choose-eviction: evict"), "{out}");
+    let (_, old) = check(&guest_path("modelyard-policy-lru"));
+    assert!(old.contains("(stateless"), "{old}");
+}
+
+#[test]
 fn check_rejects_a_file_that_is_not_wasm() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("notes.wasm");

@@ -12,7 +12,7 @@ use modelyard::engine::types::{EvictionDecision, Request, Selection};
 use modelyard::engine::{Policy, PolicySource, sample};
 
 use crate::documented::{build_as_documented, documented_build, documented_component};
-use crate::util::{builtin, engine, relaxed};
+use crate::util::{builtin, engine, no_catalogue, relaxed};
 
 /// Writes a project with `policy new`, builds it as its README says, and returns the component
 /// its README's `policy check` line names, with the tools that built it.
@@ -193,8 +193,8 @@ fn the_documented_example_builds_and_decides_as_it_says(lang: Lang, project: &Pa
         for needed_gib in [1u64, 3, 1000] {
             req.needed_bytes = needed_gib << 30;
             assert_eq!(
-                example.choose_eviction(&req).unwrap(),
-                lfu.choose_eviction(&req).unwrap(),
+                example.choose_eviction(&req, &no_catalogue()).unwrap(),
+                lfu.choose_eviction(&req, &no_catalogue()).unwrap(),
                 "{}: choose-eviction, {n} models, {needed_gib} GiB",
                 lang.name()
             );
@@ -209,10 +209,13 @@ fn the_documented_example_builds_and_decides_as_it_says(lang: Lang, project: &Pa
         let want = if req.model == "auto" {
             Selection::Model(most_used.id.clone())
         } else {
-            spec.select_model(&req, &candidates, &telemetry).unwrap()
+            spec.select_model(&req, &candidates, &telemetry, &no_catalogue())
+                .unwrap()
         };
         assert_eq!(
-            example.select_model(&req, &candidates, &telemetry).unwrap(),
+            example
+                .select_model(&req, &candidates, &telemetry, &no_catalogue())
+                .unwrap(),
             want,
             "{}: select-model for {req:?}",
             lang.name()
@@ -221,8 +224,8 @@ fn the_documented_example_builds_and_decides_as_it_says(lang: Lang, project: &Pa
     for (turns, budget) in [(5, 40), (20, 400), (20, 10)] {
         let req = sample::compression_request(turns, budget);
         assert_eq!(
-            example.compress_context(&req).unwrap(),
-            lru.compress_context(&req).unwrap()
+            example.compress_context(&req, &no_catalogue()).unwrap(),
+            lru.compress_context(&req, &no_catalogue()).unwrap()
         );
     }
 }
@@ -255,8 +258,8 @@ fn template_decides_as_the_built_ins(name: &str, wasm: &Path) {
         for needed_gib in [1u64, 2, 5, 1000] {
             req.needed_bytes = needed_gib << 30;
             let (got, rs) = (
-                guest.choose_eviction(&req).unwrap(),
-                lru.choose_eviction(&req).unwrap(),
+                guest.choose_eviction(&req, &no_catalogue()).unwrap(),
+                lru.choose_eviction(&req, &no_catalogue()).unwrap(),
             );
             assert_eq!(got, rs, "choose-eviction, {n} models, {needed_gib} GiB");
             decisions += 1;
@@ -264,15 +267,22 @@ fn template_decides_as_the_built_ins(name: &str, wasm: &Path) {
     }
     let (candidates, telemetry) = (sample::loaded(8), sample::telemetry(1, 1 << 34, 1 << 33));
     for req in requests() {
-        let got = guest.select_model(&req, &candidates, &telemetry).unwrap();
-        let rs = spec.select_model(&req, &candidates, &telemetry).unwrap();
+        let got = guest
+            .select_model(&req, &candidates, &telemetry, &no_catalogue())
+            .unwrap();
+        let rs = spec
+            .select_model(&req, &candidates, &telemetry, &no_catalogue())
+            .unwrap();
         assert_eq!(got, rs, "select-model for {req:?}");
         decisions += 1;
     }
     for turns in [0, 1, 5, 20] {
         for budget in [10, 40, 120, 400, 100_000] {
             let req = sample::compression_request(turns, budget);
-            let (got, rs) = (guest.compress_context(&req), lru.compress_context(&req));
+            let (got, rs) = (
+                guest.compress_context(&req, &no_catalogue()),
+                lru.compress_context(&req, &no_catalogue()),
+            );
             assert_eq!(
                 got.unwrap(),
                 rs.unwrap(),
@@ -283,7 +293,9 @@ fn template_decides_as_the_built_ins(name: &str, wasm: &Path) {
     }
     assert_eq!(decisions, 20 + 11 + 20);
     assert!(matches!(
-        guest.choose_eviction(&sample::eviction_request(8)).unwrap(),
+        guest
+            .choose_eviction(&sample::eviction_request(8), &no_catalogue())
+            .unwrap(),
         EvictionDecision::Evict(_)
     ));
 }

@@ -3,11 +3,11 @@
 use modelyard::engine::sample::{self, model};
 use modelyard::engine::types::{
     CompressionRequest, EvictionDecision, EvictionRequest, Model, ModelState, Request, Selection,
-    TaskDemand,
+    TaskDemand, WAIT_RECHECK,
 };
 use modelyard::engine::{Policy, PolicyEngine};
 
-use crate::util::{builtin, engine, relaxed};
+use crate::util::{builtin, engine, no_catalogue, relaxed};
 
 const GIB: u64 = 1 << 30;
 
@@ -27,7 +27,10 @@ fn need(gib: u64, loaded: Vec<Model>) -> EvictionRequest {
 }
 
 fn evicts(policy: &Policy, req: &EvictionRequest) -> Vec<String> {
-    match policy.choose_eviction(req).expect("valid decision") {
+    match policy
+        .choose_eviction(req, &no_catalogue())
+        .expect("valid decision")
+    {
         EvictionDecision::Evict(ids) => ids,
         other => panic!("{} answered {other:?}", policy.name()),
     }
@@ -61,12 +64,15 @@ fn lru_waits_for_busy_models_and_rejects_when_nothing_can_free() {
     let mut busy = loaded("a", 100);
     busy.in_flight = 2;
     assert_eq!(
-        lru.choose_eviction(&need(1, vec![busy])).unwrap(),
-        EvictionDecision::Wait
+        lru.choose_eviction(&need(1, vec![busy]), &no_catalogue())
+            .unwrap(),
+        EvictionDecision::Wait(Some(WAIT_RECHECK))
     );
     let mut pinned = loaded("a", 100);
     pinned.pinned = true;
-    let decision = lru.choose_eviction(&need(1, vec![pinned])).unwrap();
+    let decision = lru
+        .choose_eviction(&need(1, vec![pinned]), &no_catalogue())
+        .unwrap();
     assert!(
         matches!(decision, EvictionDecision::Reject(_)),
         "{decision:?}"
@@ -102,7 +108,9 @@ fn priority_evicts_lowest_first_and_never_above_the_request() {
     assert_eq!(evicts(&prio, &need(1, models.clone())), ["c"]);
     assert_eq!(evicts(&prio, &need(2, models.clone())), ["c", "a"]);
     // A priority-0 load may not push out the priority-1 model, even when short of room.
-    let decision = prio.choose_eviction(&need(3, models.clone())).unwrap();
+    let decision = prio
+        .choose_eviction(&need(3, models.clone()), &no_catalogue())
+        .unwrap();
     assert!(
         matches!(decision, EvictionDecision::Reject(_)),
         "{decision:?}"
@@ -131,7 +139,7 @@ fn select(policy: &Policy, model: &str, task: Option<&str>, text: &str) -> Selec
     };
     let telemetry = sample::telemetry(1_000, 8 * GIB, 4 * GIB);
     policy
-        .select_model(&req, &candidates(), &telemetry)
+        .select_model(&req, &candidates(), &telemetry, &no_catalogue())
         .expect("valid selection")
 }
 
@@ -180,7 +188,9 @@ fn specialization_breaks_ties_toward_the_loaded_model() {
         ..sample::request()
     };
     let telemetry = sample::telemetry(1_000, 8 * GIB, 4 * GIB);
-    let chosen = spec.select_model(&req, &[cold, warm], &telemetry).unwrap();
+    let chosen = spec
+        .select_model(&req, &[cold, warm], &telemetry, &no_catalogue())
+        .unwrap();
     assert_eq!(chosen, Selection::Model("b-warm".into()));
 }
 
@@ -242,8 +252,8 @@ fn hybrid_guards_a_model_expected_back_within_half_its_load_time() {
     let mut req = need(1, vec![hot.clone()]);
     req.telemetry.now_ms = 100_000;
     assert_eq!(
-        hybrid.choose_eviction(&req).unwrap(),
-        EvictionDecision::Wait
+        hybrid.choose_eviction(&req, &no_catalogue()).unwrap(),
+        EvictionDecision::Wait(Some(WAIT_RECHECK))
     );
     // The guard yields when the load it holds back has more requests waiting than four times
     // what the guarded model expects during one reload (2 s / 100 ms = 20).
@@ -252,8 +262,8 @@ fn hybrid_guards_a_model_expected_back_within_half_its_load_time() {
     assert_eq!(evicts(&hybrid, &waited), ["hot"]);
     waited.incoming.queued = 80;
     assert_eq!(
-        hybrid.choose_eviction(&waited).unwrap(),
-        EvictionDecision::Wait
+        hybrid.choose_eviction(&waited, &no_catalogue()).unwrap(),
+        EvictionDecision::Wait(Some(WAIT_RECHECK))
     );
     // Idle for 10 s, far past its usual gap: no longer guarded.
     hot.last_used_ms = 90_000;
@@ -272,7 +282,7 @@ fn hybrid_still_rejects_what_even_its_guarded_models_could_not_free() {
     let mut req = need(2, vec![hot]);
     req.telemetry.now_ms = 100_000;
     assert!(matches!(
-        hybrid.choose_eviction(&req).unwrap(),
+        hybrid.choose_eviction(&req, &no_catalogue()).unwrap(),
         EvictionDecision::Reject(_)
     ));
 }
@@ -321,7 +331,10 @@ fn every_builtin_evicts_just_enough_and_never_pinned_or_busy() {
 }
 
 fn check_compression(name: &str, policy: &Policy, req: &CompressionRequest) {
-    let kept = policy.compress_context(req).expect("valid").expect("fits");
+    let kept = policy
+        .compress_context(req, &no_catalogue())
+        .expect("valid")
+        .expect("fits");
     let total: u32 = kept.iter().map(|m| m.tokens).sum();
     assert!(
         total <= req.budget_tokens,
@@ -355,7 +368,9 @@ fn every_builtin_compresses_to_the_newest_turns_that_fit() {
         let policy = builtin(&e, name);
         check_compression(name, &policy, &sample::compression_request(6, 120));
         let hopeless = sample::compression_request(6, 5);
-        let answer = policy.compress_context(&hopeless).expect("a valid answer");
+        let answer = policy
+            .compress_context(&hopeless, &no_catalogue())
+            .expect("a valid answer");
         assert!(answer.is_err(), "{name} cannot fit 5 tokens: {answer:?}");
     }
 }

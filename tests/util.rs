@@ -2,7 +2,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use modelyard::engine::{EngineSettings, Policy, PolicyEngine, PolicySource};
+use modelyard::engine::{Catalogue, EngineSettings, Policy, PolicyEngine, PolicySource};
 
 /// Where the host's build script put the guest components.
 pub fn guest_path(crate_name: &str) -> PathBuf {
@@ -17,6 +17,11 @@ pub fn relaxed() -> EngineSettings {
         hook_deadline: Duration::from_secs(2),
         ..EngineSettings::default()
     }
+}
+
+/// The catalogue a direct call to a 0.1 policy passes: 0.1 has none, so any will do.
+pub fn no_catalogue() -> Catalogue {
+    Catalogue::default()
 }
 
 pub fn engine(settings: EngineSettings) -> PolicyEngine {

@@ -1,9 +1,12 @@
-//! Hook call cost: the LRU built-in through wasm versus the same crate called natively.
+//! Hook call cost: LRU through wasm, on contract 0.1 and 0.2, versus the same crate called
+//! natively.
 //!
 //! Prints, for 0 (the fixed cost of a call), 16, 64 and 1,000 loaded models, the median and
-//! p99 of one `choose-eviction` call: through wasm on a reused pooled instance (the host's normal path), through wasm with a
-//! fresh instance per call, and natively (including the input copy a wasm call also makes).
-//! Run with `cargo bench --bench hook_call`.
+//! p99 of one `choose-eviction` call: the 0.1 LRU built-in through wasm on a reused pooled
+//! instance (the host's normal 0.1 path) and with a fresh instance per call; LRU on 0.2 (the
+//! `stateful` test guest's default answer: least recently used first, by index) on its one
+//! stateful instance, the host's conversion to 0.2's lean records included; and natively
+//! (including the input copy a wasm call also makes). Run with `cargo bench --bench hook_call`.
 
 mod common;
 
@@ -13,7 +16,7 @@ use std::time::Duration;
 use common::measure;
 
 use modelyard::engine::types as host;
-use modelyard::engine::{EngineSettings, PolicyEngine, sample};
+use modelyard::engine::{EngineSettings, PolicyEngine, PolicySource, sample};
 use modelyard_policy::EvictionPolicy;
 use modelyard_policy::types as guest;
 
@@ -97,32 +100,53 @@ fn main() {
     .expect("engine");
     let lru_reused = reused.builtin("lru").expect("built-in").expect("loads");
     let lru_fresh = fresh.builtin("lru").expect("built-in").expect("loads");
+    let path = std::path::PathBuf::from(env!("MODELYARD_GUEST_DIR"))
+        .join("modelyard_policy_stateful.wasm");
+    let bytes = std::fs::read(&path).expect("the stateful test guest is built with the host");
+    let lru_v2 = reused
+        .load("lru-0.2", PolicySource::File(path), &bytes)
+        .expect("loads");
 
     println!("choose-eviction, LRU built-in; µs per call");
     println!(
-        "{:>7} | {:>12} {:>9} | {:>12} {:>9} | {:>12} {:>9} | {:>13}",
+        "{:>7} | {:>12} {:>9} | {:>12} {:>9} | {:>11} {:>9} | {:>12} {:>9} | {:>8} {:>8}",
         "models",
-        "wasm median",
-        "wasm p99",
+        "0.1 median",
+        "0.1 p99",
         "fresh median",
         "fresh p99",
-        "native median",
+        "0.2 median",
+        "0.2 p99",
+        "native med.",
         "native p99",
-        "wasm / native"
+        "0.1/nat.",
+        "0.2/nat."
     );
     for n in [0usize, 16, 64, 1000] {
         let iterations = if n >= 1000 { 2_000 } else { 20_000 };
         let req = sample::eviction_request(n);
+        let catalogue = sample::catalogue(n);
         let guest_req = to_guest_request(&req);
         let (wm, wp) = measure(iterations, || {
             black_box(
                 lru_reused
-                    .choose_eviction(black_box(&req))
+                    .choose_eviction(black_box(&req), &catalogue)
                     .expect("decides"),
             );
         });
         let (fm, fp) = measure(iterations / 4, || {
-            black_box(lru_fresh.choose_eviction(black_box(&req)).expect("decides"));
+            black_box(
+                lru_fresh
+                    .choose_eviction(black_box(&req), &catalogue)
+                    .expect("decides"),
+            );
+        });
+        let (v2m, v2p) = measure(iterations, || {
+            black_box(
+                lru_v2
+                    .choose_eviction(black_box(&req), &catalogue)
+                    .expect("decides"),
+            );
         });
         let (nm, np) = measure(iterations, || {
             black_box(modelyard_policy_lru::Lru::choose_eviction(black_box(
@@ -130,14 +154,17 @@ fn main() {
             )));
         });
         println!(
-            "{n:>7} | {:>12} {:>9} | {:>12} {:>9} | {:>13} {:>10} | {:>12.1}x",
+            "{n:>7} | {:>12} {:>9} | {:>12} {:>9} | {:>11} {:>9} | {:>12} {:>9} | {:>7.1}x {:>7.1}x",
             micros(wm),
             micros(wp),
             micros(fm),
             micros(fp),
+            micros(v2m),
+            micros(v2p),
             micros(nm),
             micros(np),
-            wm.as_secs_f64() / nm.as_secs_f64()
+            wm.as_secs_f64() / nm.as_secs_f64(),
+            v2m.as_secs_f64() / nm.as_secs_f64()
         );
     }
 }

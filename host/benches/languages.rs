@@ -57,6 +57,8 @@ fn main() -> anyhow::Result<()> {
         sample::telemetry(1, 1 << 34, 1 << 33),
     );
     let compression = sample::compression_request(20, 400);
+    // Every model the samples name (0.1 components ignore it).
+    let catalogue = sample::catalogue(8);
 
     println!(
         "| language | component | build | host compile | choose-eviction µs (median / p99) | select-model µs | compress-context µs |"
@@ -72,19 +74,23 @@ fn main() -> anyhow::Result<()> {
         let policy = engine.load(&name, PolicySource::File(wasm.clone()), &bytes)?;
         let compile = began.elapsed();
         let evict = measure(2000, || {
-            black_box(policy.choose_eviction(black_box(&eviction)).expect("call"));
+            black_box(
+                policy
+                    .choose_eviction(black_box(&eviction), &catalogue)
+                    .expect("call"),
+            );
         });
         let select = measure(2000, || {
             black_box(
                 policy
-                    .select_model(black_box(&request), &candidates, &telemetry)
+                    .select_model(black_box(&request), &candidates, &telemetry, &catalogue)
                     .expect("call"),
             );
         });
         let compress = measure(2000, || {
             let _ = black_box(
                 policy
-                    .compress_context(black_box(&compression))
+                    .compress_context(black_box(&compression), &catalogue)
                     .expect("call"),
             );
         });

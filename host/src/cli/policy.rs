@@ -9,8 +9,7 @@ use anyhow::Context as _;
 
 use super::sdk::{self, Lang};
 use crate::engine::{
-    CONTRACT_VERSION, DEFAULT_HOOK_DEADLINE, EngineSettings, LoadError, Policy, PolicyEngine,
-    PolicySource, builtin,
+    DEFAULT_HOOK_DEADLINE, EngineSettings, LoadError, Policy, PolicyEngine, PolicySource, builtin,
 };
 
 /// Where users drop their policies.
@@ -36,8 +35,25 @@ pub fn check(file: &Path) -> anyhow::Result<ExitCode> {
         }
     };
     println!("policy:   {}", policy.name());
-    println!("contract: modelyard:policy@{CONTRACT_VERSION}");
+    let contract = policy.contract();
+    let state = if contract.stateful() {
+        "stateful: one instance keeps its memory across calls"
+    } else {
+        "stateless: each call may run on a fresh instance"
+    };
+    println!(
+        "contract: modelyard:policy@{} ({state})",
+        contract.version()
+    );
     println!("exports:  {}", hook_list(&policy));
+    if contract.stateful() {
+        let yes_no = |b: bool| if b { "yes" } else { "no" };
+        println!(
+            "also:     catalogue (lifecycle): {}; events: {}",
+            yes_no(policy.configurable()),
+            yes_no(policy.observes())
+        );
+    }
     let mut ok = true;
     for hook in policy.hooks() {
         let started = Instant::now();

@@ -68,6 +68,14 @@ pub enum PolicyError {
     Quarantined { policy: String, hook: Hook },
     #[error("policy {policy} does not export {hook}")]
     NotExported { policy: String, hook: Hook },
+    /// The host could not put the call in 0.2's terms (a record names a model its catalogue
+    /// lacks): the host's fault, never counted against the policy.
+    #[error("the host could not describe the {hook} call to policy {policy}: {reason}")]
+    Undescribable {
+        policy: String,
+        hook: Hook,
+        reason: String,
+    },
 }
 
 impl PolicyError {
@@ -80,6 +88,7 @@ impl PolicyError {
             Self::InvalidDecision { .. } => "invalid_decision",
             Self::Quarantined { .. } => "quarantined",
             Self::NotExported { .. } => "not_exported",
+            Self::Undescribable { .. } => "undescribable",
         }
     }
 }

@@ -11,6 +11,7 @@
 mod bindings;
 pub mod builtin;
 mod cache;
+mod catalogue;
 mod error;
 pub mod experiment;
 mod hooks;
@@ -19,16 +20,17 @@ pub mod sample;
 mod sandbox;
 pub mod set;
 pub mod tokens;
+pub mod types;
 
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use wasmtime::component::{HasSelf, Linker};
+use wasmtime::component::Linker;
 
-pub use bindings::types;
 pub use cache::CacheStats;
+pub use catalogue::{Catalogue, ModelInfo};
 pub use error::{LoadError, PolicyError};
 pub use hooks::{Decided, DecidedBy, Hooks, NativeEviction, smoke};
 
@@ -38,12 +40,12 @@ pub mod fallback {
     pub use super::hooks::eviction::fallback as choose_eviction;
     pub use super::hooks::selection::fallback as select_model;
 }
-pub use policy::{HookStats, LATENCY_BUCKETS_US, Policy, PolicySource};
+pub use policy::{
+    Contract, EVENT_BATCH, EventCounts, HookStats, LATENCY_BUCKETS_US, MAX_PENDING_EVENTS, Policy,
+    PolicySource, Resets,
+};
 use sandbox::GuestState;
 pub use set::PolicySet;
-
-/// The contract version this host speaks.
-pub const CONTRACT_VERSION: &str = "0.1.0";
 
 /// How long one hook call may run before it is stopped.
 pub const DEFAULT_HOOK_DEADLINE: Duration = Duration::from_millis(5);
@@ -241,8 +243,7 @@ impl PolicyEngine {
 
         let mut linker = Linker::<GuestState>::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(from_wasmtime)?;
-        bindings::Policy::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
-            .map_err(from_wasmtime)?;
+        bindings::add_to_linker(&mut linker).map_err(from_wasmtime)?;
 
         let weak = engine.weak();
         std::thread::Builder::new()

@@ -1,8 +1,12 @@
 //! One compiled policy component: loading and checking it, and calling its hooks in a sandbox.
 //!
-//! A call runs on an instance taken from a small per-policy pool. An instance serves at most
-//! `recycle_after` calls and is discarded after any failure, so a guest that traps or leaks
-//! never affects the next call. Every call gets a fresh epoch deadline.
+//! A 0.1 component's call runs on an instance taken from a small per-policy pool; an instance
+//! serves at most `recycle_after` calls and is discarded after any failure, so a guest that
+//! traps or leaks never affects the next call. A 0.2 component is stateful: one instance lives
+//! across calls, which are serialised on it; it is configured with the catalogue before its
+//! first call and whenever the catalogue changes, and discarded (for a fresh one at the next
+//! call) after a trap, a deadline or its memory cap, which holds over its whole life. Every
+//! call gets a fresh epoch deadline.
 
 use std::path::PathBuf;
 use std::sync::Mutex;
@@ -11,9 +15,34 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use wasmtime::Store;
 use wasmtime::component::InstancePre;
 
-use super::bindings::{compression, eviction, selection};
+use super::bindings::{v1, v2};
 use super::sandbox::GuestState;
-use super::{CONTRACT_VERSION, Hook, HookMap, LoadError, PolicyEngine, PolicyError};
+use super::types::Event;
+use super::{Catalogue, Hook, HookMap, LoadError, PolicyEngine, PolicyError};
+
+/// A contract version the host serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Contract {
+    V0_1,
+    V0_2,
+}
+
+impl Contract {
+    /// Every version the host serves, oldest first.
+    pub const ALL: [Contract; 2] = [Contract::V0_1, Contract::V0_2];
+
+    pub fn version(self) -> &'static str {
+        match self {
+            Contract::V0_1 => "0.1.0",
+            Contract::V0_2 => "0.2.0",
+        }
+    }
+
+    /// Whether an instance lives across calls.
+    pub fn stateful(self) -> bool {
+        self == Contract::V0_2
+    }
+}
 
 /// Where a policy came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,10 +105,150 @@ impl HookStats {
 /// A live instance with its exports looked up once.
 pub(super) struct Warm {
     pub store: Store<GuestState>,
-    pub eviction: Option<eviction::Guest>,
-    pub selection: Option<selection::Guest>,
-    pub compression: Option<compression::Guest>,
+    pub guest: Guest,
     calls: u32,
+}
+
+/// An instance's exports, by contract version.
+pub(super) enum Guest {
+    V1 {
+        eviction: Option<v1::eviction::Guest>,
+        selection: Option<v1::selection::Guest>,
+        compression: Option<v1::compression::Guest>,
+    },
+    V2(V2Guest),
+}
+
+/// A 0.2 instance's exports, and what it was configured with.
+pub(super) struct V2Guest {
+    pub lifecycle: Option<v2::lifecycle::Guest>,
+    pub events: Option<v2::events::Guest>,
+    pub eviction: Option<v2::eviction::Guest>,
+    pub selection: Option<v2::selection::Guest>,
+    pub compression: Option<v2::compression::Guest>,
+    /// The generation of the catalogue it was configured with.
+    configured: Option<u64>,
+    pub interests: v2::Interests,
+}
+
+/// A component's exports, found once at load.
+enum Exports {
+    V1 {
+        eviction: Option<v1::eviction::GuestIndices>,
+        selection: Option<v1::selection::GuestIndices>,
+        compression: Option<v1::compression::GuestIndices>,
+    },
+    V2 {
+        lifecycle: Option<v2::lifecycle::GuestIndices>,
+        events: Option<v2::events::GuestIndices>,
+        eviction: Option<v2::eviction::GuestIndices>,
+        selection: Option<v2::selection::GuestIndices>,
+        compression: Option<v2::compression::GuestIndices>,
+    },
+}
+
+impl Exports {
+    /// The newest version whose hooks the component exports.
+    fn find(pre: &InstancePre<GuestState>) -> Exports {
+        let v2 = Exports::V2 {
+            lifecycle: v2::lifecycle::GuestIndices::new(pre).ok(),
+            events: v2::events::GuestIndices::new(pre).ok(),
+            eviction: v2::eviction::GuestIndices::new(pre).ok(),
+            selection: v2::selection::GuestIndices::new(pre).ok(),
+            compression: v2::compression::GuestIndices::new(pre).ok(),
+        };
+        if Hook::ALL.iter().any(|&h| v2.has(h)) {
+            return v2;
+        }
+        Exports::V1 {
+            eviction: v1::eviction::GuestIndices::new(pre).ok(),
+            selection: v1::selection::GuestIndices::new(pre).ok(),
+            compression: v1::compression::GuestIndices::new(pre).ok(),
+        }
+    }
+
+    fn contract(&self) -> Contract {
+        match self {
+            Exports::V1 { .. } => Contract::V0_1,
+            Exports::V2 { .. } => Contract::V0_2,
+        }
+    }
+
+    fn has(&self, hook: Hook) -> bool {
+        match (self, hook) {
+            (Exports::V1 { eviction, .. }, Hook::ChooseEviction) => eviction.is_some(),
+            (Exports::V1 { selection, .. }, Hook::SelectModel) => selection.is_some(),
+            (Exports::V1 { compression, .. }, Hook::CompressContext) => compression.is_some(),
+            (Exports::V2 { eviction, .. }, Hook::ChooseEviction) => eviction.is_some(),
+            (Exports::V2 { selection, .. }, Hook::SelectModel) => selection.is_some(),
+            (Exports::V2 { compression, .. }, Hook::CompressContext) => compression.is_some(),
+        }
+    }
+}
+
+/// Events a policy keeps waiting at most; more are dropped (and counted).
+pub const MAX_PENDING_EVENTS: usize = 4096;
+/// Events told in one `observe` call at most.
+pub const EVENT_BATCH: usize = 1024;
+
+/// Events an observing policy has not been told yet, and what became of the others.
+#[derive(Debug, Default)]
+struct Inbox {
+    pending: std::collections::VecDeque<Event>,
+    delivered: u64,
+    dropped: u64,
+}
+
+/// A policy's events so far.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct EventCounts {
+    pub delivered: u64,
+    pub dropped: u64,
+    pub pending: usize,
+}
+
+/// How a guest call failed, before it is attributed to a hook.
+enum Failure {
+    OutOfMemory,
+    Deadline(u64),
+    Trap(String),
+}
+
+impl Failure {
+    fn error(self, policy: &str, hook: Hook) -> PolicyError {
+        let policy = policy.to_string();
+        match self {
+            Failure::OutOfMemory => PolicyError::OutOfMemory { policy, hook },
+            Failure::Deadline(deadline_ms) => PolicyError::Deadline {
+                policy,
+                hook,
+                deadline_ms,
+            },
+            Failure::Trap(message) => PolicyError::Trap {
+                policy,
+                hook,
+                message,
+            },
+        }
+    }
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::OutOfMemory => f.write_str("exceeded its memory cap"),
+            Failure::Deadline(ms) => write!(f, "ran past its {ms} ms deadline"),
+            Failure::Trap(message) => write!(f, "trapped: {message}"),
+        }
+    }
+}
+
+/// Why a stateful instance was last discarded, and how often.
+#[derive(Debug, Default, Clone)]
+pub struct Resets {
+    pub count: u64,
+    /// The failure that discarded the last one.
+    pub last: Option<String>,
 }
 
 /// A compiled, checked policy component.
@@ -88,10 +257,16 @@ pub struct Policy {
     source: PolicySource,
     engine: PolicyEngine,
     pre: InstancePre<GuestState>,
-    eviction: Option<eviction::GuestIndices>,
-    selection: Option<selection::GuestIndices>,
-    compression: Option<compression::GuestIndices>,
+    exports: Exports,
+    /// 0.1: idle instances ready for a call.
     pool: Mutex<Vec<Warm>>,
+    /// 0.2: the one instance, held for the length of each call.
+    stateful: Mutex<Option<Warm>>,
+    resets: Mutex<Resets>,
+    inbox: Mutex<Inbox>,
+    /// 0.2: the requests `select-model` wants, as its instance last said.
+    selection_interest: AtomicU32,
+    wants_text: AtomicBool,
     stats: HookMap<HookStats>,
     quarantined: AtomicBool,
 }
@@ -101,9 +276,18 @@ impl std::fmt::Debug for Policy {
         f.debug_struct("Policy")
             .field("name", &self.name)
             .field("source", &self.source)
+            .field("contract", &self.contract().version())
             .field("hooks", &self.hooks())
             .finish()
     }
+}
+
+fn interest_bits(f: v2::types::SelectionInterest) -> u32 {
+    f.as_array()[0]
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// What kind of WebAssembly binary `bytes` is, from its 8-byte preamble.
@@ -146,11 +330,14 @@ impl Policy {
             name: name.into(),
             source,
             engine: engine.clone(),
-            eviction: eviction::GuestIndices::new(&pre).ok(),
-            selection: selection::GuestIndices::new(&pre).ok(),
-            compression: compression::GuestIndices::new(&pre).ok(),
+            exports: Exports::find(&pre),
             pre,
             pool: Mutex::new(Vec::new()),
+            stateful: Mutex::new(None),
+            resets: Mutex::new(Resets::default()),
+            inbox: Mutex::new(Inbox::default()),
+            selection_interest: AtomicU32::new(interest_bits(v2::types::SelectionInterest::all())),
+            wants_text: AtomicBool::new(true),
             stats: Default::default(),
             quarantined: AtomicBool::new(false),
         };
@@ -162,7 +349,7 @@ impl Policy {
                 .collect();
             return Err(LoadError::NoHooks {
                 name: name.into(),
-                version: CONTRACT_VERSION,
+                version: "0.1.0 or 0.2.0",
                 exports: if exports.is_empty() {
                     "nothing".into()
                 } else {
@@ -174,7 +361,7 @@ impl Policy {
             Some(hook) => LoadError::Contract {
                 name: name.into(),
                 hook,
-                version: CONTRACT_VERSION,
+                version: policy.contract().version(),
                 detail: format!("{e:#}"),
             },
             None => LoadError::Compile {
@@ -182,7 +369,10 @@ impl Policy {
                 detail: format!("{e:#}"),
             },
         })?;
-        policy.give_back(warm);
+        match policy.contract() {
+            Contract::V0_1 => policy.give_back(warm),
+            Contract::V0_2 => *lock(&policy.stateful) = Some(warm),
+        }
         Ok(policy)
     }
 
@@ -200,11 +390,60 @@ impl Policy {
     }
 
     pub fn exports(&self, hook: Hook) -> bool {
-        match hook {
-            Hook::ChooseEviction => self.eviction.is_some(),
-            Hook::SelectModel => self.selection.is_some(),
-            Hook::CompressContext => self.compression.is_some(),
-        }
+        self.exports.has(hook)
+    }
+
+    /// The contract version it was built against.
+    pub fn contract(&self) -> Contract {
+        self.exports.contract()
+    }
+
+    /// Whether it exports `events` (0.2).
+    pub fn observes(&self) -> bool {
+        matches!(
+            &self.exports,
+            Exports::V2 {
+                events: Some(_),
+                ..
+            }
+        )
+    }
+
+    /// Whether it exports `lifecycle` (0.2): it is configured with the catalogue.
+    pub fn configurable(&self) -> bool {
+        matches!(
+            &self.exports,
+            Exports::V2 {
+                lifecycle: Some(_),
+                ..
+            }
+        )
+    }
+
+    /// How often its stateful instance was discarded, and why the last time.
+    pub fn resets(&self) -> Resets {
+        lock(&self.resets).clone()
+    }
+
+    /// The error for a call the host could not put in 0.2's terms; logged, not counted.
+    pub(super) fn undescribable(&self, hook: Hook, reason: String) -> PolicyError {
+        let error = PolicyError::Undescribable {
+            policy: self.name.clone(),
+            hook,
+            reason,
+        };
+        tracing::error!(policy = %self.name, hook = %hook, "{error}");
+        error
+    }
+
+    /// Whether its instance last said it wants each request's text.
+    pub(super) fn wants_text(&self) -> bool {
+        self.wants_text.load(Ordering::Relaxed)
+    }
+
+    /// Whether its instance last said it wants to be asked about requests of this kind.
+    pub(super) fn wants_selection(&self, kind: v2::types::SelectionInterest) -> bool {
+        self.selection_interest.load(Ordering::Relaxed) & interest_bits(kind) != 0
     }
 
     pub fn stats(&self, hook: Hook) -> &HookStats {
@@ -240,10 +479,12 @@ impl Policy {
         }
     }
 
-    /// Runs one hook call on a pooled instance under the deadline, classifying any failure.
+    /// Runs one hook call under the deadline, classifying any failure: on a pooled instance
+    /// (0.1), or on the policy's one instance, configured with `catalogue` first (0.2).
     pub(super) fn call<R>(
         &self,
         hook: Hook,
+        catalogue: &Catalogue,
         f: impl FnOnce(&mut Warm) -> Option<wasmtime::Result<R>>,
     ) -> Result<R, PolicyError> {
         if !self.exports(hook) {
@@ -258,49 +499,232 @@ impl Policy {
                 hook,
             });
         }
-        let stats = self.stats(hook);
-        stats.calls.fetch_add(1, Ordering::Relaxed);
-        let mut warm = match self.take_instance() {
-            Ok(w) => w,
-            Err((_, e)) => return Err(self.failed(hook, self.trap(hook, &e))),
+        self.stats(hook).calls.fetch_add(1, Ordering::Relaxed);
+        if self.contract() == Contract::V0_1 {
+            let mut warm = match self.take_instance() {
+                Ok(w) => w,
+                Err((_, e)) => return Err(self.failed(hook, self.trap(hook, &e))),
+            };
+            let value = self
+                .run_on(&mut warm, hook, f)
+                .map_err(|e| self.failed(hook, e))?;
+            // A failed instance was dropped above: it is never reused.
+            warm.calls += 1;
+            self.give_back(warm);
+            return Ok(value);
+        }
+        let mut slot = lock(&self.stateful);
+        let warm = match &mut *slot {
+            Some(w) => w,
+            empty => match self.instantiate() {
+                Ok(w) => empty.insert(w),
+                Err((_, e)) => return Err(self.failed(hook, self.trap(hook, &e))),
+            },
         };
+        let outcome = self
+            .configure(warm, hook, catalogue)
+            .and_then(|()| self.run_on(warm, hook, f));
+        outcome.map_err(|e| {
+            *slot = None;
+            self.discarded(&e);
+            self.failed(hook, e)
+        })
+    }
+
+    /// Calls `f` on `warm` under the hook's deadline and counts its time.
+    fn run_on<R>(
+        &self,
+        warm: &mut Warm,
+        hook: Hook,
+        f: impl FnOnce(&mut Warm) -> Option<wasmtime::Result<R>>,
+    ) -> Result<R, PolicyError> {
         warm.store
             .set_epoch_deadline(self.engine.settings().deadline_ticks());
         let began = std::time::Instant::now();
-        let outcome = f(&mut warm);
-        stats.record(began.elapsed());
+        let outcome = f(warm);
+        self.stats(hook).record(began.elapsed());
         match outcome {
-            Some(Ok(value)) => {
-                warm.calls += 1;
-                self.give_back(warm);
-                Ok(value)
-            }
-            Some(Err(e)) => {
-                let error = if warm.store.data().hit_memory_cap {
-                    PolicyError::OutOfMemory {
-                        policy: self.name.clone(),
-                        hook,
-                    }
-                } else if e.downcast_ref::<wasmtime::Trap>() == Some(&wasmtime::Trap::Interrupt) {
-                    let deadline_ms =
-                        u64::try_from(self.engine.settings().hook_deadline.as_millis())
-                            .unwrap_or(u64::MAX);
-                    PolicyError::Deadline {
-                        policy: self.name.clone(),
-                        hook,
-                        deadline_ms,
-                    }
-                } else {
-                    self.trap(hook, &e)
-                };
-                // The instance is dropped here: a failed guest is never reused.
-                Err(self.failed(hook, error))
-            }
+            Some(Ok(value)) => Ok(value),
+            Some(Err(e)) => Err(self.classify(hook, &warm.store, &e)),
             None => Err(PolicyError::NotExported {
                 policy: self.name.clone(),
                 hook,
             }),
         }
+    }
+
+    /// Hands a 0.2 instance the catalogue when it has not seen this one, and keeps what it
+    /// wants. A failure counts against `hook`, the call that needed it.
+    fn configure(
+        &self,
+        warm: &mut Warm,
+        hook: Hook,
+        catalogue: &Catalogue,
+    ) -> Result<(), PolicyError> {
+        let Warm { store, guest, .. } = warm;
+        let Guest::V2(g) = guest else {
+            return Ok(());
+        };
+        if g.configured == Some(catalogue.generation()) {
+            return Ok(());
+        }
+        if let Some(lifecycle) = &g.lifecycle {
+            // Configuring may build the policy's tables: it gets the time instantiating does.
+            let settings = self.engine.settings();
+            store.set_epoch_deadline(settings.deadline_ticks().max(super::instantiate_ticks()));
+            let interests = lifecycle
+                .call_configure(&mut *store, &v2::catalogue(catalogue))
+                .map_err(|e| self.classify(hook, store, &e))?;
+            g.interests = interests.into();
+            self.selection_interest
+                .store(interest_bits(g.interests.selection), Ordering::Relaxed);
+            self.wants_text.store(g.interests.text, Ordering::Relaxed);
+        }
+        g.configured = Some(catalogue.generation());
+        Ok(())
+    }
+
+    /// What a failed guest call was: its memory cap, its deadline, or a trap.
+    fn classify(&self, hook: Hook, store: &Store<GuestState>, e: &wasmtime::Error) -> PolicyError {
+        self.failure(store, e).error(&self.name, hook)
+    }
+
+    fn failure(&self, store: &Store<GuestState>, e: &wasmtime::Error) -> Failure {
+        if store.data().hit_memory_cap {
+            Failure::OutOfMemory
+        } else if e.downcast_ref::<wasmtime::Trap>() == Some(&wasmtime::Trap::Interrupt) {
+            Failure::Deadline(
+                u64::try_from(self.engine.settings().hook_deadline.as_millis()).unwrap_or(u64::MAX),
+            )
+        } else {
+            Failure::Trap(format!("{e:#}"))
+        }
+    }
+
+    /// Notes that a stateful instance, and its state, was thrown away after `error`.
+    fn discarded(&self, error: &PolicyError) {
+        self.discarded_after(error.kind(), error.to_string());
+    }
+
+    fn discarded_after(&self, kind: &str, why: String) {
+        let mut resets = lock(&self.resets);
+        resets.count += 1;
+        resets.last = Some(why);
+        tracing::warn!(
+            policy = %self.name, kind,
+            "discarded its instance and the state it kept; the next call gets a fresh one"
+        );
+    }
+
+    /// Queues `event` for the policy if it observes; past [`MAX_PENDING_EVENTS`] it is dropped
+    /// and counted, never waited for.
+    pub fn enqueue(&self, event: &Event) {
+        if !self.observes() {
+            return;
+        }
+        let mut inbox = lock(&self.inbox);
+        if inbox.pending.len() >= MAX_PENDING_EVENTS {
+            inbox.dropped += 1;
+        } else {
+            inbox.pending.push_back(event.clone());
+        }
+    }
+
+    /// Whether events wait to be told.
+    pub fn has_pending_events(&self) -> bool {
+        self.observes() && !lock(&self.inbox).pending.is_empty()
+    }
+
+    /// Its events: told, dropped (the policy too slow, or a failed batch) and waiting.
+    pub fn event_counts(&self) -> EventCounts {
+        let inbox = lock(&self.inbox);
+        EventCounts {
+            delivered: inbox.delivered,
+            dropped: inbox.dropped,
+            pending: inbox.pending.len(),
+        }
+    }
+
+    /// Tells the instance every pending event, in order, in batches of at most
+    /// [`EVENT_BATCH`], each under the hook deadline. Returns how many it was told. A batch
+    /// that fails is dropped (and counted) and discards the instance.
+    pub fn deliver(&self, catalogue: &Catalogue) -> u64 {
+        if !self.observes() || self.is_quarantined() {
+            return 0;
+        }
+        let mut told = 0;
+        loop {
+            // The instance first: a batch taken is told before any other delivery takes the
+            // next one, so events stay in order.
+            let mut slot = lock(&self.stateful);
+            let batch: Vec<Event> = {
+                let mut inbox = lock(&self.inbox);
+                let n = inbox.pending.len().min(EVENT_BATCH);
+                inbox.pending.drain(..n).collect()
+            };
+            if batch.is_empty() {
+                return told;
+            }
+            let n = batch.len() as u64;
+            let lean: Vec<v2::types::Event> = batch
+                .iter()
+                .filter_map(|e| v2::event(e, catalogue, &self.name))
+                .collect();
+            match self.observe(&mut slot, &lean, catalogue) {
+                Ok(()) => {
+                    lock(&self.inbox).delivered += n;
+                    told += n;
+                }
+                Err(()) => {
+                    lock(&self.inbox).dropped += n;
+                    return told;
+                }
+            }
+        }
+    }
+
+    /// One `observe` call on the stateful instance; a failure discards it.
+    fn observe(
+        &self,
+        slot: &mut Option<Warm>,
+        events: &[v2::types::Event],
+        catalogue: &Catalogue,
+    ) -> Result<(), ()> {
+        let warm = match &mut *slot {
+            Some(w) => w,
+            empty => match self.instantiate() {
+                Ok(w) => empty.insert(w),
+                Err((_, e)) => {
+                    tracing::warn!(policy = %self.name, "cannot instantiate to observe: {e:#}");
+                    return Err(());
+                }
+            },
+        };
+        let outcome = match self.hooks().first() {
+            Some(&hook) => self
+                .configure(warm, hook, catalogue)
+                .map_err(|e| e.to_string()),
+            None => Ok(()),
+        }
+        .and_then(|()| {
+            let Warm { store, guest, .. } = &mut *warm;
+            let Guest::V2(V2Guest {
+                events: Some(g), ..
+            }) = guest
+            else {
+                return Ok(());
+            };
+            store.set_epoch_deadline(self.engine.settings().deadline_ticks());
+            g.call_observe(&mut *store, events).map_err(|e| {
+                let f = self.failure(store, &e);
+                format!("policy {} {f} in observe", self.name)
+            })
+        });
+        outcome.map_err(|why| {
+            *slot = None;
+            tracing::warn!(policy = %self.name, "{why}");
+            self.discarded_after("observe", why);
+        })
     }
 
     fn trap(&self, hook: Hook, e: &wasmtime::Error) -> PolicyError {
@@ -362,32 +786,52 @@ impl Policy {
         // call may; each call sets its own deadline.
         store.set_epoch_deadline(settings.deadline_ticks().max(super::instantiate_ticks()));
         let instance = self.pre.instantiate(&mut store).map_err(|e| (None, e))?;
-        let eviction = match &self.eviction {
-            Some(i) => Some(
-                i.load(&mut store, &instance)
-                    .map_err(|e| (Some(Hook::ChooseEviction), e))?,
-            ),
-            None => None,
-        };
-        let selection = match &self.selection {
-            Some(i) => Some(
-                i.load(&mut store, &instance)
-                    .map_err(|e| (Some(Hook::SelectModel), e))?,
-            ),
-            None => None,
-        };
-        let compression = match &self.compression {
-            Some(i) => Some(
-                i.load(&mut store, &instance)
-                    .map_err(|e| (Some(Hook::CompressContext), e))?,
-            ),
-            None => None,
+        fn get<I, G>(
+            hook: Option<Hook>,
+            indices: &Option<I>,
+            load: impl FnOnce(&I) -> wasmtime::Result<G>,
+        ) -> Result<Option<G>, (Option<Hook>, wasmtime::Error)> {
+            indices
+                .as_ref()
+                .map(load)
+                .transpose()
+                .map_err(|e| (hook, e))
+        }
+        let (evict, select, compress) = (
+            Some(Hook::ChooseEviction),
+            Some(Hook::SelectModel),
+            Some(Hook::CompressContext),
+        );
+        let s = &mut store;
+        let guest = match &self.exports {
+            Exports::V1 {
+                eviction,
+                selection,
+                compression,
+            } => Guest::V1 {
+                eviction: get(evict, eviction, |i| i.load(&mut *s, &instance))?,
+                selection: get(select, selection, |i| i.load(&mut *s, &instance))?,
+                compression: get(compress, compression, |i| i.load(&mut *s, &instance))?,
+            },
+            Exports::V2 {
+                lifecycle,
+                events,
+                eviction,
+                selection,
+                compression,
+            } => Guest::V2(V2Guest {
+                lifecycle: get(None, lifecycle, |i| i.load(&mut *s, &instance))?,
+                events: get(None, events, |i| i.load(&mut *s, &instance))?,
+                eviction: get(evict, eviction, |i| i.load(&mut *s, &instance))?,
+                selection: get(select, selection, |i| i.load(&mut *s, &instance))?,
+                compression: get(compress, compression, |i| i.load(&mut *s, &instance))?,
+                configured: None,
+                interests: v2::Interests::default(),
+            }),
         };
         Ok(Warm {
             store,
-            eviction,
-            selection,
-            compression,
+            guest,
             calls: 0,
         })
     }

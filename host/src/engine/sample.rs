@@ -2,9 +2,10 @@
 //! scales up. The scenario is small but exercises the rules: one pinned model, one busy one.
 
 use super::types::{
-    CompressionRequest, Device, EvictionRequest, Message, Model, ModelState, Request, TaskDemand,
-    Telemetry,
+    CompressionRequest, Device, EvictionReason, EvictionRequest, Message, Model, ModelState,
+    Request, TaskDemand, Telemetry,
 };
+use super::{Catalogue, ModelInfo};
 
 const GIB: u64 = 1 << 30;
 
@@ -46,9 +47,26 @@ pub fn telemetry(now_ms: u64, total: u64, free: u64) -> Telemetry {
     }
 }
 
+/// The catalogue of the sample's `n` models (`m0`..) and the incoming one (last), on `cpu`.
+pub fn catalogue(n: usize) -> Catalogue {
+    let info = |id: String, tag: &str| ModelInfo {
+        id,
+        aliases: vec![],
+        tags: vec![tag.to_string()],
+        context_tokens: 8192,
+        parallel: 1,
+    };
+    let mut models: Vec<ModelInfo> = (0..n)
+        .map(|i| info(format!("m{i}"), TAGS[i % TAGS.len()]))
+        .collect();
+    models.push(info("incoming".into(), "code"));
+    Catalogue::new(models, vec!["cpu".into()])
+}
+
+const TAGS: [&str; 4] = ["chat", "code", "summarize", "general"];
+
 /// `n` ready 1 GiB models with varied recency and use; `m0` is pinned and `m1` busy.
 pub fn loaded(n: usize) -> Vec<Model> {
-    const TAGS: [&str; 4] = ["chat", "code", "summarize", "general"];
     (0..n)
         .map(|i| {
             let k = i as u64;
@@ -71,6 +89,7 @@ pub fn eviction_request(n: usize) -> EvictionRequest {
     incoming.state = ModelState::Unloaded;
     incoming.load_count = 0;
     EvictionRequest {
+        reason: EvictionReason::Load,
         incoming,
         needed_bytes: 2 * GIB,
         device: "cpu".into(),

@@ -14,6 +14,7 @@ pub async fn acquire(app: &AppState, ex: &Exchange, target: &Model) -> Result<Le
         priority: ex.priority,
         task: ex.task.clone(),
         key: ex.key_for(Hook::ChooseEviction).to_string(),
+        prompt_tokens: ex.estimated_tokens,
     };
     Ok(app.scheduler.acquire(&target.id, &demand).await?)
 }

@@ -48,6 +48,7 @@ pub async fn policies(State(app): State<Arc<AppState>>) -> impl IntoResponse {
             Some(p) => {
                 let s = p.stats(hook);
                 let p99 = s.latency_quantile_us(0.99);
+                let resets = p.resets();
                 json!({
                     "hook": hook.name(),
                     "policy": p.name(),
@@ -56,6 +57,11 @@ pub async fn policies(State(app): State<Arc<AppState>>) -> impl IntoResponse {
                         PolicySource::File(path) => path.display().to_string(),
                     },
                     "exports": p.hooks().iter().map(|h| h.name()).collect::<Vec<_>>(),
+                    "contract": p.contract().version(),
+                    "stateful": p.contract().stateful(),
+                    // A stateful instance thrown away (with its state) after a failure.
+                    "instance_resets": resets.count,
+                    "last_reset": resets.last,
                     "calls": s.calls.load(Relaxed),
                     "failures": s.failures.load(Relaxed),
                     "quarantined": p.is_quarantined(),

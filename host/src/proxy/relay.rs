@@ -71,6 +71,7 @@ pub fn relay(
                 return None;
             };
             finish.chunk(chunk.as_ref().ok().map(|b| &b[..]));
+            lease.first_token();
             if let Err(e) = &chunk {
                 tracing::warn!(model = %lease.model(), error = %e, "the server broke off its answer");
                 lease.fail();

@@ -10,7 +10,7 @@ use super::room::{self, Authority};
 use super::slot::Slot;
 use super::view::{self, Incoming};
 use super::{HOUSEKEEPING_INTERVAL, Inner};
-use crate::engine::types::EvictionDecision;
+use crate::engine::types::{EvictionCause, EvictionDecision, EvictionReason};
 
 /// The sticky key of evictions no request asked for (TTL, pressure).
 const HOUSEKEEPING_KEY: &str = "modelyard:housekeeping";
@@ -97,7 +97,7 @@ async fn expire_ttl(inner: &Arc<Inner>) {
                 continue;
             }
             let incoming = Incoming::Housekeeping {
-                reason: "ttl",
+                reason: EvictionReason::IdleTtl,
                 device: &device,
             };
             view::eviction_request(inner, &st, incoming, needed, expired)
@@ -108,7 +108,7 @@ async fn expire_ttl(inner: &Arc<Inner>) {
                 inner,
                 ids,
                 Authority::Policy,
-                &room::decided_by(&decided.by),
+                &room::Evictor::decided(&decided.by, EvictionCause::IdleTtl),
                 "idle past its ttl",
             )
             .await;
@@ -149,7 +149,7 @@ async fn relieve_pressure(inner: &Arc<Inner>) {
                 continue;
             }
             let incoming = Incoming::Housekeeping {
-                reason: "pressure",
+                reason: EvictionReason::Pressure,
                 device: &device,
             };
             view::eviction_request(inner, &st, incoming, needed, |_| true)
@@ -162,7 +162,7 @@ async fn relieve_pressure(inner: &Arc<Inner>) {
                 inner,
                 ids,
                 Authority::Policy,
-                &room::decided_by(&decided.by),
+                &room::Evictor::decided(&decided.by, EvictionCause::Pressure),
                 &why,
             )
             .await;

@@ -122,6 +122,8 @@ impl<'a> Waiter<'a> {
                     generation,
                     instance,
                     started: now,
+                    arrived: self.arrived,
+                    first_token: None,
                     failed: false,
                 }))
             }
@@ -221,6 +223,9 @@ pub struct Lease {
     pub(super) generation: u64,
     pub(super) instance: Arc<dyn Instance>,
     pub(super) started: Instant,
+    /// When the request arrived, and when its first token went out (if it has).
+    pub(super) arrived: Instant,
+    pub(super) first_token: Option<Instant>,
     pub(super) failed: bool,
 }
 
@@ -238,6 +243,16 @@ impl Lease {
     /// The token count of each text with the model server's own tokenizer.
     pub async fn count_tokens(&self, texts: &[String]) -> Result<Vec<u32>, CountError> {
         self.instance.count_tokens(texts).await
+    }
+
+    /// The answer's first token went out now (the first is kept).
+    pub fn first_token(&mut self) {
+        self.first_token_at(Instant::now());
+    }
+
+    /// The answer's first token went out at `at` (the simulator's clock; the first is kept).
+    pub fn first_token_at(&mut self, at: Instant) {
+        self.first_token.get_or_insert(at);
     }
 
     /// Counts the request as an error of the model.
@@ -271,6 +286,14 @@ impl Drop for Lease {
         if idle {
             self.inner.room_changed();
         }
+        let first_token = self.first_token.map(|t| t.min(now));
+        super::events::finished(
+            &self.inner,
+            self.idx,
+            self.arrived,
+            first_token,
+            !self.failed,
+        );
     }
 }
 

@@ -16,6 +16,7 @@
 //!
 //! It knows nothing of HTTP: the proxy holds a [`Lease`] for each request it forwards.
 
+mod events;
 mod housekeeping;
 mod lease;
 mod room;
@@ -41,7 +42,7 @@ pub use status::{DeviceStatus, Event, EvictionStats, ModelStatus, Status};
 use crate::backend::{Instance, Launcher};
 use crate::config::{CPU_DEVICE, Settings};
 use crate::engine::Hooks;
-use crate::engine::types::ModelState;
+use crate::engine::types::{EvictionCause, ModelState};
 use crate::telemetry::{Snapshot, Telemetry};
 
 /// How often TTLs, memory pressure and footprints are checked.
@@ -117,6 +118,8 @@ pub struct Demand {
     pub task: Option<String>,
     /// The request's sticky key for an experiment on `choose-eviction`.
     pub key: String,
+    /// The host's count of its prompt, for policies that observe events.
+    pub prompt_tokens: u32,
 }
 
 /// How the scheduler runs. The default is a real machine; the simulator says otherwise.
@@ -178,6 +181,8 @@ struct Inner {
     names: HashMap<String, usize>,
     /// [`SchedulerOptions::inline_calls`].
     inline: bool,
+    /// A delivery of policy events is due ([`events`]).
+    flushing: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Debug, Default)]
@@ -238,6 +243,7 @@ impl Scheduler {
             tracing::info!(device = %name, capacity = cap, total, "memory budget");
             capacity.insert(name.clone(), cap);
         }
+        hooks.set_catalogue(view::catalogue(&settings.models, &devices));
         let state = State {
             slots: settings.models.iter().cloned().map(Slot::new).collect(),
             ..State::default()
@@ -269,6 +275,7 @@ impl Scheduler {
             epoch: Instant::now(),
             names,
             inline: options.inline_calls,
+            flushing: std::sync::atomic::AtomicBool::new(false),
         });
         let ttls = inner.settings.models.iter().any(|m| m.ttl.is_some());
         if options.always_keep_house || ttls {
@@ -292,6 +299,7 @@ impl Scheduler {
     pub async fn acquire(&self, model: &str, demand: &Demand) -> Result<Lease, SchedError> {
         let inner = &self.inner;
         let idx = inner.index(model)?;
+        events::arrived(inner, idx, demand);
         let mut waiter = Waiter::new(inner, idx);
         let deadline = waiter.arrived + inner.settings.scheduler.queue_timeout;
         if let Some(task) = &demand.task {
@@ -372,7 +380,7 @@ impl Scheduler {
             &self.inner,
             &ids,
             room::Authority::Operator,
-            "an operator",
+            &room::Evictor::host("an operator", EvictionCause::Requested),
             "on request",
         )
         .await
@@ -506,6 +514,8 @@ impl Inner {
     }
 }
 
+#[cfg(test)]
+mod contract_tests;
 #[cfg(test)]
 mod drain_tests;
 #[cfg(test)]

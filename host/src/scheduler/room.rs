@@ -13,13 +13,13 @@ use tokio::time::Instant;
 use super::slot::{Slot, millis_since};
 use super::view::{self, Incoming};
 use super::{Inner, SchedError, State};
-use crate::engine::types::{EvictionDecision, EvictionRequest};
+use crate::engine::types::{
+    EventKind, EvictedBy, EvictionCause, EvictionDecision, EvictionRequest,
+};
 use crate::engine::{Decided, DecidedBy, PolicyError};
 
 /// How long a load waits before asking again after its eviction lost a race.
 const RACE_PAUSE: Duration = Duration::from_millis(20);
-/// How long a load the policy told to wait waits before asking again when nothing changes.
-const WAIT_RECHECK: Duration = Duration::from_secs(1);
 /// The shortest a load waits on busy models before the host drains them for it; a model
 /// that takes longer to load waits its load time ([`drain_after`]).
 const DRAIN_AFTER_MIN: Duration = Duration::from_secs(1);
@@ -33,6 +33,7 @@ enum Shortfall {
 
 /// Loads model `idx` for attempt `generation`: makes room, starts the backend, measures it.
 pub(super) async fn load(inner: Arc<Inner>, idx: usize, generation: u64, key: String) {
+    super::events::load_started(&inner, idx);
     let outcome = match make_room(&inner, idx, &key).await {
         Ok(()) => start(&inner, idx, generation).await,
         Err(e) => Err(e),
@@ -43,6 +44,7 @@ pub(super) async fn load(inner: Arc<Inner>, idx: usize, generation: u64, key: St
         Err(e @ SchedError::LoadFailed { .. }) => Some(("failed", e.to_string())),
         Err(e) => Some(("rejected", e.to_string())),
     };
+    let failed = matches!(outcome, Err(SchedError::LoadFailed { .. }));
     let slot = &mut st.slots[idx];
     let id = slot.cfg.id.clone();
     slot.load_ended(generation, outcome, Instant::now());
@@ -50,6 +52,9 @@ pub(super) async fn load(inner: Arc<Inner>, idx: usize, generation: u64, key: St
         inner.event(&mut st, &id, kind, detail);
     }
     drop(st);
+    if failed {
+        super::events::load_failed(&inner, idx);
+    }
     inner.slot_changed(idx);
     inner.room_changed();
 }
@@ -70,17 +75,21 @@ async fn start(inner: &Arc<Inner>, idx: usize, generation: u64) -> Result<(), Sc
         None => None,
     };
     let now = Instant::now();
-    let ready = {
+    let (ready, bytes) = {
         let mut st = inner.lock();
         let load_ms = millis_since(began, now);
         let slot = &mut st.slots[idx];
         let ready = slot.loaded(instance.clone(), footprint, now, load_ms);
+        let bytes = slot.size();
         if ready {
-            let detail = format!("ready in {load_ms} ms, {} bytes", slot.size());
+            let detail = format!("ready in {load_ms} ms, {bytes} bytes");
             inner.event(&mut st, &cfg.id, "loaded", detail);
         }
-        ready
+        (ready, bytes)
     };
+    if ready {
+        super::events::loaded(inner, idx, now - began, bytes);
+    }
     if !ready {
         instance.stop().await;
         return Err(SchedError::ShuttingDown);
@@ -109,7 +118,7 @@ async fn watch_crash(
 
 /// Marks attempt `generation` of model `idx` failed because its server died, unless that was
 /// already noted or the server was stopped on purpose. The next request restarts it.
-pub(super) async fn mark_crashed(inner: &Inner, idx: usize, generation: u64, reason: String) {
+pub(super) async fn mark_crashed(inner: &Arc<Inner>, idx: usize, generation: u64, reason: String) {
     let instance = {
         let mut st = inner.lock();
         let slot = &mut st.slots[idx];
@@ -122,6 +131,11 @@ pub(super) async fn mark_crashed(inner: &Inner, idx: usize, generation: u64, rea
     };
     inner.slot_changed(idx);
     inner.room_changed();
+    super::events::emit(inner, || EventKind::Evicted {
+        model: inner.settings.models[idx].id.clone(),
+        by: EvictedBy::Host,
+        cause: EvictionCause::Crashed,
+    });
     // Whatever the dead server left in its process group.
     instance.stop().await;
 }
@@ -217,6 +231,10 @@ async fn ask_for_room(inner: &Arc<Inner>, idx: usize, key: &str) -> Result<(), S
     let mut drain = Drain {
         inner,
         models: Vec::new(),
+        by: Evictor::host(
+            DRAIN_RULE,
+            EvictionCause::Load(inner.settings.models[idx].id.clone()),
+        ),
     };
     let mut rx = inner.room_changes.listen();
     loop {
@@ -257,9 +275,9 @@ async fn ask_for_room(inner: &Arc<Inner>, idx: usize, key: &str) -> Result<(), S
         let req = match next {
             Next::Ask(req) => req,
             Next::EvictDrained(drained) => {
-                // The host's own rule made them go, so the host evicts them.
+                // Whoever drained them (the host's rule or the policy) evicts them.
                 let why = format!("drained to make room for {id}");
-                if !evict(inner, &drained, Authority::Policy, DRAIN_RULE, &why).await {
+                if !evict(inner, &drained, Authority::Policy, &drain.by, &why).await {
                     tokio::time::sleep(RACE_PAUSE).await;
                 }
                 continue;
@@ -269,28 +287,32 @@ async fn ask_for_room(inner: &Arc<Inner>, idx: usize, key: &str) -> Result<(), S
         match decided.value {
             EvictionDecision::Evict(ids) => {
                 let why = format!("to make room for {id}");
-                if !evict(
-                    inner,
-                    &ids,
-                    Authority::Policy,
-                    &decided_by(&decided.by),
-                    &why,
-                )
-                .await
-                {
+                let by = Evictor::decided(&decided.by, EvictionCause::Load(id.clone()));
+                if !evict(inner, &ids, Authority::Policy, &by, &why).await {
                     tokio::time::sleep(RACE_PAUSE).await;
                 }
             }
-            EvictionDecision::Wait => {
-                tracing::debug!(model = %id, "eviction policy says wait");
+            EvictionDecision::Drain(ids) => {
+                tracing::debug!(model = %id, drain = ?ids, "eviction policy drains");
+                drain.by = Evictor::decided(&decided.by, EvictionCause::Load(id.clone()));
+                drain_named(inner, &id, &ids, &mut drain.models);
+                wait_for_room(inner, idx, &mut rx, deadline).await;
+                if Instant::now() >= deadline {
+                    return Err(SchedError::Timeout {
+                        model: id,
+                        waited: inner.settings.scheduler.queue_timeout,
+                    });
+                }
+            }
+            EvictionDecision::Wait(after) => {
+                tracing::debug!(model = %id, ?after, "eviction policy says wait");
                 if drain.models.is_empty() && Instant::now() >= drain_at {
                     start_drain(inner, idx, &mut drain.models);
                 }
-                // Ask again when a change lets the load fit by evicting idle models, or after a
-                // pause whatever happened: a policy may wait on time alone (a model it guards
-                // grows colder while nothing happens), or give up waiting; and when the time
-                // to drain comes.
-                let mut recheck = (Instant::now() + WAIT_RECHECK).min(deadline);
+                // Ask again when a change lets the load fit by evicting idle models, after the
+                // pause the policy asked for (a policy may wait on time alone: a model it
+                // guards grows colder while nothing happens), and when the time to drain comes.
+                let mut recheck = after.map_or(deadline, |a| (Instant::now() + a).min(deadline));
                 if drain.models.is_empty() && drain_at > Instant::now() {
                     recheck = recheck.min(drain_at);
                 }
@@ -354,6 +376,45 @@ fn drain_after(slot: &Slot) -> Duration {
     load.max(DRAIN_AFTER_MIN)
 }
 
+/// Waits until a change lets the load fit by evicting idle models (drained ones among them), or
+/// the deadline.
+async fn wait_for_room(
+    inner: &Inner,
+    idx: usize,
+    rx: &mut super::signal::Listener<'_>,
+    deadline: Instant,
+) {
+    while let Ok(()) = tokio::time::timeout_at(deadline, rx.changed()).await {
+        if could_fit(inner, idx) {
+            break;
+        }
+    }
+}
+
+/// Drains the models a policy named for `incoming`'s load (checked against the rules when it
+/// answered), adding those not drained yet to `drained`.
+fn drain_named(inner: &Inner, incoming: &str, ids: &[String], drained: &mut Vec<usize>) {
+    let mut st = inner.lock();
+    for id in ids {
+        let Some(&i) = inner.names.get(id) else {
+            continue;
+        };
+        if drained.contains(&i) || st.slots[i].cfg.id != *id {
+            continue;
+        }
+        st.slots[i].begin_drain();
+        if st.slots[i].draining() {
+            drained.push(i);
+            inner.event(
+                &mut st,
+                id,
+                "draining",
+                format!("to make room for {incoming}"),
+            );
+        }
+    }
+}
+
 /// Drains, for model `idx`'s load, the fewest busy models that make room with the idle ones:
 /// those with the fewest requests waiting for them first (the fewest kept waiting), then the
 /// least recently used. Drains nothing when even all of them would not make room (pinned
@@ -401,11 +462,12 @@ fn start_drain(inner: &Inner, idx: usize, drained: &mut Vec<usize>) {
     drained.extend(chosen);
 }
 
-/// The models drained for one load; dropping it gives back those still serving, whose queues
-/// then start again.
+/// The models drained for one load, and who drained them; dropping it gives back those still
+/// serving, whose queues then start again.
 struct Drain<'a> {
     inner: &'a Inner,
     models: Vec<usize>,
+    by: Evictor,
 }
 
 impl Drop for Drain<'_> {
@@ -433,6 +495,7 @@ pub(super) async fn decide(
     req: EvictionRequest,
     key: &str,
 ) -> Decided<EvictionDecision> {
+    super::events::deliver_before_deciding(inner);
     let hooks = inner.hooks.clone();
     let key = key.to_string();
     let decided = if inner.inline {
@@ -441,7 +504,7 @@ pub(super) async fn decide(
         tokio::task::spawn_blocking(move || hooks.choose_eviction_for(&key, &req))
             .await
             .unwrap_or_else(|e| Decided {
-                value: EvictionDecision::Wait,
+                value: EvictionDecision::Wait(Some(crate::engine::types::WAIT_RECHECK)),
                 by: DecidedBy::Fallback(Some(PolicyError::Trap {
                     policy: "?".into(),
                     hook: crate::engine::Hook::ChooseEviction,
@@ -478,15 +541,47 @@ pub(super) enum Authority {
     Operator,
 }
 
+/// Who evicts, as `/metrics` counts it (`label`) and as policies are told.
+#[derive(Debug, Clone)]
+pub(super) struct Evictor {
+    pub label: String,
+    pub by: EvictedBy,
+    pub cause: EvictionCause,
+}
+
+impl Evictor {
+    /// A rule of the host's own, or an operator.
+    pub fn host(label: &str, cause: EvictionCause) -> Self {
+        Self {
+            label: label.to_string(),
+            by: EvictedBy::Host,
+            cause,
+        }
+    }
+
+    /// Whoever made a `choose-eviction` decision.
+    pub fn decided(by: &DecidedBy, cause: EvictionCause) -> Self {
+        Self {
+            label: decided_by(by),
+            by: match by {
+                DecidedBy::Policy(name) => EvictedBy::Policy(name.clone()),
+                DecidedBy::Fallback(_) => EvictedBy::Fallback,
+            },
+            cause,
+        }
+    }
+}
+
 /// Stops the named models if each is still ready and idle (and, for a policy, unpinned);
 /// false, with nothing stopped, otherwise.
 pub(super) async fn evict(
     inner: &Arc<Inner>,
     ids: &[String],
     authority: Authority,
-    by: &str,
+    evictor: &Evictor,
     why: &str,
 ) -> bool {
+    let by = evictor.label.as_str();
     let victims = {
         let mut st = inner.lock();
         let mut found = Vec::new();
@@ -527,6 +622,11 @@ pub(super) async fn evict(
     }
     for (i, _) in &victims {
         inner.slot_changed(*i);
+        super::events::emit(inner, || EventKind::Evicted {
+            model: inner.settings.models[*i].id.clone(),
+            by: evictor.by.clone(),
+            cause: evictor.cause.clone(),
+        });
     }
     inner.room_changed();
     true

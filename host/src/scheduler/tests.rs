@@ -75,9 +75,15 @@ pub(super) static NO_DEMAND: Demand = Demand {
     priority: 0,
     task: None,
     key: String::new(),
+    prompt_tokens: 0,
 };
 
 pub(super) fn scheduler(toml: &str) -> (Scheduler, Arc<Fake>) {
+    scheduler_with(toml, |_| {})
+}
+
+/// [`scheduler`], with `setup` choosing the policies first.
+pub(super) fn scheduler_with(toml: &str, setup: impl FnOnce(&Hooks)) -> (Scheduler, Arc<Fake>) {
     let text = format!(
         "[scheduler]\nmax_queue = 3\nqueue_timeout = 5\n[memory.cpu]\nbudget = \"1GiB\"\nreserve = 0\n\
          [models.a]\ncmd = \"x ${{PORT}}\"\nsize = \"600MiB\"\n\
@@ -85,12 +91,9 @@ pub(super) fn scheduler(toml: &str) -> (Scheduler, Arc<Fake>) {
     );
     let settings = Settings::from_toml(&text, std::path::Path::new("."), "t").expect("valid");
     let fake = Arc::new(Fake::default());
-    let s = Scheduler::new(
-        Arc::new(settings),
-        Arc::new(Hooks::new()),
-        Arc::new(fake.clone()),
-    )
-    .expect("scheduler");
+    let hooks = Arc::new(Hooks::new());
+    setup(&hooks);
+    let s = Scheduler::new(Arc::new(settings), hooks, Arc::new(fake.clone())).expect("scheduler");
     (s, fake)
 }
 

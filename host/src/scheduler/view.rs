@@ -10,17 +10,20 @@ use tokio::time::Instant;
 use super::slot::{Slot, millis_since};
 use super::{Inner, State};
 use crate::config::CPU_DEVICE;
-use crate::engine::types::{Device, EvictionRequest, Model, ModelState, TaskDemand, Telemetry};
+use crate::config::ModelSettings;
+use crate::engine::types::{
+    Device, EvictionReason, EvictionRequest, Model, ModelState, TaskDemand, Telemetry,
+};
+use crate::engine::{Catalogue, ModelInfo};
 
 /// What an eviction request makes room for.
 #[derive(Debug, Clone, Copy)]
 pub(super) enum Incoming<'a> {
     /// The load of model `idx`.
     Load(usize),
-    /// Housekeeping that wants memory back on `device`; `reason` (`ttl`, `pressure`) names the
-    /// stand-in model 0.1 guests see as `incoming`.
+    /// Housekeeping that wants memory back on `device`, for an idle TTL or memory pressure.
     Housekeeping {
-        reason: &'static str,
+        reason: EvictionReason,
         device: &'a str,
     },
 }
@@ -55,6 +58,26 @@ pub(super) fn model(slot: &Slot, epoch: Instant) -> Model {
         mean_load_ms: s.mean_load_ms(),
         mean_latency_ms: s.mean_latency_ms(),
     }
+}
+
+/// What 0.2 policies are told once: every configured model (by id, as the settings hold them),
+/// and `devices` in telemetry's order (`cpu` first, then by name).
+pub(super) fn catalogue(models: &[ModelSettings], devices: &[String]) -> Catalogue {
+    let mut devices = devices.to_vec();
+    devices.sort_by_key(|d| d != CPU_DEVICE);
+    Catalogue::new(
+        models
+            .iter()
+            .map(|m| ModelInfo {
+                id: m.id.clone(),
+                aliases: m.aliases.clone(),
+                tags: m.tags.clone(),
+                context_tokens: m.context_tokens,
+                parallel: m.parallel,
+            })
+            .collect(),
+        devices,
+    )
 }
 
 /// Every configured model, for `select-model`.
@@ -93,13 +116,19 @@ pub(super) fn eviction_request(
     needed_bytes: u64,
     include: impl Fn(&Slot) -> bool,
 ) -> EvictionRequest {
-    let (record, priority, skip) = match incoming {
+    let (reason, record, priority, skip) = match incoming {
         Incoming::Load(idx) => {
             let slot = &st.slots[idx];
             let priority = slot.waiting_priority().unwrap_or(UNWAITED_PRIORITY);
-            (model(slot, inner.epoch), priority, Some(idx))
+            (
+                EvictionReason::Load,
+                model(slot, inner.epoch),
+                priority,
+                Some(idx),
+            )
         }
         Incoming::Housekeeping { reason, device } => (
+            reason,
             housekeeping_incoming(reason, device, needed_bytes),
             HOUSEKEEPING_PRIORITY,
             None,
@@ -115,6 +144,7 @@ pub(super) fn eviction_request(
         .map(|(_, s)| model(s, inner.epoch))
         .collect();
     EvictionRequest {
+        reason,
         incoming: record,
         needed_bytes,
         device,
@@ -142,11 +172,15 @@ fn demand(st: &State) -> Vec<TaskDemand> {
 }
 
 /// The stand-in for `eviction-request.incoming` when nothing is loading (0.1 has no field for
-/// the reason): id `modelyard:REASON`, unloaded, on `device`, as large as the bytes wanted
-/// back, with the highest priority.
-fn housekeeping_incoming(reason: &str, device: &str, needed: u64) -> Model {
+/// the reason): id `modelyard:ttl` or `modelyard:pressure`, unloaded, on `device`, as large as
+/// the bytes wanted back, with the highest priority.
+fn housekeeping_incoming(reason: EvictionReason, device: &str, needed: u64) -> Model {
+    let name = match reason {
+        EvictionReason::IdleTtl => "ttl",
+        EvictionReason::Pressure | EvictionReason::Load => "pressure",
+    };
     Model {
-        id: format!("modelyard:{reason}"),
+        id: format!("modelyard:{name}"),
         aliases: Vec::new(),
         state: ModelState::Unloaded,
         device: device.to_string(),

@@ -230,13 +230,29 @@ async fn housekeeping_stands_in_for_the_incoming_model_with_its_reason() {
     let _a = s.acquire("a", &Demand::default()).await.expect("a");
     let inner = &s.inner;
     let incoming = Incoming::Housekeeping {
-        reason: "ttl",
+        reason: EvictionReason::IdleTtl,
         device: "cpu",
     };
     let req = eviction_request(inner, &inner.lock(), incoming, 600 * MIB, |_| true);
+    assert_eq!(req.reason, EvictionReason::IdleTtl);
     assert_eq!(req.incoming.id, "modelyard:ttl");
     assert_eq!(req.incoming.state, ModelState::Unloaded);
     assert_eq!(req.incoming.size_bytes, 600 * MIB);
     assert_eq!((req.priority, req.incoming.priority), (i32::MAX, i32::MAX));
     assert_eq!(req.loaded.len(), 1, "a");
+}
+
+#[test]
+fn the_catalogue_lists_models_by_id_and_devices_as_telemetry_does() {
+    let text = "[models.z]\ncmd = \"x ${PORT}\"\ntags = [\"code\", \"chat\"]\naliases = [\"last\"]\n\
+                [models.a]\ncmd = \"x ${PORT}\"\ndevice = \"gpu0\"\ntags = [\"chat\"]\nparallel = 2\n";
+    let settings = Settings::from_toml(text, std::path::Path::new("."), "t").expect("valid");
+    let devices = ["gpu0".to_string(), "cpu".to_string()];
+    let c = catalogue(&settings.models, &devices);
+    let ids: Vec<&str> = c.models().iter().map(|m| m.id.as_str()).collect();
+    assert_eq!(ids, ["a", "z"], "by id, as the scheduler holds them");
+    assert_eq!(c.devices(), ["cpu", "gpu0"]);
+    assert_eq!(c.tasks(), ["chat", "code"]);
+    assert_eq!(c.alias("last"), Some(1));
+    assert_eq!(c.models()[0].parallel, 2);
 }

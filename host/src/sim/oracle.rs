@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use super::catalogue::Catalogue;
 use super::trace::Trace;
 use crate::engine::NativeEviction;
-use crate::engine::types::{EvictionDecision, EvictionRequest, ModelState};
+use crate::engine::types::{EvictionDecision, EvictionRequest, ModelState, WAIT_RECHECK};
 
 /// The name `--policy` takes.
 pub const NAME: &str = "oracle";
@@ -90,7 +90,7 @@ impl NativeEviction for Oracle {
         if freed >= req.needed_bytes {
             EvictionDecision::Evict(evict)
         } else {
-            EvictionDecision::Wait
+            EvictionDecision::Wait(Some(WAIT_RECHECK))
         }
     }
 }
@@ -154,6 +154,6 @@ mod tests {
         let d = o.choose_eviction(&request(&["c"], &["d"], GIB));
         assert_eq!(d, EvictionDecision::Evict(vec!["b".into()]));
         let d = o.choose_eviction(&request(&["a", "b", "c"], &["d"], GIB));
-        assert_eq!(d, EvictionDecision::Wait);
+        assert_eq!(d, EvictionDecision::Wait(Some(WAIT_RECHECK)));
     }
 }

@@ -265,6 +265,7 @@ pub fn replay_with(
             SchedulerOptions::simulated(),
         )?;
         let outcomes: Arc<Mutex<Outcomes>> = Arc::default();
+        let observed = sched.hooks().observed();
         let start = Instant::now();
         // Requests whose model was ready take their lease at once and wait here, ordered by
         // when they finish; only those that queue get a task of their own.
@@ -281,16 +282,26 @@ pub fn replay_with(
                 tokio::time::sleep_until(at).await;
             }
             while queued.try_join_next().is_some() {}
-            let demand = demands
-                .entry((a.priority, a.task.as_deref()))
-                .or_insert_with(|| {
-                    Arc::new(Demand {
-                        priority: a.priority,
-                        task: a.task.clone(),
-                        key: String::new(),
-                    })
+            let demand = if observed {
+                // A policy that observes is told each request's prompt.
+                Arc::new(Demand {
+                    priority: a.priority,
+                    task: a.task.clone(),
+                    key: String::new(),
+                    prompt_tokens: a.prompt_tokens,
                 })
-                .clone();
+            } else {
+                demands
+                    .entry((a.priority, a.task.as_deref()))
+                    .or_insert_with(|| {
+                        Arc::new(Demand {
+                            priority: a.priority,
+                            task: a.task.clone(),
+                            ..Demand::default()
+                        })
+                    })
+                    .clone()
+            };
             let (sched, outcomes) = (sched.clone(), outcomes.clone());
             let model = names
                 .entry(a.model.as_str())
@@ -304,7 +315,8 @@ pub fn replay_with(
                 let waited = arrived.elapsed();
                 let mut o = outcomes.lock().unwrap_or_else(|e| e.into_inner());
                 match lease {
-                    Ok(l) => {
+                    Ok(mut l) => {
+                        l.first_token_at(Instant::now() + first_token);
                         o.served_order.push(model);
                         o.waits_ms.push(millis(waited));
                         o.ttfts_ms.push(millis(waited + first_token));

@@ -1,6 +1,6 @@
 //! Write modelyard policies in Rust.
 //!
-//! This crate owns the bindings to the `modelyard:policy@0.1.0` contract so that a policy
+//! This crate owns the bindings to the `modelyard:policy` contract so that a policy
 //! never writes bindgen boilerplate: implement one trait per hook you want to serve, then
 //! `export!` your type for exactly those hooks. The helpers cover what every strategy needs
 //! (which models may be evicted, evicting just enough, trimming a conversation to a budget).
@@ -19,11 +19,15 @@
 //! modelyard_policy::export!(Lru: eviction);
 //! ```
 //!
+//! That is contract 0.1, at the crate's top level; [`v0_2`] and `export_v0_2!` write 0.2
+//! policies, which keep state across calls and name models by index into a catalogue.
+//!
 //! Build with `cargo build --target wasm32-wasip2 --release`; the output `.wasm` is a
 //! component the host loads. On other targets `export!` expands to nothing, so the same code
 //! can be unit-tested and benchmarked natively.
 
 pub mod helpers;
+pub mod v0_2;
 
 #[allow(clippy::all, unsafe_code, missing_docs)]
 mod bindings {

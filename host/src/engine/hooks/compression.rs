@@ -4,8 +4,10 @@
 //! the smoke sample.
 
 use super::{Decided, Hooks};
+use crate::engine::bindings::v2;
+use crate::engine::policy::{Guest, V2Guest};
 use crate::engine::types::{CompressionRequest, Message};
-use crate::engine::{Hook, Policy, PolicyError, sample, tokens};
+use crate::engine::{Catalogue, Contract, Hook, Policy, PolicyError, sample, tokens};
 
 /// Roles a chat message may have.
 pub const ROLES: [&str; 4] = ["system", "user", "assistant", "tool"];
@@ -24,10 +26,11 @@ impl Hooks {
         key: &str,
         req: &CompressionRequest,
     ) -> Decided<Result<Vec<Message>, String>> {
+        let catalogue = self.catalogue();
         self.run(
             Hook::CompressContext,
             key,
-            |p| p.compress_context(req),
+            |p| p.compress_context(req, &catalogue),
             || fallback(req),
         )
     }
@@ -39,12 +42,32 @@ impl Policy {
     pub fn compress_context(
         &self,
         req: &CompressionRequest,
+        catalogue: &Catalogue,
     ) -> Result<Result<Vec<Message>, String>, PolicyError> {
         let hook = Hook::CompressContext;
-        let answer = self.call(hook, |w| match &w.compression {
-            Some(g) => Some(g.call_compress_context(&mut w.store, req)),
-            None => None,
-        })?;
+        let answer = match self.contract() {
+            Contract::V0_1 => self.call(hook, catalogue, |w| match &w.guest {
+                Guest::V1 {
+                    compression: Some(g),
+                    ..
+                } => Some(g.call_compress_context(&mut w.store, req)),
+                _ => None,
+            })?,
+            Contract::V0_2 => {
+                let lean = v2::compression_request(req, catalogue)
+                    .map_err(|why| self.undescribable(hook, why))?;
+                self.call(hook, catalogue, |w| match &w.guest {
+                    Guest::V2(V2Guest {
+                        compression: Some(g),
+                        ..
+                    }) => Some(
+                        g.call_compress_context(&mut w.store, &lean)
+                            .map(|a| a.map(v2::messages)),
+                    ),
+                    _ => None,
+                })?
+            }
+        };
         match answer {
             Ok(messages) => self.checked(hook, validate(req, messages).map(Ok)),
             Err(reason) => self.checked(hook, Ok(Err(reason))),
@@ -130,18 +153,20 @@ pub fn fallback(req: &CompressionRequest) -> Result<Vec<Message>, String> {
 pub fn smoke(policy: &Policy) -> Result<String, PolicyError> {
     let req = sample::compression_request(6, 120);
     let before: u32 = req.messages.iter().map(|m| m.tokens).sum();
-    Ok(match policy.compress_context(&req)? {
-        Ok(kept) => {
-            let after: u32 = kept.iter().map(|m| m.tokens).sum();
-            format!(
-                "kept {} of {} messages, {after} of {before} tokens (budget {})",
-                kept.len(),
-                req.messages.len(),
-                req.budget_tokens
-            )
-        }
-        Err(why) => format!("cannot fit: {why}"),
-    })
+    Ok(
+        match policy.compress_context(&req, &sample::catalogue(6))? {
+            Ok(kept) => {
+                let after: u32 = kept.iter().map(|m| m.tokens).sum();
+                format!(
+                    "kept {} of {} messages, {after} of {before} tokens (budget {})",
+                    kept.len(),
+                    req.messages.len(),
+                    req.budget_tokens
+                )
+            }
+            Err(why) => format!("cannot fit: {why}"),
+        },
+    )
 }
 
 #[cfg(test)]

@@ -5,8 +5,12 @@
 use std::sync::Arc;
 
 use super::{Decided, DecidedBy, Hooks};
-use crate::engine::types::{EvictionDecision, EvictionRequest, Model, ModelState};
-use crate::engine::{Hook, Policy, PolicyError, sample};
+use crate::engine::bindings::{v1, v2};
+use crate::engine::policy::{Guest, V2Guest};
+use crate::engine::types::{
+    EvictionDecision, EvictionReason, EvictionRequest, Model, ModelState, WAIT_RECHECK,
+};
+use crate::engine::{Catalogue, Contract, Hook, Policy, PolicyError, sample};
 
 /// Models in the smoke sample.
 const SMOKE_MODELS: usize = 6;
@@ -60,10 +64,11 @@ impl Hooks {
                 },
             };
         }
+        let catalogue = self.catalogue();
         self.run(
             Hook::ChooseEviction,
             key,
-            |p| p.choose_eviction(req),
+            |p| p.choose_eviction(req, &catalogue),
             || fallback(req),
         )
     }
@@ -71,21 +76,56 @@ impl Hooks {
 
 impl Policy {
     /// Asks the policy which models to evict; the answer is checked against the host's rules.
-    pub fn choose_eviction(&self, req: &EvictionRequest) -> Result<EvictionDecision, PolicyError> {
+    /// A 0.2 policy sees `req` through `catalogue`.
+    pub fn choose_eviction(
+        &self,
+        req: &EvictionRequest,
+        catalogue: &Catalogue,
+    ) -> Result<EvictionDecision, PolicyError> {
         let hook = Hook::ChooseEviction;
-        let decision = self.call(hook, |w| match &w.eviction {
-            Some(g) => Some(g.call_choose_eviction(&mut w.store, req)),
-            None => None,
-        })?;
-        self.checked(hook, validate(req, decision))
+        let decision = match self.contract() {
+            Contract::V0_1 => {
+                let req = v1::eviction_request(req);
+                self.call(hook, catalogue, |w| match &w.guest {
+                    Guest::V1 {
+                        eviction: Some(g), ..
+                    } => Some(
+                        g.call_choose_eviction(&mut w.store, &req)
+                            .map(|d| Ok(v1::eviction_decision(d))),
+                    ),
+                    _ => None,
+                })?
+            }
+            Contract::V0_2 => {
+                let req = v2::eviction_request(req, catalogue)
+                    .map_err(|why| self.undescribable(hook, why))?;
+                self.call(hook, catalogue, |w| match &w.guest {
+                    Guest::V2(V2Guest {
+                        eviction: Some(g), ..
+                    }) => Some(
+                        g.call_choose_eviction(&mut w.store, &req)
+                            .map(|d| v2::eviction_decision(d, catalogue)),
+                    ),
+                    _ => None,
+                })?
+            }
+        };
+        self.checked(hook, decision.and_then(|d| validate(req, d)))
     }
 }
 
-/// An eviction must name distinct, loaded, ready, unpinned, idle models that free enough.
+/// An eviction must name distinct, loaded, ready, unpinned, idle models that free enough; a
+/// drain, for a load only, distinct, loaded, ready, unpinned ones that free enough with the idle
+/// models it does not name.
 pub fn validate(req: &EvictionRequest, d: EvictionDecision) -> Result<EvictionDecision, String> {
-    let EvictionDecision::Evict(ids) = &d else {
-        return Ok(d);
+    let (ids, draining) = match &d {
+        EvictionDecision::Evict(ids) => (ids, false),
+        EvictionDecision::Drain(ids) => (ids, true),
+        EvictionDecision::Wait(_) | EvictionDecision::Reject(_) => return Ok(d),
     };
+    if draining && req.reason != EvictionReason::Load {
+        return Err("drains models, which only a waiting load may ask for".into());
+    }
     let mut freed = 0u64;
     for (i, id) in ids.iter().enumerate() {
         if ids[..i].contains(id) {
@@ -100,7 +140,7 @@ pub fn validate(req: &EvictionRequest, d: EvictionDecision) -> Result<EvictionDe
         if m.pinned {
             return Err(format!("names pinned model {id:?}"));
         }
-        if m.in_flight > 0 {
+        if m.in_flight > 0 && !draining {
             return Err(format!(
                 "names {id:?}, which has {} requests in flight",
                 m.in_flight
@@ -110,6 +150,14 @@ pub fn validate(req: &EvictionRequest, d: EvictionDecision) -> Result<EvictionDe
             return Err(format!("names {id:?}, which is {:?}, not ready", m.state));
         }
         freed += m.size_bytes;
+    }
+    if draining {
+        freed += req
+            .loaded
+            .iter()
+            .filter(|m| evictable(m) && !ids.contains(&m.id))
+            .map(|m| m.size_bytes)
+            .sum::<u64>();
     }
     if freed < req.needed_bytes {
         return Err(format!(
@@ -147,7 +195,7 @@ pub fn fallback(req: &EvictionRequest) -> EvictionDecision {
     if freed >= req.needed_bytes {
         EvictionDecision::Evict(ids)
     } else if req.loaded.iter().any(|m| !m.pinned && !evictable(m)) {
-        EvictionDecision::Wait
+        EvictionDecision::Wait(Some(WAIT_RECHECK))
     } else {
         EvictionDecision::Reject(format!(
             "{} needs {} bytes freed on {}; unpinned idle models hold only {freed}",
@@ -159,9 +207,12 @@ pub fn fallback(req: &EvictionRequest) -> EvictionDecision {
 /// The policy's answer on the sample scenario, described.
 pub fn smoke(policy: &Policy) -> Result<String, PolicyError> {
     let req = sample::eviction_request(SMOKE_MODELS);
-    Ok(match policy.choose_eviction(&req)? {
+    let catalogue = sample::catalogue(SMOKE_MODELS);
+    Ok(match policy.choose_eviction(&req, &catalogue)? {
         EvictionDecision::Evict(ids) => format!("evict {ids:?}"),
-        EvictionDecision::Wait => "wait".into(),
+        EvictionDecision::Drain(ids) => format!("drain {ids:?}"),
+        EvictionDecision::Wait(None) => "wait".into(),
+        EvictionDecision::Wait(Some(after)) => format!("wait, ask again in {after:?}"),
         EvictionDecision::Reject(why) => format!("reject: {why}"),
     })
 }
@@ -179,7 +230,7 @@ mod tests {
         // sample: m0 pinned, m1 busy, all 1 GiB, 2 GiB needed.
         let req = sample::eviction_request(6);
         assert!(validate(&req, evict(&["m2", "m3"])).is_ok());
-        assert!(validate(&req, EvictionDecision::Wait).is_ok());
+        assert!(validate(&req, EvictionDecision::Wait(None)).is_ok());
         for (bad, why) in [
             (evict(&["m2", "m2"]), "twice"),
             (evict(&["m2", "ghost"]), "not loaded"),
@@ -200,6 +251,42 @@ mod tests {
     }
 
     #[test]
+    fn drain_rules() {
+        // m1 is busy; m2.. idle. A drain may name busy models, only for a load, and frees
+        // enough with the idle models it leaves out.
+        let drain =
+            |ids: &[&str]| EvictionDecision::Drain(ids.iter().map(|s| s.to_string()).collect());
+        let mut req = sample::eviction_request(3);
+        req.needed_bytes = 2 << 30;
+        assert!(
+            validate(&req, drain(&["m1"])).is_ok(),
+            "m1 drained with m2 idle"
+        );
+        assert!(validate(&req, drain(&["m1", "m2"])).is_ok());
+        for (bad, why) in [
+            (drain(&["m0"]), "pinned"),
+            (drain(&["m1", "m1"]), "twice"),
+            (drain(&["ghost"]), "not loaded"),
+        ] {
+            let err = validate(&req, bad).expect_err(why);
+            assert!(err.contains(why), "{err}");
+        }
+        req.needed_bytes = 3 << 30;
+        assert!(
+            validate(&req, drain(&["m1"]))
+                .expect_err("short")
+                .contains("are needed")
+        );
+        req.needed_bytes = 1 << 30;
+        req.reason = EvictionReason::Pressure;
+        assert!(
+            validate(&req, drain(&["m1"]))
+                .expect_err("pressure")
+                .contains("only a waiting load")
+        );
+    }
+
+    #[test]
     fn fallback_decisions_pass_the_host_rules() {
         for n in [2, 6, 64] {
             let req = sample::eviction_request(n);
@@ -214,7 +301,7 @@ mod tests {
     #[test]
     fn fallback_eviction_waits_then_rejects() {
         let mut req = sample::eviction_request(2); // m0 pinned, m1 busy
-        assert_eq!(fallback(&req), EvictionDecision::Wait);
+        assert_eq!(fallback(&req), EvictionDecision::Wait(Some(WAIT_RECHECK)));
         req.loaded[1].pinned = true;
         assert!(matches!(fallback(&req), EvictionDecision::Reject(_)));
     }

@@ -14,7 +14,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
 use super::experiment::{Arm, Experiment, Mode};
-use super::{Hook, HookMap, Policy, PolicyError};
+use super::{Catalogue, Hook, HookMap, Policy, PolicyError};
 
 /// Who made a decision.
 #[derive(Debug, Clone)]
@@ -50,11 +50,72 @@ pub struct Hooks {
     /// A native `choose-eviction` that answers instead of any policy: only the simulator's
     /// oracle, which knows the trace's future and so cannot be a policy.
     native_eviction: RwLock<Option<Arc<dyn eviction::NativeEviction>>>,
+    /// What 0.2 policies are configured with: the configured models, devices and tasks.
+    catalogue: RwLock<Arc<Catalogue>>,
 }
 
 impl Hooks {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Sets the catalogue 0.2 policies see; each instance is configured with it again before
+    /// its next call.
+    pub fn set_catalogue(&self, catalogue: Catalogue) {
+        *self.catalogue.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(catalogue);
+    }
+
+    /// The catalogue 0.2 policies see.
+    pub fn catalogue(&self) -> Arc<Catalogue> {
+        self.catalogue
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The policies serving a hook or a running experiment that observe events, each once.
+    fn observers(&self) -> Vec<Arc<Policy>> {
+        let mut all: Vec<Arc<Policy>> = Vec::new();
+        for hook in Hook::ALL {
+            let candidate = self.experiment(hook).map(|e| e.candidate.clone());
+            for p in [self.get(hook), candidate].into_iter().flatten() {
+                if p.observes() && !all.iter().any(|q| Arc::ptr_eq(q, &p)) {
+                    all.push(p);
+                }
+            }
+        }
+        all
+    }
+
+    /// Whether any policy wants events: without one, an event need not be built.
+    pub fn observed(&self) -> bool {
+        !self.observers().is_empty()
+    }
+
+    /// Queues `event` for every observing policy; never waits for one. True when events now
+    /// wait to be delivered.
+    pub fn observe(&self, event: &super::types::Event) -> bool {
+        let observers = self.observers();
+        for p in &observers {
+            p.enqueue(event);
+        }
+        !observers.is_empty()
+    }
+
+    /// The most events waiting for one observing policy.
+    pub fn backlog(&self) -> usize {
+        self.observers()
+            .iter()
+            .map(|p| p.event_counts().pending)
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// Tells every observing policy its pending events (off the request path: the caller's
+    /// thread runs the guests). Returns how many events were told.
+    pub fn deliver(&self) -> u64 {
+        let catalogue = self.catalogue();
+        self.observers().iter().map(|p| p.deliver(&catalogue)).sum()
     }
 
     /// Makes `policy` serve `hook` (or the fallback, with `None`). Returns the previous one.

@@ -2,9 +2,11 @@
 //! Its entry point, the guest call, the host's rule for an answer, the native fallback (the
 //! named model, or the first ready one for `auto`) and the smoke sample.
 
-use super::{Decided, Hooks};
+use super::{Decided, DecidedBy, Hooks};
+use crate::engine::bindings::v2;
+use crate::engine::policy::{Guest, V2Guest};
 use crate::engine::types::{Model, ModelState, Request, Selection, Telemetry};
-use crate::engine::{Hook, Policy, PolicyError, sample};
+use crate::engine::{Catalogue, Contract, Hook, Policy, PolicyError, sample};
 
 /// Candidates in the smoke sample.
 const SMOKE_MODELS: usize = 6;
@@ -19,7 +21,9 @@ impl Hooks {
         self.select_model_for("", req, candidates, telemetry)
     }
 
-    /// `select-model` for the request whose sticky key is `key`.
+    /// `select-model` for the request whose sticky key is `key`. A request of a kind no policy
+    /// on the hook wants to see (a 0.2 policy's `interests`) is answered by the native default
+    /// without a guest call.
     pub fn select_model_for(
         &self,
         key: &str,
@@ -27,12 +31,30 @@ impl Hooks {
         candidates: &[Model],
         telemetry: &Telemetry,
     ) -> Decided<Selection> {
+        let catalogue = self.catalogue();
+        if !self.wanted(req, &catalogue) {
+            return Decided {
+                value: fallback(req, candidates),
+                by: DecidedBy::Fallback(None),
+            };
+        }
         self.run(
             Hook::SelectModel,
             key,
-            |p| p.select_model(req, candidates, telemetry),
+            |p| p.select_model(req, candidates, telemetry, &catalogue),
             || fallback(req, candidates),
         )
+    }
+
+    /// Whether the serving policy, or an experiment's candidate, wants to be asked about `req`.
+    fn wanted(&self, req: &Request, catalogue: &Catalogue) -> bool {
+        let kind = v2::interest(&v2::asked(req, catalogue));
+        let wants = |p: Option<std::sync::Arc<Policy>>| p.is_some_and(|p| p.wants_selection(kind));
+        wants(self.get(Hook::SelectModel))
+            || wants(
+                self.experiment(Hook::SelectModel)
+                    .map(|e| e.candidate.clone()),
+            )
     }
 }
 
@@ -43,13 +65,37 @@ impl Policy {
         req: &Request,
         candidates: &[Model],
         telemetry: &Telemetry,
+        catalogue: &Catalogue,
     ) -> Result<Selection, PolicyError> {
         let hook = Hook::SelectModel;
-        let selection = self.call(hook, |w| match &w.selection {
-            Some(g) => Some(g.call_select_model(&mut w.store, req, candidates, telemetry)),
-            None => None,
-        })?;
-        self.checked(hook, validate(candidates, selection))
+        let selection = match self.contract() {
+            Contract::V0_1 => self.call(hook, catalogue, |w| match &w.guest {
+                Guest::V1 {
+                    selection: Some(g), ..
+                } => Some(
+                    g.call_select_model(&mut w.store, req, candidates, telemetry)
+                        .map(Ok),
+                ),
+                _ => None,
+            })?,
+            Contract::V0_2 => {
+                let lean = v2::candidates(candidates, catalogue)
+                    .map_err(|why| self.undescribable(hook, why))?;
+                let asked = v2::asked(req, catalogue);
+                let request = v2::request(req, asked, catalogue, self.wants_text());
+                let telemetry = v2::telemetry(telemetry, catalogue);
+                self.call(hook, catalogue, |w| match &w.guest {
+                    Guest::V2(V2Guest {
+                        selection: Some(g), ..
+                    }) => Some(
+                        g.call_select_model(&mut w.store, &request, &lean, &telemetry)
+                            .map(|s| v2::selection(s, catalogue)),
+                    ),
+                    _ => None,
+                })?
+            }
+        };
+        self.checked(hook, selection.and_then(|s| validate(candidates, s)))
     }
 }
 
@@ -88,8 +134,9 @@ pub fn fallback(req: &Request, candidates: &[Model]) -> Selection {
 pub fn smoke(policy: &Policy) -> Result<String, PolicyError> {
     let candidates = sample::loaded(SMOKE_MODELS);
     let telemetry = sample::telemetry(120_000, 8 << 30, 2 << 30);
+    let catalogue = sample::catalogue(SMOKE_MODELS);
     Ok(
-        match policy.select_model(&sample::request(), &candidates, &telemetry)? {
+        match policy.select_model(&sample::request(), &candidates, &telemetry, &catalogue)? {
             Selection::Model(id) => format!("model {id:?}"),
             Selection::Reject(why) => format!("reject: {why}"),
         },
