@@ -5,13 +5,14 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-/// Guest packages built for every host build: the five built-ins, then the test guests.
-const GUESTS: [&str; 8] = [
+/// Guest packages built for every host build: the six built-ins, then the test guests.
+const GUESTS: [&str; 9] = [
     "modelyard-policy-lru",
     "modelyard-policy-lfu",
     "modelyard-policy-priority",
     "modelyard-policy-specialization",
     "modelyard-policy-hybrid",
+    "modelyard-policy-adaptive",
     "modelyard-policy-evil",
     "modelyard-policy-foreign",
     "modelyard-policy-stateful",

@@ -142,3 +142,50 @@ fn list_shows_builtins_and_rejects_bad_files() {
         "{text}"
     );
 }
+
+#[test]
+fn test_replays_a_trace_through_one_0_2_policy() {
+    let dir = tempfile::tempdir().unwrap();
+    let trace = dir.path().join("t.jsonl");
+    // Three 3 GB models in 8 GB, round robin: the policy decides every eviction.
+    let lines: String = (0..40u64)
+        .map(|i| {
+            let model = ["a", "b", "c"][(i % 3) as usize];
+            format!(
+                "{{\"t_ms\": {}, \"model\": \"{model}\", \"prompt_tokens\": 100, \"output_tokens\": 20}}\n",
+                i * 30_000
+            )
+        })
+        .collect();
+    std::fs::write(&trace, lines).unwrap();
+    let cat = dir.path().join("models.toml");
+    std::fs::write(&cat, "[defaults]\nsize = \"3GB\"\n").unwrap();
+    let wasm = guest_path("modelyard-policy-stateful");
+    let run = |extra: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_modelyard"))
+            .args(["policy", "test"])
+            .arg(&wasm)
+            .arg("--trace")
+            .arg(&trace)
+            .args(["--memory", "8GB", "--models"])
+            .arg(&cat)
+            .args(extra)
+            .output()
+            .expect("run modelyard");
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{stderr}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let v: serde_json::Value = serde_json::from_str(&run(&["--json"])).unwrap();
+    let policies = v["points"][0]["policies"].as_array().unwrap();
+    assert_eq!(policies.len(), 1, "one policy: {v}");
+    let p = &policies[0];
+    assert!(p["policy"].as_str().unwrap().contains("stateful"), "{p}");
+    assert_eq!(p["served"].as_u64().unwrap(), 40, "{p}");
+    assert!(
+        p["loads"].as_u64().unwrap() >= 40,
+        "every request reloads: {p}"
+    );
+    let table = run(&[]);
+    assert!(table.contains("modelyard_policy_stateful"), "{table}");
+}

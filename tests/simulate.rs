@@ -433,3 +433,108 @@ fn the_suite_has_every_cell() {
         21
     );
 }
+
+/// Loads each policy made replaying `trace` (jsonl) in `memory` with 3 GB models.
+fn loads_by_policy(trace: &std::path::Path, memory: &str, policies: &[&str]) -> Vec<(String, u64)> {
+    let cat = trace.with_file_name("models.toml");
+    std::fs::write(&cat, "[defaults]\nsize = \"3GB\"\n").unwrap();
+    let mut args = vec![
+        "--trace",
+        trace.to_str().unwrap(),
+        "--format",
+        "jsonl",
+        "--memory",
+        memory,
+        "--models",
+        cat.to_str().unwrap(),
+        "--json",
+    ];
+    for p in policies {
+        args.extend(["--policy", p]);
+    }
+    let (ok, out, err) = run(&args);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    v["points"][0]["policies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            assert_eq!(p["failed"].as_u64(), Some(0), "{p}");
+            (
+                p["policy"].as_str().unwrap().to_string(),
+                p["loads"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn adaptive_learns_to_keep_the_hot_models_where_lru_thrashes_on_a_scan() {
+    // Room for three models. Two hot models alternate with a scan of models asked for once,
+    // two at a time: LRU evicts a hot model for each second scan model and reloads it at once
+    // (4 loads a round); LFU keeps the hot ones (2 a round, the scan's own). Adaptive's history
+    // sees LRU's evictions come straight back and shifts its weight to LFU.
+    let dir = tempfile::tempdir().unwrap();
+    let trace = dir.path().join("scan.jsonl");
+    let mut lines = String::new();
+    let mut t = 0u64;
+    for round in 0..100u64 {
+        for model in [
+            "hot1".to_string(),
+            "hot2".to_string(),
+            format!("scan{}", 2 * round),
+            format!("scan{}", 2 * round + 1),
+        ] {
+            lines.push_str(&format!(
+                "{{\"t_ms\": {t}, \"model\": \"{model}\", \"prompt_tokens\": 100, \"output_tokens\": 20}}\n"
+            ));
+            t += 120_000;
+        }
+    }
+    std::fs::write(&trace, lines).unwrap();
+    let loads = loads_by_policy(&trace, "9GB", &["lru", "lfu", "adaptive"]);
+    let of = |name: &str| loads.iter().find(|(p, _)| p == name).unwrap().1;
+    let (lru, lfu, adaptive) = (of("lru"), of("lfu"), of("adaptive"));
+    assert!(lru >= 390, "LRU thrashes: {loads:?}");
+    assert!(lfu <= 210, "LFU keeps the hot models: {loads:?}");
+    assert!(
+        adaptive * 10 < lru * 7,
+        "adaptive learns from its history: {loads:?}"
+    );
+}
+
+#[test]
+fn adaptive_stays_with_lru_where_frequency_misleads() {
+    // The mirror image: two models were hot once and are never asked for again, while the
+    // rest cycle through the free room. LFU keeps the stale pair forever and thrashes the rest;
+    // LRU does not; adaptive must not do much worse than LRU.
+    let dir = tempfile::tempdir().unwrap();
+    let trace = dir.path().join("stale.jsonl");
+    let mut lines = String::new();
+    let mut t = 0u64;
+    let mut push = |model: &str| {
+        lines.push_str(&format!(
+            "{{\"t_ms\": {t}, \"model\": \"{model}\", \"prompt_tokens\": 100, \"output_tokens\": 20}}\n"
+        ));
+        t += 120_000;
+    };
+    for _ in 0..50 {
+        push("old1");
+        push("old2");
+    }
+    for _ in 0..100 {
+        for m in ["a", "b", "c"] {
+            push(m);
+        }
+    }
+    std::fs::write(&trace, lines).unwrap();
+    let loads = loads_by_policy(&trace, "9GB", &["lru", "lfu", "adaptive"]);
+    let of = |name: &str| loads.iter().find(|(p, _)| p == name).unwrap().1;
+    let (lru, lfu, adaptive) = (of("lru"), of("lfu"), of("adaptive"));
+    assert!(lfu > 2 * lru, "LFU clings to the stale pair: {loads:?}");
+    assert!(
+        adaptive * 10 < lfu * 7,
+        "adaptive learns LFU is wrong here: {loads:?}"
+    );
+}

@@ -308,7 +308,10 @@ fn every_builtin_evicts_just_enough_and_never_pinned_or_busy() {
     for name in modelyard::engine::builtin::NAMES {
         let policy = builtin(&e, name);
         let req = sample::eviction_request(16);
-        let ids = evicts(&policy, &req);
+        let ids = match policy.choose_eviction(&req, &sample::catalogue(16)) {
+            Ok(EvictionDecision::Evict(ids)) => ids,
+            other => panic!("{name} answered {other:?}"),
+        };
         let chosen: Vec<&Model> = ids
             .iter()
             .map(|id| req.loaded.iter().find(|m| &m.id == id).unwrap())
@@ -332,7 +335,7 @@ fn every_builtin_evicts_just_enough_and_never_pinned_or_busy() {
 
 fn check_compression(name: &str, policy: &Policy, req: &CompressionRequest) {
     let kept = policy
-        .compress_context(req, &no_catalogue())
+        .compress_context(req, &sample::catalogue(6))
         .expect("valid")
         .expect("fits");
     let total: u32 = kept.iter().map(|m| m.tokens).sum();
@@ -369,7 +372,7 @@ fn every_builtin_compresses_to_the_newest_turns_that_fit() {
         check_compression(name, &policy, &sample::compression_request(6, 120));
         let hopeless = sample::compression_request(6, 5);
         let answer = policy
-            .compress_context(&hopeless, &no_catalogue())
+            .compress_context(&hopeless, &sample::catalogue(6))
             .expect("a valid answer");
         assert!(answer.is_err(), "{name} cannot fit 5 tokens: {answer:?}");
     }

@@ -103,13 +103,16 @@ enum Command {
         #[arg(long, default_value = "simulate.svg")]
         plot: PathBuf,
         /// Rounds of the Lagrangian lower bound on long traces (more: tighter, slower).
-        #[arg(long, default_value_t = 300)]
+        #[arg(long, default_value_t = DEFAULT_BOUND_ROUNDS)]
         bound_rounds: usize,
         /// A served request whose first token came within this counts as goodput.
         #[arg(long, default_value = report::DEFAULT_SLO, value_parser = humantime::parse_duration)]
         slo: std::time::Duration,
     },
 }
+
+/// Rounds of the Lagrangian lower bound, unless `--bound-rounds` says otherwise.
+const DEFAULT_BOUND_ROUNDS: usize = 300;
 
 /// A language for `setup --sdk`, or all of them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -149,6 +152,27 @@ enum PolicyCommand {
         /// Where to create the project's folder.
         #[arg(long, default_value = ".")]
         dir: PathBuf,
+    },
+    /// Replay a trace through one policy in the simulator and print its table (what users
+    /// would feel, then the swap cost): `modelyard policy test mine.wasm --trace my.jsonl`.
+    Test {
+        /// The `.wasm` component (or a built-in's name) to replay.
+        file: String,
+        /// The trace file (for azure-llm, one or more files).
+        #[arg(long, required = true, num_args = 1..)]
+        trace: Vec<PathBuf>,
+        /// Its format; `jsonl` is what `serve` records (`[trace] record`).
+        #[arg(long, value_enum, default_value = "jsonl")]
+        format: trace::Format,
+        /// The memory models share.
+        #[arg(long, default_value = "80GiB")]
+        memory: String,
+        /// A TOML model catalogue: sizes, start-up times, bandwidth, token rates.
+        #[arg(long)]
+        models: Option<PathBuf>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
     },
     /// List the built-in policies and the components in a policies folder.
     List {
@@ -265,6 +289,27 @@ fn main() -> ExitCode {
         Command::Policy(PolicyCommand::Check { file }) => policy::check(&file),
         Command::Policy(PolicyCommand::List { dir }) => policy::list(&dir),
         Command::Policy(PolicyCommand::New { name, lang, dir }) => policy::new(&name, lang, &dir),
+        Command::Policy(PolicyCommand::Test {
+            file,
+            trace,
+            format,
+            memory,
+            models,
+            json,
+        }) => cli::simulate::simulate(
+            report::Options {
+                trace,
+                format,
+                memory: Vec::new(),
+                policies: vec![file],
+                models,
+                bound_rounds: DEFAULT_BOUND_ROUNDS,
+                slo: humantime::parse_duration(report::DEFAULT_SLO).unwrap_or_default(),
+            },
+            (&memory, None, 1),
+            json,
+            std::path::Path::new("simulate.svg"),
+        ),
     };
     match result {
         Ok(code) => code,

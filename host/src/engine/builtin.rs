@@ -1,8 +1,15 @@
-//! The five built-in strategies, built from `policies/` by the host's build script and
+//! The six built-in strategies, built from `policies/` by the host's build script and
 //! embedded, so that what ships is exactly the wasm path a user's policy takes.
 
 /// Names of the built-in policies, in the order they are listed.
-pub const NAMES: [&str; 5] = ["lru", "lfu", "priority", "specialization", "hybrid"];
+pub const NAMES: [&str; 6] = [
+    "lru",
+    "lfu",
+    "priority",
+    "specialization",
+    "hybrid",
+    "adaptive",
+];
 
 macro_rules! guest {
     ($file:literal) => {
@@ -18,6 +25,7 @@ pub fn bytes(name: &str) -> Option<&'static [u8]> {
         "priority" => guest!("modelyard_policy_priority.wasm"),
         "specialization" => guest!("modelyard_policy_specialization.wasm"),
         "hybrid" => guest!("modelyard_policy_hybrid.wasm"),
+        "adaptive" => guest!("modelyard_policy_adaptive.wasm"),
         _ => return None,
     })
 }
