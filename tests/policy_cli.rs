@@ -30,11 +30,16 @@ fn check_accepts_every_builtin() {
             "choose-eviction, select-model, compress-context",
         ),
         ("hybrid", "choose-eviction, compress-context"),
+        ("adaptive", "choose-eviction, compress-context"),
     ];
     for (name, hooks) in expected {
         let (ok, out) = check(&guest_path(&format!("modelyard-policy-{name}")));
         assert!(ok, "{name}: {out}");
-        assert!(out.contains("contract: modelyard:policy@0.1.0"), "{out}");
+        let version = if name == "adaptive" { "0.2.0" } else { "0.1.0" };
+        assert!(
+            out.contains(&format!("contract: modelyard:policy@{version}")),
+            "{out}"
+        );
         assert!(out.contains(&format!("exports:  {hooks}")), "{name}: {out}");
         assert!(out.contains("choose-eviction: evict"), "{name}: {out}");
         assert!(!out.contains("FAILED"), "{out}");
