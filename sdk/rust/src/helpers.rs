@@ -79,17 +79,29 @@ pub fn named_model<'a>(req: &Request, candidates: &'a [Model]) -> Option<&'a Mod
 /// Keeps every system message and the newest user message, then the newest other turns that
 /// still fit `req.budget_tokens`, in their original order.
 pub fn keep_newest_that_fit(req: &CompressionRequest) -> Result<Vec<Message>, String> {
-    let messages = &req.messages;
-    let newest_user = messages.iter().rposition(|m| m.role == "user");
+    keep_newest(&req.messages, req.budget_tokens, |m| {
+        (m.role.as_str(), m.tokens)
+    })
+}
+
+/// [`keep_newest_that_fit`] for either contract's messages; `part` gives a message's role and
+/// token count.
+pub(crate) fn keep_newest<M: Clone>(
+    messages: &[M],
+    budget: u32,
+    part: impl Fn(&M) -> (&str, u32),
+) -> Result<Vec<M>, String> {
+    let newest_user = messages.iter().rposition(|m| part(m).0 == "user");
     let mut keep = vec![false; messages.len()];
     let mut used: u64 = 0;
     for (i, m) in messages.iter().enumerate() {
-        if m.role == "system" || Some(i) == newest_user {
+        let (role, tokens) = part(m);
+        if role == "system" || Some(i) == newest_user {
             keep[i] = true;
-            used += u64::from(m.tokens);
+            used += u64::from(tokens);
         }
     }
-    let budget = u64::from(req.budget_tokens);
+    let budget = u64::from(budget);
     if used > budget {
         return Err(format!(
             "the system prompt and the newest user turn need {used} tokens; the budget is {budget}"
@@ -99,7 +111,7 @@ pub fn keep_newest_that_fit(req: &CompressionRequest) -> Result<Vec<Message>, St
         if keep[i] {
             continue;
         }
-        let cost = u64::from(messages[i].tokens);
+        let cost = u64::from(part(&messages[i]).1);
         if used + cost > budget {
             break;
         }

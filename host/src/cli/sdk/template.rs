@@ -8,6 +8,7 @@ use anyhow::Context as _;
 use super::Lang;
 
 const CONTRACT: &str = include_str!("../../../../wit/policy.wit");
+const CONTRACT_V0_2: &str = include_str!("../../../../wit/v0.2/policy.wit");
 const PY_APP: &str = include_str!("../../../../sdk/python/template/app.py");
 const PY_README: &str = include_str!("../../../../sdk/python/template/README.md");
 const PY_HELPERS: &str = include_str!("../../../../sdk/python/modelyard_policy.py");
@@ -27,6 +28,8 @@ const RS_README: &str = include_str!("../../../../sdk/rust/template/README.md");
 const RS_SDK_BUILD: &str = include_str!("../../../../sdk/rust/build.rs");
 const RS_SDK_LIB: &str = include_str!("../../../../sdk/rust/src/lib.rs");
 const RS_SDK_HELPERS: &str = include_str!("../../../../sdk/rust/src/helpers.rs");
+const RS_SDK_V0_2: &str = include_str!("../../../../sdk/rust/src/v0_2/mod.rs");
+const RS_SDK_V0_2_HELPERS: &str = include_str!("../../../../sdk/rust/src/v0_2/helpers.rs");
 /// The workspace's manifest: the one place the SDK crate's version, edition, licence and
 /// wit-bindgen requirement are written.
 const WORKSPACE_MANIFEST: &str = include_str!("../../../../Cargo.toml");
@@ -81,7 +84,16 @@ fn template(lang: Lang, name: &str) -> Vec<(&'static str, String)> {
                 "modelyard-policy/src/helpers.rs",
                 RS_SDK_HELPERS.to_string(),
             ),
+            ("modelyard-policy/src/v0_2/mod.rs", RS_SDK_V0_2.to_string()),
+            (
+                "modelyard-policy/src/v0_2/helpers.rs",
+                RS_SDK_V0_2_HELPERS.to_string(),
+            ),
             ("modelyard-policy/wit/policy.wit", CONTRACT.to_string()),
+            (
+                "modelyard-policy/wit/v0.2/policy.wit",
+                CONTRACT_V0_2.to_string(),
+            ),
         ],
         Lang::Python => vec![
             ("app.py", PY_APP.to_string()),

@@ -87,37 +87,7 @@ pub fn named(asked: &Asked) -> Option<u32> {
 /// Keeps every system message and the newest user message, then the newest other turns that
 /// still fit `req.budget_tokens`, in their original order.
 pub fn keep_newest_that_fit(req: &CompressionRequest) -> Result<Vec<Message>, String> {
-    let messages = &req.messages;
-    let newest_user = messages.iter().rposition(|m| m.role == "user");
-    let mut keep = vec![false; messages.len()];
-    let mut used: u64 = 0;
-    for (i, m) in messages.iter().enumerate() {
-        if m.role == "system" || Some(i) == newest_user {
-            keep[i] = true;
-            used += u64::from(m.tokens);
-        }
-    }
-    let budget = u64::from(req.budget_tokens);
-    if used > budget {
-        return Err(format!(
-            "the system prompt and the newest user turn need {used} tokens; the budget is {budget}"
-        ));
-    }
-    for i in (0..messages.len()).rev() {
-        if keep[i] {
-            continue;
-        }
-        let cost = u64::from(messages[i].tokens);
-        if used + cost > budget {
-            break;
-        }
-        used += cost;
-        keep[i] = true;
-    }
-    Ok(messages
-        .iter()
-        .zip(keep)
-        .filter(|(_, k)| *k)
-        .map(|(m, _)| m.clone())
-        .collect())
+    crate::helpers::keep_newest(&req.messages, req.budget_tokens, |m| {
+        (m.role.as_str(), m.tokens)
+    })
 }
