@@ -339,3 +339,24 @@ fn a_0_1_policy_is_told_no_events() {
     assert!(!hooks.observe(&arrival(1, "m1")));
     assert_eq!(lru.event_counts().pending, 0);
 }
+
+#[test]
+fn only_wanted_requests_go_to_the_selection_hook() {
+    let e = engine(relaxed());
+    let hooks = Hooks::new();
+    hooks.set_catalogue(sample::catalogue(MODELS));
+    assert!(!hooks.wants_selection("m1"), "no policy: the name decides");
+    hooks.set(Hook::SelectModel, Some(builtin(&e, "specialization")));
+    assert!(
+        hooks.wants_selection("m1"),
+        "a 0.1 policy sees every request"
+    );
+    let v2 = stateful(&e);
+    hooks.set(Hook::SelectModel, Some(v2));
+    assert!(!hooks.wants_selection("m1"));
+    assert!(hooks.wants_selection("auto"));
+    assert!(
+        hooks.wants_selection("nope"),
+        "it asked for unknown names too"
+    );
+}

@@ -616,6 +616,33 @@ impl Policy {
         );
     }
 
+    /// Configures a 0.2 instance with `catalogue` now (making it if needed), so that its
+    /// interests hold from its first request; a failure discards the instance (the next call
+    /// tries again). Nothing for 0.1.
+    pub fn prepare(&self, catalogue: &Catalogue) {
+        if !self.contract().stateful() || self.is_quarantined() {
+            return;
+        }
+        let Some(&hook) = self.hooks().first() else {
+            return;
+        };
+        let mut slot = lock(&self.stateful);
+        let warm = match &mut *slot {
+            Some(w) => w,
+            empty => match self.instantiate() {
+                Ok(w) => empty.insert(w),
+                Err((_, e)) => {
+                    tracing::warn!(policy = %self.name, "cannot instantiate: {e:#}");
+                    return;
+                }
+            },
+        };
+        if let Err(e) = self.configure(warm, hook, catalogue) {
+            *slot = None;
+            self.discarded(&e);
+        }
+    }
+
     /// Queues `event` for the policy if it observes; past [`MAX_PENDING_EVENTS`] it is dropped
     /// and counted, never waited for.
     pub fn enqueue(&self, event: &Event) {

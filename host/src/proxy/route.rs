@@ -12,6 +12,14 @@ use crate::engine::types::{Model, Request, Selection};
 /// Asks `select-model` (off the async threads: a guest may run to its deadline) and returns
 /// the chosen model as the contract shows it.
 pub async fn select(app: &AppState, ex: &mut Exchange) -> Result<Model, ApiError> {
+    // A model asked for by name that no policy wants to see: the name decides, with no guest
+    // call, no trip to the blocking pool and no look at the other models.
+    if !app.scheduler.hooks().wants_selection(&ex.asked)
+        && let Some(model) = app.scheduler.named_view(&ex.asked)
+    {
+        ex.model = Some(model.id.clone());
+        return Ok(model);
+    }
     let (candidates, telemetry) = app.scheduler.selection_view();
     let hooks = app.scheduler.hooks().clone();
     let request = contract_request(ex);

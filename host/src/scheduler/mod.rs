@@ -353,6 +353,13 @@ impl Scheduler {
         )
     }
 
+    /// The model a name (an id, or an alias) means, as the contract shows it.
+    pub fn named_view(&self, name: &str) -> Option<crate::engine::types::Model> {
+        let idx = self.inner.index(name).ok()?;
+        let st = self.inner.lock();
+        Some(view::model(&st.slots[idx], self.inner.epoch))
+    }
+
     /// Loads `model` (an id or alias) if it is not loaded, and waits until it is ready.
     pub async fn load(&self, model: &str) -> Result<(), SchedError> {
         self.acquire(model, &Demand::default()).await.map(drop)

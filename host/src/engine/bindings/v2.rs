@@ -198,14 +198,19 @@ pub fn eviction_decision(
 
 /// What a request asked for, by index.
 pub fn asked(req: &host::Request, c: &Catalogue) -> types::Asked {
-    if let Some(i) = c.model(&req.model) {
+    asked_for(&req.model, c)
+}
+
+/// What a request naming `name` asked for, by index.
+pub fn asked_for(name: &str, c: &Catalogue) -> types::Asked {
+    if let Some(i) = c.model(name) {
         types::Asked::Model(i)
-    } else if let Some(i) = c.alias(&req.model) {
+    } else if let Some(i) = c.alias(name) {
         types::Asked::Alias(i)
-    } else if req.model == "auto" {
+    } else if name == "auto" {
         types::Asked::Auto
     } else {
-        types::Asked::Unknown(req.model.clone())
+        types::Asked::Unknown(name.to_string())
     }
 }
 

@@ -62,7 +62,25 @@ impl Hooks {
     /// Sets the catalogue 0.2 policies see; each instance is configured with it again before
     /// its next call.
     pub fn set_catalogue(&self, catalogue: Catalogue) {
-        *self.catalogue.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(catalogue);
+        let catalogue = Arc::new(catalogue);
+        *self.catalogue.write().unwrap_or_else(|e| e.into_inner()) = catalogue.clone();
+        for p in self.serving() {
+            p.prepare(&catalogue);
+        }
+    }
+
+    /// Every policy serving a hook or an experiment's candidate, each once.
+    fn serving(&self) -> Vec<Arc<Policy>> {
+        let mut all: Vec<Arc<Policy>> = Vec::new();
+        for hook in Hook::ALL {
+            let candidate = self.experiment(hook).map(|e| e.candidate.clone());
+            for p in [self.get(hook), candidate].into_iter().flatten() {
+                if !all.iter().any(|q| Arc::ptr_eq(q, &p)) {
+                    all.push(p);
+                }
+            }
+        }
+        all
     }
 
     /// The catalogue 0.2 policies see.
@@ -75,15 +93,8 @@ impl Hooks {
 
     /// The policies serving a hook or a running experiment that observe events, each once.
     fn observers(&self) -> Vec<Arc<Policy>> {
-        let mut all: Vec<Arc<Policy>> = Vec::new();
-        for hook in Hook::ALL {
-            let candidate = self.experiment(hook).map(|e| e.candidate.clone());
-            for p in [self.get(hook), candidate].into_iter().flatten() {
-                if p.observes() && !all.iter().any(|q| Arc::ptr_eq(q, &p)) {
-                    all.push(p);
-                }
-            }
-        }
+        let mut all = self.serving();
+        all.retain(|p| p.observes());
         all
     }
 
@@ -120,6 +131,9 @@ impl Hooks {
 
     /// Makes `policy` serve `hook` (or the fallback, with `None`). Returns the previous one.
     pub fn set(&self, hook: Hook, policy: Option<Arc<Policy>>) -> Option<Arc<Policy>> {
+        if let Some(p) = &policy {
+            p.prepare(&self.catalogue());
+        }
         let mut slot = self.slots[hook].write().unwrap_or_else(|e| e.into_inner());
         std::mem::replace(&mut *slot, policy)
     }
@@ -145,6 +159,9 @@ impl Hooks {
         hook: Hook,
         experiment: Option<Arc<Experiment>>,
     ) -> Option<Arc<Experiment>> {
+        if let Some(e) = &experiment {
+            e.candidate.prepare(&self.catalogue());
+        }
         let mut slot = self.experiments[hook]
             .write()
             .unwrap_or_else(|e| e.into_inner());

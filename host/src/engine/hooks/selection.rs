@@ -32,7 +32,7 @@ impl Hooks {
         telemetry: &Telemetry,
     ) -> Decided<Selection> {
         let catalogue = self.catalogue();
-        if !self.wanted(req, &catalogue) {
+        if !self.wanted(&req.model, &catalogue) {
             return Decided {
                 value: fallback(req, candidates),
                 by: DecidedBy::Fallback(None),
@@ -46,9 +46,17 @@ impl Hooks {
         )
     }
 
-    /// Whether the serving policy, or an experiment's candidate, wants to be asked about `req`.
-    fn wanted(&self, req: &Request, catalogue: &Catalogue) -> bool {
-        let kind = v2::interest(&v2::asked(req, catalogue));
+    /// Whether a request asking for `asked` (an id, an alias, `auto` or another name) makes a
+    /// guest call: false when no policy on the hook (or an experiment's candidate) wants to see
+    /// such requests, and then the native default answers.
+    pub fn wants_selection(&self, asked: &str) -> bool {
+        self.wanted(asked, &self.catalogue())
+    }
+
+    /// Whether the serving policy, or an experiment's candidate, wants to be asked about
+    /// requests for `asked`.
+    fn wanted(&self, asked: &str, catalogue: &Catalogue) -> bool {
+        let kind = v2::interest(&v2::asked_for(asked, catalogue));
         let wants = |p: Option<std::sync::Arc<Policy>>| p.is_some_and(|p| p.wants_selection(kind));
         wants(self.get(Hook::SelectModel))
             || wants(
