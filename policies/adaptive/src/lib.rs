@@ -146,3 +146,55 @@ impl CompressionPolicy for Adaptive {
 }
 
 modelyard_policy::export_v0_2!(Adaptive: events, eviction, compression);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_model_that_comes_back_costs_the_expert_that_evicted_it() {
+        let mut a = Adaptive {
+            ghost: vec![None; 4],
+            ..Adaptive::default()
+        };
+        a.evictions = 1;
+        a.ghost[2] = Some((Expert::Lru, 1));
+        a.loaded(2);
+        assert!(a.lru_weight() < 0.5, "{}", a.lru_weight());
+        let after_lru = a.lru_weight();
+        a.ghost[3] = Some((Expert::Lfu, 1));
+        a.loaded(3);
+        assert!(a.lru_weight() > after_lru, "LFU's regret moves it back");
+        // A model that was never evicted, or an index past the catalogue, teaches nothing.
+        let w = a.lru_weight();
+        a.loaded(1);
+        a.loaded(99);
+        assert_eq!(a.lru_weight(), w);
+    }
+
+    #[test]
+    fn an_old_regret_costs_less_than_a_fresh_one() {
+        let fresh = {
+            let mut a = Adaptive {
+                ghost: vec![Some((Expert::Lru, 10))],
+                evictions: 10,
+                ..Adaptive::default()
+            };
+            a.loaded(0);
+            a.lru_weight()
+        };
+        let after = |evictions| {
+            let mut a = Adaptive {
+                ghost: vec![Some((Expert::Lru, 10))],
+                evictions,
+                ..Adaptive::default()
+            };
+            a.loaded(0);
+            a.lru_weight()
+        };
+        let old = after(14);
+        assert!(fresh < old && old < 0.5, "fresh {fresh}, old {old}");
+        // Far past the horizon (as many evictions as models, at least 8): no regret at all.
+        assert_eq!(after(1_000), 0.5);
+    }
+}
