@@ -16,17 +16,22 @@
 //! 2. **Parse** (`proxy/parse.rs`): the body within `server.max_body`, the model asked for,
 //!    the task and priority from headers or the API key, the client's hash, the sticky key of
 //!    each running experiment.
-//! 3. **Route** (`proxy/route.rs`): `select-model` chooses among every configured model. The
-//!    records a policy sees are built by `scheduler/view.rs`, the one projection to the
-//!    contract; the hook call itself is `engine/hooks/selection.rs`, which validates the answer
-//!    and falls back to the native default when the policy fails (`engine/policy.rs` runs the
-//!    guest under its deadline and memory cap; `engine/hooks/mod.rs` routes experiments).
+//! 3. **Route** (`proxy/route.rs`): `select-model` chooses among every configured model (a
+//!    request naming its model that no policy wants to see skips the call). The records a
+//!    policy sees are built by `scheduler/view.rs`, the one projection to the contract, and
+//!    turned into each contract version's own at the bindings edge (`engine/bindings/v1.rs`,
+//!    `v2.rs`: 0.2's lean records index the `engine/catalogue.rs` each 0.2 instance is
+//!    configured with); the hook call itself is `engine/hooks/selection.rs`, which validates the
+//!    answer and falls back to the native default when the policy fails (`engine/policy.rs`
+//!    runs the guest under its deadline and memory cap, on a pooled instance for 0.1 and on the
+//!    one stateful instance for 0.2; `engine/hooks/mod.rs` routes experiments).
 //! 4. **Acquire** (`proxy/acquire.rs` → `Scheduler::acquire` in `scheduler/mod.rs`): the
 //!    model's slot (`scheduler/slot.rs`, a private lifecycle phase with transition methods)
 //!    is ready, loading (the request waits in its bounded queue), or unloaded, and then this
 //!    request starts the load. `scheduler/room.rs` makes room, asking `choose-eviction`
-//!    (`engine/hooks/eviction.rs`) while the load does not fit (and draining busy models by the
-//!    host's own rule when idle ones cannot make room), and starts the server through
+//!    (`engine/hooks/eviction.rs`) while the load does not fit (and draining busy models, as a
+//!    0.2 policy asks or by the host's own rule when idle ones cannot make room), and starts
+//!    the server through
 //!    the backend's launcher (`backend/command.rs` spawns llama-server; `backend/openai.rs`
 //!    uses a server that already runs). The request leaves with a `Lease`
 //!    (`scheduler/lease.rs`): while it lives, the model is never evicted.
@@ -43,11 +48,13 @@
 //!
 //! Meanwhile `scheduler/housekeeping.rs` refreshes telemetry and footprints once a second and
 //! offers idle models past their TTL, and memory pressure, to `choose-eviction`;
-//! `engine/set.rs` hot-reloads the policies folder.
+//! `scheduler/events.rs` tells 0.2 policies that observe what happened (arrivals, finishes,
+//! loads, evictions), batched off the request path; `engine/set.rs` hot-reloads the policies
+//! folder.
 //!
 //! # Where to add things
-//! - **A hook**: the WIT (a new contract version beside the frozen one), the world in
-//!   `engine/bindings.rs`, one file under `engine/hooks/` (entry point, guest call, rules,
+//! - **A hook**: the WIT (a new contract version beside the frozen ones), its bindings and
+//!   conversions in `engine/bindings/`, one file under `engine/hooks/` (entry point, guest call, rules,
 //!   fallback, smoke sample), the variant in `engine::Hook` and the match arms the compiler
 //!   then asks for (`engine/hooks/mod.rs`, `engine/policy.rs`), the SDK helpers, and the
 //!   caller that asks it. Everything that lists hooks iterates `Hook::ALL` or a `HookMap`.
