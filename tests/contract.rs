@@ -297,9 +297,10 @@ fn events_arrive_in_order_in_batches() {
     let e = engine(relaxed());
     let policy = stateful(&e);
     let hooks = hooks_with(&policy);
+    assert!(hooks.observed());
     let n = EVENT_BATCH as u64 * 2 + 7;
     for i in 0..n {
-        assert!(hooks.observe(&arrival(i, &format!("m{}", i % 6))));
+        hooks.observe(&arrival(i, &format!("m{}", i % 6)));
     }
     assert_eq!(policy.event_counts().pending, n as usize);
     assert_eq!(hooks.deliver(), n);
@@ -336,8 +337,14 @@ fn a_0_1_policy_is_told_no_events() {
     let lru = builtin(&e, "lru");
     let hooks = hooks_with(&lru);
     assert!(!hooks.observed());
-    assert!(!hooks.observe(&arrival(1, "m1")));
+    hooks.observe(&arrival(1, "m1"));
     assert_eq!(lru.event_counts().pending, 0);
+    // Replacing the policy with one that observes is seen at once; taking it away too.
+    let v2 = stateful(&e);
+    hooks.set(Hook::SelectModel, Some(v2));
+    assert!(hooks.observed());
+    hooks.set(Hook::SelectModel, None);
+    assert!(!hooks.observed());
 }
 
 #[test]

@@ -267,10 +267,7 @@ fn hybrid_guards_a_model_expected_back_within_half_its_load_time() {
     );
     // Idle for 10 s, far past its usual gap: no longer guarded.
     hot.last_used_ms = 90_000;
-    let req = EvictionRequest {
-        loaded: vec![hot],
-        ..req
-    };
+    req.loaded = vec![hot];
     assert_eq!(evicts(&hybrid, &req), ["hot"]);
 }
 

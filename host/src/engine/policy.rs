@@ -28,9 +28,6 @@ pub enum Contract {
 }
 
 impl Contract {
-    /// Every version the host serves, oldest first.
-    pub const ALL: [Contract; 2] = [Contract::V0_1, Contract::V0_2];
-
     pub fn version(self) -> &'static str {
         match self {
             Contract::V0_1 => "0.1.0",
@@ -119,7 +116,7 @@ pub(super) enum Guest {
     V2(V2Guest),
 }
 
-/// A 0.2 instance's exports, and what it was configured with.
+/// A 0.2 instance's exports, and which catalogue it was configured with.
 pub(super) struct V2Guest {
     pub lifecycle: Option<v2::lifecycle::Guest>,
     pub events: Option<v2::events::Guest>,
@@ -128,7 +125,6 @@ pub(super) struct V2Guest {
     pub compression: Option<v2::compression::Guest>,
     /// The generation of the catalogue it was configured with.
     configured: Option<u64>,
-    pub interests: v2::Interests,
 }
 
 /// A component's exports, found once at load.
@@ -514,13 +510,9 @@ impl Policy {
             return Ok(value);
         }
         let mut slot = lock(&self.stateful);
-        let warm = match &mut *slot {
-            Some(w) => w,
-            empty => match self.instantiate() {
-                Ok(w) => empty.insert(w),
-                Err((_, e)) => return Err(self.failed(hook, self.trap(hook, &e))),
-            },
-        };
+        let warm = self
+            .stateful_instance(&mut slot)
+            .map_err(|e| self.failed(hook, self.trap(hook, &e)))?;
         let outcome = self
             .configure(warm, hook, catalogue)
             .and_then(|()| self.run_on(warm, hook, f));
@@ -529,6 +521,17 @@ impl Policy {
             self.discarded(&e);
             self.failed(hook, e)
         })
+    }
+
+    /// The 0.2 instance in `slot` (the locked `stateful`), made first if there is none.
+    fn stateful_instance<'a>(
+        &self,
+        slot: &'a mut Option<Warm>,
+    ) -> Result<&'a mut Warm, wasmtime::Error> {
+        match slot {
+            Some(w) => Ok(w),
+            empty => Ok(empty.insert(self.instantiate().map_err(|(_, e)| e)?)),
+        }
     }
 
     /// Calls `f` on `warm` under the hook's deadline and counts its time.
@@ -575,10 +578,9 @@ impl Policy {
             let interests = lifecycle
                 .call_configure(&mut *store, &v2::catalogue(catalogue))
                 .map_err(|e| self.classify(hook, store, &e))?;
-            g.interests = interests.into();
             self.selection_interest
-                .store(interest_bits(g.interests.selection), Ordering::Relaxed);
-            self.wants_text.store(g.interests.text, Ordering::Relaxed);
+                .store(interest_bits(interests.selection), Ordering::Relaxed);
+            self.wants_text.store(interests.text, Ordering::Relaxed);
         }
         g.configured = Some(catalogue.generation());
         Ok(())
@@ -627,15 +629,12 @@ impl Policy {
             return;
         };
         let mut slot = lock(&self.stateful);
-        let warm = match &mut *slot {
-            Some(w) => w,
-            empty => match self.instantiate() {
-                Ok(w) => empty.insert(w),
-                Err((_, e)) => {
-                    tracing::warn!(policy = %self.name, "cannot instantiate: {e:#}");
-                    return;
-                }
-            },
+        let warm = match self.stateful_instance(&mut slot) {
+            Ok(w) => w,
+            Err(e) => {
+                tracing::warn!(policy = %self.name, "cannot instantiate: {e:#}");
+                return;
+            }
         };
         if let Err(e) = self.configure(warm, hook, catalogue) {
             *slot = None;
@@ -655,11 +654,6 @@ impl Policy {
         } else {
             inbox.pending.push_back(event.clone());
         }
-    }
-
-    /// Whether events wait to be told.
-    pub fn has_pending_events(&self) -> bool {
-        self.observes() && !lock(&self.inbox).pending.is_empty()
     }
 
     /// Its events: told, dropped (the policy too slow, or a failed batch) and waiting.
@@ -717,16 +711,9 @@ impl Policy {
         events: &[v2::types::Event],
         catalogue: &Catalogue,
     ) -> Result<(), ()> {
-        let warm = match &mut *slot {
-            Some(w) => w,
-            empty => match self.instantiate() {
-                Ok(w) => empty.insert(w),
-                Err((_, e)) => {
-                    tracing::warn!(policy = %self.name, "cannot instantiate to observe: {e:#}");
-                    return Err(());
-                }
-            },
-        };
+        let warm = self.stateful_instance(slot).map_err(|e| {
+            tracing::warn!(policy = %self.name, "cannot instantiate to observe: {e:#}");
+        })?;
         let outcome = match self.hooks().first() {
             Some(&hook) => self
                 .configure(warm, hook, catalogue)
@@ -853,7 +840,6 @@ impl Policy {
                 selection: get(select, selection, |i| i.load(&mut *s, &instance))?,
                 compression: get(compress, compression, |i| i.load(&mut *s, &instance))?,
                 configured: None,
-                interests: v2::Interests::default(),
             }),
         };
         Ok(Warm {

@@ -2,8 +2,8 @@
 //! scales up. The scenario is small but exercises the rules: one pinned model, one busy one.
 
 use super::types::{
-    CompressionRequest, Device, EvictionReason, EvictionRequest, Message, Model, ModelState,
-    Request, TaskDemand, Telemetry,
+    CompressionRequest, Device, EvictionReason, EvictionRecord, EvictionRequest, Message, Model,
+    ModelState, Request, TaskDemand, Telemetry,
 };
 use super::{Catalogue, ModelInfo};
 
@@ -90,22 +90,24 @@ pub fn eviction_request(n: usize) -> EvictionRequest {
     incoming.load_count = 0;
     EvictionRequest {
         reason: EvictionReason::Load,
-        incoming,
-        needed_bytes: 2 * GIB,
-        device: "cpu".into(),
-        priority: 1,
-        loaded: loaded(n),
-        demand: vec![
-            TaskDemand {
-                task: "code".into(),
-                requests: 12,
-            },
-            TaskDemand {
-                task: "chat".into(),
-                requests: 5,
-            },
-        ],
-        telemetry: telemetry(120_000, n as u64 * GIB, 0),
+        record: EvictionRecord {
+            incoming,
+            needed_bytes: 2 * GIB,
+            device: "cpu".into(),
+            priority: 1,
+            loaded: loaded(n),
+            demand: vec![
+                TaskDemand {
+                    task: "code".into(),
+                    requests: 12,
+                },
+                TaskDemand {
+                    task: "chat".into(),
+                    requests: 5,
+                },
+            ],
+            telemetry: telemetry(120_000, n as u64 * GIB, 0),
+        },
     }
 }
 

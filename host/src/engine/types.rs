@@ -7,6 +7,7 @@
 
 use std::time::Duration;
 
+pub use super::bindings::v1::types::EvictionRequest as EvictionRecord;
 pub use super::bindings::v1::types::{
     CompressionRequest, Device, Message, Model, ModelState, Request, Selection, TaskDemand,
     Telemetry,
@@ -27,19 +28,27 @@ pub enum EvictionReason {
     Pressure,
 }
 
-/// The question `choose-eviction` answers: which models to unload so that `needed_bytes` are
-/// free on `device`. For housekeeping (`reason` is not `Load`), `incoming` is 0.1's stand-in
-/// (`wit/CONTRACT.md`).
+/// The question `choose-eviction` answers: 0.1's record (which models to unload so that
+/// `needed_bytes` are free on `device`), and why it is asked, which 0.1 has no field for (for
+/// housekeeping, 0.1's `incoming` is a stand-in: `wit/CONTRACT.md`). The record's fields read
+/// through the request itself; a 0.1 call lowers the record as it is, without a copy.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EvictionRequest {
     pub reason: EvictionReason,
-    pub incoming: Model,
-    pub needed_bytes: u64,
-    pub device: String,
-    pub priority: i32,
-    pub loaded: Vec<Model>,
-    pub demand: Vec<TaskDemand>,
-    pub telemetry: Telemetry,
+    pub record: EvictionRecord,
+}
+
+impl std::ops::Deref for EvictionRequest {
+    type Target = EvictionRecord;
+    fn deref(&self) -> &EvictionRecord {
+        &self.record
+    }
+}
+
+impl std::ops::DerefMut for EvictionRequest {
+    fn deref_mut(&mut self) -> &mut EvictionRecord {
+        &mut self.record
+    }
 }
 
 /// What `choose-eviction` answered.

@@ -33,8 +33,11 @@ pub(super) fn emit(inner: &Arc<Inner>, kind: impl FnOnce() -> EventKind) {
         if inner.hooks.backlog() >= EVENT_BATCH {
             inner.hooks.deliver();
         }
-    } else if !inner.flushing.swap(true, Ordering::AcqRel) {
-        tokio::spawn(flush(Arc::downgrade(inner)));
+    } else if let Ok(rt) = tokio::runtime::Handle::try_current()
+        && !inner.flushing.swap(true, Ordering::AcqRel)
+    {
+        // (No runtime: a lease dropped while the host shuts down; nobody is left to tell.)
+        rt.spawn(flush(Arc::downgrade(inner)));
     }
 }
 

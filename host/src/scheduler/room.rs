@@ -284,25 +284,21 @@ async fn ask_for_room(inner: &Arc<Inner>, idx: usize, key: &str) -> Result<(), S
             }
         };
         let decided = decide(inner, req, key).await;
-        match decided.value {
+        // Until when the load waits for a change before it asks again.
+        let wait_until = match decided.value {
             EvictionDecision::Evict(ids) => {
                 let why = format!("to make room for {id}");
                 let by = Evictor::decided(&decided.by, EvictionCause::Load(id.clone()));
                 if !evict(inner, &ids, Authority::Policy, &by, &why).await {
                     tokio::time::sleep(RACE_PAUSE).await;
                 }
+                continue;
             }
             EvictionDecision::Drain(ids) => {
                 tracing::debug!(model = %id, drain = ?ids, "eviction policy drains");
                 drain.by = Evictor::decided(&decided.by, EvictionCause::Load(id.clone()));
                 drain_named(inner, &id, &ids, &mut drain.models);
-                wait_for_room(inner, idx, &mut rx, deadline).await;
-                if Instant::now() >= deadline {
-                    return Err(SchedError::Timeout {
-                        model: id,
-                        waited: inner.settings.scheduler.queue_timeout,
-                    });
-                }
+                deadline
             }
             EvictionDecision::Wait(after) => {
                 tracing::debug!(model = %id, ?after, "eviction policy says wait");
@@ -316,21 +312,18 @@ async fn ask_for_room(inner: &Arc<Inner>, idx: usize, key: &str) -> Result<(), S
                 if drain.models.is_empty() && drain_at > Instant::now() {
                     recheck = recheck.min(drain_at);
                 }
-                while let Ok(()) = tokio::time::timeout_at(recheck, rx.changed()).await {
-                    if could_fit(inner, idx) {
-                        break;
-                    }
-                }
-                if Instant::now() >= deadline {
-                    return Err(SchedError::Timeout {
-                        model: id,
-                        waited: inner.settings.scheduler.queue_timeout,
-                    });
-                }
+                recheck
             }
             EvictionDecision::Reject(reason) => {
                 return Err(SchedError::Rejected { model: id, reason });
             }
+        };
+        wait_for_room(inner, idx, &mut rx, wait_until).await;
+        if Instant::now() >= deadline {
+            return Err(SchedError::Timeout {
+                model: id,
+                waited: inner.settings.scheduler.queue_timeout,
+            });
         }
     }
 }
@@ -377,14 +370,14 @@ fn drain_after(slot: &Slot) -> Duration {
 }
 
 /// Waits until a change lets the load fit by evicting idle models (drained ones among them), or
-/// the deadline.
+/// until `until`.
 async fn wait_for_room(
     inner: &Inner,
     idx: usize,
     rx: &mut super::signal::Listener<'_>,
-    deadline: Instant,
+    until: Instant,
 ) {
-    while let Ok(()) = tokio::time::timeout_at(deadline, rx.changed()).await {
+    while let Ok(()) = tokio::time::timeout_at(until, rx.changed()).await {
         if could_fit(inner, idx) {
             break;
         }

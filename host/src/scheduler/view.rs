@@ -12,7 +12,8 @@ use super::{Inner, State};
 use crate::config::CPU_DEVICE;
 use crate::config::ModelSettings;
 use crate::engine::types::{
-    Device, EvictionReason, EvictionRequest, Model, ModelState, TaskDemand, Telemetry,
+    Device, EvictionReason, EvictionRecord, EvictionRequest, Model, ModelState, TaskDemand,
+    Telemetry,
 };
 use crate::engine::{Catalogue, ModelInfo};
 
@@ -116,7 +117,7 @@ pub(super) fn eviction_request(
     needed_bytes: u64,
     include: impl Fn(&Slot) -> bool,
 ) -> EvictionRequest {
-    let (reason, record, priority, skip) = match incoming {
+    let (reason, incoming_model, priority, skip) = match incoming {
         Incoming::Load(idx) => {
             let slot = &st.slots[idx];
             let priority = slot.waiting_priority().unwrap_or(UNWAITED_PRIORITY);
@@ -134,7 +135,7 @@ pub(super) fn eviction_request(
             None,
         ),
     };
-    let device = record.device.clone();
+    let device = incoming_model.device.clone();
     let loaded = st
         .slots
         .iter()
@@ -145,13 +146,15 @@ pub(super) fn eviction_request(
         .collect();
     EvictionRequest {
         reason,
-        incoming: record,
-        needed_bytes,
-        device,
-        priority,
-        loaded,
-        demand: demand(st),
-        telemetry: telemetry(inner, st),
+        record: EvictionRecord {
+            incoming: incoming_model,
+            needed_bytes,
+            device,
+            priority,
+            loaded,
+            demand: demand(st),
+            telemetry: telemetry(inner, st),
+        },
     }
 }
 

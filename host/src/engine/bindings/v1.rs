@@ -32,20 +32,6 @@ impl self::modelyard::policy::host::Host for GuestState {
     }
 }
 
-/// The host's eviction question as 0.1 asks it: without its reason, which a housekeeping
-/// request's stand-in `incoming` carries instead (`wit/CONTRACT.md`).
-pub fn eviction_request(req: &host::EvictionRequest) -> types::EvictionRequest {
-    types::EvictionRequest {
-        incoming: req.incoming.clone(),
-        needed_bytes: req.needed_bytes,
-        device: req.device.clone(),
-        priority: req.priority,
-        loaded: req.loaded.clone(),
-        demand: req.demand.clone(),
-        telemetry: req.telemetry.clone(),
-    }
-}
-
 /// A 0.1 decision in the host's terms.
 pub fn eviction_decision(d: types::EvictionDecision) -> host::EvictionDecision {
     match d {

@@ -53,31 +53,6 @@ pub fn catalogue(c: &Catalogue) -> types::Catalogue {
     }
 }
 
-/// What `configure` said it wants; everything, for a component that does not export it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Interests {
-    pub selection: types::SelectionInterest,
-    pub text: bool,
-}
-
-impl Default for Interests {
-    fn default() -> Self {
-        Self {
-            selection: types::SelectionInterest::all(),
-            text: true,
-        }
-    }
-}
-
-impl From<types::Interests> for Interests {
-    fn from(i: types::Interests) -> Self {
-        Self {
-            selection: i.selection,
-            text: i.text,
-        }
-    }
-}
-
 fn unknown(id: &str) -> String {
     format!("model {id:?} is not in the catalogue")
 }
@@ -104,7 +79,8 @@ pub fn model(m: &host::Model, c: &Catalogue) -> Result<types::Model, String> {
     })
 }
 
-fn models(ms: &[host::Model], c: &Catalogue) -> Result<Vec<types::Model>, String> {
+/// Models' records (the selection candidates, the loaded models).
+pub fn models(ms: &[host::Model], c: &Catalogue) -> Result<Vec<types::Model>, String> {
     ms.iter().map(|m| model(m, c)).collect()
 }
 
@@ -196,13 +172,8 @@ pub fn eviction_decision(
     })
 }
 
-/// What a request asked for, by index.
-pub fn asked(req: &host::Request, c: &Catalogue) -> types::Asked {
-    asked_for(&req.model, c)
-}
-
-/// What a request naming `name` asked for, by index.
-pub fn asked_for(name: &str, c: &Catalogue) -> types::Asked {
+/// What a request naming `name` (its `model`) asked for, by index.
+pub fn asked(name: &str, c: &Catalogue) -> types::Asked {
     if let Some(i) = c.model(name) {
         types::Asked::Model(i)
     } else if let Some(i) = c.alias(name) {
@@ -243,10 +214,6 @@ pub fn request(
         max_tokens: req.max_tokens,
         text: text.then(|| req.last_user_message.clone()),
     }
-}
-
-pub fn candidates(ms: &[host::Model], c: &Catalogue) -> Result<Vec<types::Model>, String> {
-    models(ms, c)
 }
 
 pub fn selection(s: types::Selection, c: &Catalogue) -> Result<host::Selection, String> {

@@ -84,18 +84,15 @@ impl Policy {
     ) -> Result<EvictionDecision, PolicyError> {
         let hook = Hook::ChooseEviction;
         let decision = match self.contract() {
-            Contract::V0_1 => {
-                let req = v1::eviction_request(req);
-                self.call(hook, catalogue, |w| match &w.guest {
-                    Guest::V1 {
-                        eviction: Some(g), ..
-                    } => Some(
-                        g.call_choose_eviction(&mut w.store, &req)
-                            .map(|d| Ok(v1::eviction_decision(d))),
-                    ),
-                    _ => None,
-                })?
-            }
+            Contract::V0_1 => self.call(hook, catalogue, |w| match &w.guest {
+                Guest::V1 {
+                    eviction: Some(g), ..
+                } => Some(
+                    g.call_choose_eviction(&mut w.store, &req.record)
+                        .map(|d| Ok(v1::eviction_decision(d))),
+                ),
+                _ => None,
+            })?,
             Contract::V0_2 => {
                 let req = v2::eviction_request(req, catalogue)
                     .map_err(|why| self.undescribable(hook, why))?;

@@ -10,6 +10,7 @@ pub mod compression;
 pub mod eviction;
 pub mod selection;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
@@ -52,6 +53,9 @@ pub struct Hooks {
     native_eviction: RwLock<Option<Arc<dyn eviction::NativeEviction>>>,
     /// What 0.2 policies are configured with: the configured models, devices and tasks.
     catalogue: RwLock<Arc<Catalogue>>,
+    /// Whether a serving policy observes events, kept with the slots so that the request path
+    /// reads a flag rather than every slot.
+    observing: AtomicBool,
 }
 
 impl Hooks {
@@ -59,8 +63,7 @@ impl Hooks {
         Self::default()
     }
 
-    /// Sets the catalogue 0.2 policies see; each instance is configured with it again before
-    /// its next call.
+    /// Sets the catalogue 0.2 policies see, and configures the serving ones with it now.
     pub fn set_catalogue(&self, catalogue: Catalogue) {
         let catalogue = Arc::new(catalogue);
         *self.catalogue.write().unwrap_or_else(|e| e.into_inner()) = catalogue.clone();
@@ -100,17 +103,19 @@ impl Hooks {
 
     /// Whether any policy wants events: without one, an event need not be built.
     pub fn observed(&self) -> bool {
-        !self.observers().is_empty()
+        self.observing.load(Ordering::Relaxed)
     }
 
-    /// Queues `event` for every observing policy; never waits for one. True when events now
-    /// wait to be delivered.
-    pub fn observe(&self, event: &super::types::Event) -> bool {
-        let observers = self.observers();
-        for p in &observers {
+    fn refresh_observing(&self) {
+        let any = self.serving().iter().any(|p| p.observes());
+        self.observing.store(any, Ordering::Relaxed);
+    }
+
+    /// Queues `event` for every observing policy; never waits for one.
+    pub fn observe(&self, event: &super::types::Event) {
+        for p in self.observers() {
             p.enqueue(event);
         }
-        !observers.is_empty()
     }
 
     /// The most events waiting for one observing policy.
@@ -134,8 +139,12 @@ impl Hooks {
         if let Some(p) = &policy {
             p.prepare(&self.catalogue());
         }
-        let mut slot = self.slots[hook].write().unwrap_or_else(|e| e.into_inner());
-        std::mem::replace(&mut *slot, policy)
+        let previous = {
+            let mut slot = self.slots[hook].write().unwrap_or_else(|e| e.into_inner());
+            std::mem::replace(&mut *slot, policy)
+        };
+        self.refresh_observing();
+        previous
     }
 
     /// Makes `policy` serve every hook it exports.
@@ -162,10 +171,14 @@ impl Hooks {
         if let Some(e) = &experiment {
             e.candidate.prepare(&self.catalogue());
         }
-        let mut slot = self.experiments[hook]
-            .write()
-            .unwrap_or_else(|e| e.into_inner());
-        std::mem::replace(&mut *slot, experiment)
+        let previous = {
+            let mut slot = self.experiments[hook]
+                .write()
+                .unwrap_or_else(|e| e.into_inner());
+            std::mem::replace(&mut *slot, experiment)
+        };
+        self.refresh_observing();
+        previous
     }
 
     /// The experiment running on `hook`, if any.

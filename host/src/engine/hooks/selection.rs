@@ -56,7 +56,7 @@ impl Hooks {
     /// Whether the serving policy, or an experiment's candidate, wants to be asked about
     /// requests for `asked`.
     fn wanted(&self, asked: &str, catalogue: &Catalogue) -> bool {
-        let kind = v2::interest(&v2::asked_for(asked, catalogue));
+        let kind = v2::interest(&v2::asked(asked, catalogue));
         let wants = |p: Option<std::sync::Arc<Policy>>| p.is_some_and(|p| p.wants_selection(kind));
         wants(self.get(Hook::SelectModel))
             || wants(
@@ -87,9 +87,9 @@ impl Policy {
                 _ => None,
             })?,
             Contract::V0_2 => {
-                let lean = v2::candidates(candidates, catalogue)
+                let lean = v2::models(candidates, catalogue)
                     .map_err(|why| self.undescribable(hook, why))?;
-                let asked = v2::asked(req, catalogue);
+                let asked = v2::asked(&req.model, catalogue);
                 let request = v2::request(req, asked, catalogue, self.wants_text());
                 let telemetry = v2::telemetry(telemetry, catalogue);
                 self.call(hook, catalogue, |w| match &w.guest {
