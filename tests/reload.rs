@@ -130,12 +130,12 @@ async fn twenty_replacements_under_traffic_drop_nothing_and_broken_files_are_ign
     let rejected: Vec<_> = events.iter().filter(|e| e.kind == "rejected").collect();
     assert_eq!(rejected.len(), 4, "only the broken writes: {rejected:#?}");
 
-    // Removing the file falls back to the configured default (lru).
+    // Removing the file falls back to the configured default.
     std::fs::remove_file(&file).unwrap();
     let back = within(Duration::from_secs(2), || {
         set.hooks()
             .get(Hook::ChooseEviction)
-            .is_some_and(|p| p.name() == "lru")
+            .is_some_and(|p| p.name() == modelyard::config::DEFAULT_EVICTION_POLICY)
     })
     .await;
     assert!(back.is_some(), "{:?}", set.report());

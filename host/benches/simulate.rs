@@ -1,5 +1,5 @@
 //! Replay speed: one million requests through the real scheduler and a wasm policy on the
-//! virtual clock, with the LRU and hybrid built-ins. The trace is the 100-function Azure
+//! virtual clock, with the LRU, hybrid and adaptive built-ins. The trace is the 100-function Azure
 //! Functions sample (621,128 requests in a day) followed by its first 378,872 requests again as
 //! a second day. Prints, per policy and memory size, the policy calls made and the wall time of
 //! each of [`RUNS`] replays (their median, best and worst: a shared machine's speed drifts
@@ -46,7 +46,7 @@ fn main() -> anyhow::Result<()> {
         "worst s",
         "requests/s"
     );
-    for name in ["lru", "hybrid"] {
+    for name in ["lru", "hybrid", "adaptive"] {
         let policy = Arc::new(engine.builtin(name).expect("built in")?);
         for gib in [1024u64, 80] {
             let mut walls = Vec::new();

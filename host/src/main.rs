@@ -85,7 +85,7 @@ enum Command {
         memory: String,
         /// A policy to replay (a built-in name, a .wasm file, or `oracle`: evictions that know
         /// the trace's future, the yardstick the others are divided by); repeatable.
-        #[arg(long = "policy", default_values = ["lru", "hybrid"])]
+        #[arg(long = "policy", default_values = ["lru", "adaptive"])]
         policies: Vec<String>,
         /// A TOML model catalogue: sizes, start-up times, bandwidth, token rates.
         #[arg(long)]

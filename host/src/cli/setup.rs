@@ -162,7 +162,7 @@ fn demo_config(d: &Demo) -> String {
 listen = "127.0.0.1:8080"
 
 [policies]
-eviction = "hybrid"
+eviction = "adaptive"
 selection = "specialization"
 # Drop a .wasm here: it serves the hooks it exports, hot-reloaded; remove it to fall back.
 dir = "policies"

@@ -12,7 +12,7 @@
 //! reserve = "2GiB"                # kept free for everything else
 //!
 //! [policies]
-//! eviction = "hybrid"             # a built-in name or a path to a .wasm
+//! eviction = "adaptive"           # a built-in name or a path to a .wasm
 //!
 //! [models.smollm2]
 //! cmd = "llama-server -m ${FILE} --port ${PORT} -t 1"
@@ -66,7 +66,7 @@ pub const DEFAULT_QUEUE_TIMEOUT: Duration = Duration::from_secs(300);
 /// the runtime, its buffers and a small KV cache.
 pub const DEFAULT_RUNTIME_OVERHEAD: u64 = 128 << 20;
 /// The policy that serves `choose-eviction` unless the config names another.
-pub const DEFAULT_EVICTION_POLICY: &str = "lru";
+pub const DEFAULT_EVICTION_POLICY: &str = "adaptive";
 /// The policy that serves `select-model` unless the config names another.
 pub const DEFAULT_SELECTION_POLICY: &str = "specialization";
 /// The policy that serves `compress-context` unless the config names another.

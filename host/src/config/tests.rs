@@ -22,7 +22,7 @@ fn a_minimal_config_gets_the_documented_defaults() {
     assert_eq!(a.ttl, Some(Duration::from_secs(30)));
     assert_eq!(a.context_tokens, DEFAULT_CONTEXT_TOKENS);
     assert_eq!(a.size_estimate, DEFAULT_RUNTIME_OVERHEAD);
-    assert_eq!(s.policies.eviction, PolicyRef::Builtin("lru".into()));
+    assert_eq!(s.policies.eviction, PolicyRef::Builtin("adaptive".into()));
     assert_eq!(s.memory.budget("cpu").reserve, DEFAULT_RAM_RESERVE);
 }
 
