@@ -543,3 +543,39 @@ fn adaptive_stays_with_lru_where_frequency_misleads() {
         "adaptive does not cling to the stale pair: {loads:?}"
     );
 }
+
+/// A stateful policy replayed twice from one loaded component makes the same decisions both
+/// times: each replay starts its instance afresh. (The 1M-request bench met the second replay
+/// inheriting the first one's weights and rates, and so did each row of the suite.)
+#[test]
+fn regression_a_stateful_policy_replays_the_same_trace_the_same_way_twice() {
+    use modelyard::sim::trace::Arrival;
+    let mut t = Trace::default();
+    for round in 0..60u64 {
+        let scan = [
+            format!("scan{}", 2 * round),
+            format!("scan{}", 2 * round + 1),
+        ];
+        for (i, m) in ["hot1", "hot2", &scan[0], &scan[1]].iter().enumerate() {
+            t.models.entry((*m).into()).or_default();
+            t.arrivals.push(Arrival {
+                t_ms: (round * 4 + i as u64) * 120_000,
+                model: (*m).into(),
+                ..Default::default()
+            });
+        }
+    }
+    let mut c = Catalogue::build(&t, None).unwrap();
+    for m in c.models.values_mut() {
+        m.size = 3_000_000_000;
+    }
+    let e: PolicyEngine = engine(relaxed());
+    let adaptive = builtin(&e, "adaptive");
+    let first = replay(&t, &c, 9_000_000_000, adaptive.clone()).unwrap();
+    let second = replay(&t, &c, 9_000_000_000, adaptive).unwrap();
+    assert!(first.evictions > 50, "{first:?}");
+    assert_eq!(
+        (first.loads, first.evictions, first.decisions),
+        (second.loads, second.evictions, second.decisions)
+    );
+}

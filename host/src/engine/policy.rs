@@ -642,6 +642,18 @@ impl Policy {
         }
     }
 
+    /// Throws away its 0.2 instance and any events not yet told, so that the next call starts
+    /// from a fresh one, as after a reload: a replay is one host's life, and must not inherit
+    /// what an earlier replay taught. Not a reset of the counters; nothing for 0.1.
+    pub fn start_afresh(&self) {
+        if !self.contract().stateful() {
+            return;
+        }
+        let mut slot = lock(&self.stateful);
+        *slot = None;
+        lock(&self.inbox).pending.clear();
+    }
+
     /// Queues `event` for the policy if it observes; past [`MAX_PENDING_EVENTS`] it is dropped
     /// and counted, never waited for.
     pub fn enqueue(&self, event: &Event) {

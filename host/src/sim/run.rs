@@ -238,6 +238,8 @@ pub fn replay_with(
         let hooks = Arc::new(Hooks::new());
         match chooser {
             Chooser::Policy(policy) => {
+                // Each replay is a host of its own: a stateful policy starts it fresh.
+                policy.start_afresh();
                 hooks.set(Hook::ChooseEviction, Some(policy));
             }
             Chooser::Oracle => {

@@ -29,9 +29,11 @@
 //! ([`GUARD_YIELD_FACTOR`]) what the guarded model is expected to get during one reload: then
 //! the wait costs more than the reload would.
 //!
-//! The weights were tuned with `modelyard simulate` on the Azure Functions 2019 sample
-//! (README, "How `hybrid` was tuned"): at 80 GiB the guard and the reuse term together cut the
-//! swap cost by 27% against LRU, with no request timed out; the guard does most of it.
+//! The weights were tuned with `modelyard simulate` on the Azure Functions 2019 sample before
+//! models had places: at 80 GiB the guard and the reuse term together cut the swap cost by 27%
+//! against LRU, with no request timed out; the guard does most of it. On the whole trace suite
+//! (README, "How the default was chosen") the guard's waits cost time to first token when memory
+//! is tight, which is why `adaptive`, not this policy, is the default.
 
 use modelyard_policy::helpers::{evict_until_fits, idle_ms, keep_newest_that_fit, last_active_ms};
 use modelyard_policy::types::{
