@@ -15,12 +15,11 @@
 //! counts the evictions since), so the policy drifts towards whichever expert the workload
 //! punishes less.
 //!
-//! The constants were chosen on the whole trace suite with leave-one-workload-out (README, "How
-//! the default was chosen"): on a grid of half-lives (2 min, 10 min, 1 h) and learning rates
-//! (0.1, 0.45, 1.0), each workload held out chose the same pair from the other six, 10 min and
-//! 1.0, and that pair meets the failed and TTFT targets on every cell. `scripts/tune-adaptive`
-//! rebuilds the policy with other values (`MODELYARD_ADAPTIVE_HALF_LIFE_MS` and
-//! `MODELYARD_ADAPTIVE_LEARNING_RATE_PERMILLE`, read at build time) and checks that again.
+//! The constants were chosen on the whole trace suite (README, "How the default was chosen"),
+//! on a grid of half-lives (2 min, 10 min, 1 h) and learning rates (0.1, 0.45, 1.0) judged
+//! leave-one-workload-out. `scripts/tune-adaptive` rebuilds the policy with other values
+//! (`MODELYARD_ADAPTIVE_HALF_LIFE_MS` and `MODELYARD_ADAPTIVE_LEARNING_RATE_PERMILLE`, read at
+//! build time) and checks them again.
 //!
 //! This needs contract 0.2: the weights, rates and histories live across calls, and arrivals and
 //! loads are learnt from the host's events. The draw uses a seeded generator kept in the state,
