@@ -406,6 +406,7 @@ fn the_suite_has_every_cell() {
         traces: traces(),
         policies: vec!["lru".into(), "hybrid".into()],
         span: Some(std::time::Duration::from_secs(60)),
+        seed: suite::SEED,
         slo: std::time::Duration::from_secs(10),
         bound_rounds: 10,
     })
@@ -578,4 +579,22 @@ fn regression_a_stateful_policy_replays_the_same_trace_the_same_way_twice() {
         (first.loads, first.evictions, first.decisions),
         (second.loads, second.evictions, second.decisions)
     );
+}
+
+/// `--seed` draws the synthetic workloads again and leaves the public traces as they are.
+#[test]
+fn another_seed_draws_the_synthetic_workloads_again() {
+    use modelyard::sim::suite::{self, workloads};
+    let minute = Some(60_000);
+    let a = workloads(&traces(), minute, suite::SEED).unwrap();
+    let b = workloads(&traces(), minute, suite::SEED + 1).unwrap();
+    assert_eq!(a.len(), 7);
+    for ((name, x), (_, y)) in a.iter().zip(&b) {
+        let same = x.arrivals.len() == y.arrivals.len()
+            && x.arrivals
+                .iter()
+                .zip(&y.arrivals)
+                .all(|(p, q)| p.t_ms == q.t_ms && p.model == q.model);
+        assert_eq!(same, name.starts_with("azure"), "{name}");
+    }
 }

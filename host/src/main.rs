@@ -80,6 +80,10 @@ enum Command {
         /// With `--suite`: keep only each workload's first stretch this long (e.g. 10m).
         #[arg(long, value_parser = humantime::parse_duration)]
         span: Option<std::time::Duration>,
+        /// With `--suite`: the seed of its synthetic workloads (another seed, other draws of
+        /// the same shapes: a check that a policy was not tuned to one draw).
+        #[arg(long, default_value_t = modelyard::sim::suite::SEED)]
+        seed: u64,
         /// The memory models share.
         #[arg(long, default_value = "80GiB")]
         memory: String,
@@ -244,6 +248,7 @@ fn main() -> ExitCode {
             suite: true,
             traces,
             span,
+            seed,
             policies,
             json,
             bound_rounds,
@@ -254,6 +259,7 @@ fn main() -> ExitCode {
                 traces,
                 policies,
                 span,
+                seed,
                 slo,
                 bound_rounds,
             },

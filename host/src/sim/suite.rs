@@ -15,7 +15,7 @@ use super::report::{self, PolicyRun};
 use super::trace::{self, Format, Trace};
 use super::{oracle, synthetic};
 
-/// The seed of every synthetic workload.
+/// The seed of every synthetic workload, unless `--seed` names another.
 pub const SEED: u64 = 2019;
 
 /// What to run.
@@ -27,6 +27,8 @@ pub struct SuiteOptions {
     pub policies: Vec<String>,
     /// Keep only each workload's first stretch this long (`None`: all of it).
     pub span: Option<Duration>,
+    /// The synthetic workloads' seed ([`SEED`] by default).
+    pub seed: u64,
     pub slo: Duration,
     pub bound_rounds: usize,
 }
@@ -46,12 +48,18 @@ pub struct Row {
 #[derive(Debug, Clone, Serialize)]
 pub struct Suite {
     pub slo_seconds: f64,
+    /// The synthetic workloads' seed.
+    pub seed: u64,
     pub rows: Vec<Row>,
 }
 
-/// The workloads, by name.
-/// The workloads, by name, each cut to its first `span` milliseconds when one is given.
-pub fn workloads(traces: &Path, span: Option<u64>) -> anyhow::Result<Vec<(String, Trace)>> {
+/// The workloads, by name, each cut to its first `span` milliseconds when one is given; the
+/// synthetic ones drawn from `seed`.
+pub fn workloads(
+    traces: &Path,
+    span: Option<u64>,
+    seed: u64,
+) -> anyhow::Result<Vec<(String, Trace)>> {
     let functions = |n: &str, span: Option<u64>| {
         trace::read_first(
             Format::AzureFunctions,
@@ -66,10 +74,10 @@ pub fn workloads(traces: &Path, span: Option<u64>) -> anyhow::Result<Vec<(String
         traces.join("azure-llm-2023/AzureLLMInferenceTrace_conv.csv"),
     ];
     let mut synthetic = vec![
-        ("zipf-shifts".to_string(), synthetic::zipf_shifts(SEED)),
-        ("diurnal".into(), synthetic::diurnal(SEED)),
-        ("bursty-tenants".into(), synthetic::bursty_tenants(SEED)),
-        ("cold-scan".into(), synthetic::cold_scan(SEED)),
+        ("zipf-shifts".to_string(), synthetic::zipf_shifts(seed)),
+        ("diurnal".into(), synthetic::diurnal(seed)),
+        ("bursty-tenants".into(), synthetic::bursty_tenants(seed)),
+        ("cold-scan".into(), synthetic::cold_scan(seed)),
     ];
     if let Some(span) = span {
         for (_, t) in &mut synthetic {
@@ -117,7 +125,7 @@ pub fn run(opts: &SuiteOptions) -> anyhow::Result<Suite> {
     let span = opts
         .span
         .map(|s| u64::try_from(s.as_millis()).unwrap_or(u64::MAX));
-    for (name, trace) in workloads(&opts.traces, span)? {
+    for (name, trace) in workloads(&opts.traces, span, opts.seed)? {
         let catalogue = Catalogue::build(&trace, None)?;
         for (size, memory) in sizes(&catalogue) {
             tracing::info!(trace = %name, size, memory, "suite");
@@ -140,6 +148,7 @@ pub fn run(opts: &SuiteOptions) -> anyhow::Result<Suite> {
     }
     Ok(Suite {
         slo_seconds: opts.slo.as_secs_f64(),
+        seed: opts.seed,
         rows,
     })
 }
