@@ -1,7 +1,7 @@
 //! Replay speed: one million requests through the real scheduler and a wasm policy on the
-//! virtual clock, with the LRU, hybrid and adaptive built-ins. The trace is the 100-function Azure
-//! Functions sample (621,128 requests in a day) followed by its first 378,872 requests again as
-//! a second day. Prints, per policy and memory size, the policy calls made and the wall time of
+//! virtual clock, with the LRU, hybrid and adaptive built-ins. The trace is the 100-function
+//! Azure Functions sample (621,128 requests in a day) followed by its first 378,872 requests
+//! again as a second day. Prints, per policy and memory size, the policy calls made and the wall time of
 //! each of [`RUNS`] replays (their median, best and worst: a shared machine's speed drifts
 //! from one minute to the next). Run with `cargo bench --bench simulate`.
 

@@ -649,8 +649,7 @@ impl Policy {
         if !self.contract().stateful() {
             return;
         }
-        let mut slot = lock(&self.stateful);
-        *slot = None;
+        *lock(&self.stateful) = None;
         lock(&self.inbox).pending.clear();
     }
 

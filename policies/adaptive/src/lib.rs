@@ -27,7 +27,9 @@
 //! loads are learnt from the host's events. The draw uses a seeded generator kept in the state,
 //! so a replay of the same trace makes the same decisions.
 
-use modelyard_policy::v0_2::helpers::{evict_until_fits, keep_newest_that_fit, last_active_ms};
+use modelyard_policy::v0_2::helpers::{
+    evict_until_fits, keep_newest_that_fit, last_active_ms, load_ms,
+};
 use modelyard_policy::v0_2::types::{
     Catalogue, CompressionRequest, Event, EventKind, EvictionDecision, EvictionRequest, Interests,
     Message, Model, SelectionInterest,
@@ -46,6 +48,10 @@ pub const RECENCY_PRIOR: f64 = tunable(
     option_env!("MODELYARD_ADAPTIVE_RECENCY_PRIOR_PERMILLE"),
     500,
 ) / 1_000.0;
+const _: () = assert!(
+    RECENCY_PRIOR <= 1.0,
+    "the recency prior is at most 1000 per mille"
+);
 /// The paper's discount reaches 0.005 after as many evictions as the cache holds; a model
 /// host holds few, so the horizon is counted in configured models, at least this many.
 const MIN_HORIZON: usize = 8;
@@ -127,15 +133,6 @@ fn discount(models: usize) -> f64 {
     0.005f64.powf(1.0 / models.max(MIN_HORIZON) as f64)
 }
 
-/// Milliseconds a reload of `m` costs: measured, or guessed from its size (2 s + 2 GB/s).
-pub fn load_ms(m: &Model) -> f64 {
-    if m.mean_load_ms > 0 {
-        f64::from(m.mean_load_ms)
-    } else {
-        2_000.0 + m.size_bytes as f64 / 2e6
-    }
-}
-
 impl Adaptive {
     /// The recency expert's weight now.
     pub fn recency_weight(&self) -> f64 {
@@ -192,18 +189,22 @@ impl Adaptive {
         } else {
             Expert::Value
         };
-        let now = req.telemetry.now_ms;
-        let mut ranked: Vec<(&Model, f64)> =
-            req.loaded.iter().map(|m| (m, self.value(m, now))).collect();
+        let mut ranked: Vec<&Model> = req.loaded.iter().collect();
         match expert {
-            Expert::Recency => ranked.sort_by_key(|(m, _)| (last_active_ms(m), m.index)),
-            Expert::Value => ranked.sort_by(|(a, va), (b, vb)| {
-                va.total_cmp(vb)
-                    .then(last_active_ms(a).cmp(&last_active_ms(b)))
-                    .then(a.index.cmp(&b.index))
-            }),
+            Expert::Recency => ranked.sort_by_key(|m| (last_active_ms(m), m.index)),
+            Expert::Value => {
+                let now = req.telemetry.now_ms;
+                let mut valued: Vec<(f64, &Model)> =
+                    ranked.iter().map(|m| (self.value(m, now), *m)).collect();
+                valued.sort_by(|(va, a), (vb, b)| {
+                    va.total_cmp(vb)
+                        .then(last_active_ms(a).cmp(&last_active_ms(b)))
+                        .then(a.index.cmp(&b.index))
+                });
+                ranked = valued.into_iter().map(|(_, m)| m).collect();
+            }
         }
-        let decision = evict_until_fits(req, ranked.into_iter().map(|(m, _)| m));
+        let decision = evict_until_fits(req, ranked);
         if let EvictionDecision::Evict(ids) = &decision {
             for &i in ids {
                 self.evictions += 1;
@@ -322,7 +323,8 @@ mod tests {
         // A model never asked for, or past the catalogue, is worth nothing.
         assert_eq!(a.rate(0, half), 0.0);
         assert_eq!(a.rate(99, half), 0.0);
-        // An event stamped before the last one (batches may interleave) still counts whole.
+        // An event stamped before the last one counted (events come in order, so it should
+        // not happen) still counts whole and never moves the clock back.
         a.arrived(1, 500);
         assert!(
             (a.rate(1, 1_000) - 3.0).abs() < 1e-9,

@@ -23,6 +23,16 @@ pub fn idle_ms(m: &Model, now_ms: u64) -> u64 {
     now_ms.saturating_sub(last_active_ms(m))
 }
 
+/// Milliseconds a load of `m` costs: its mean so far, or, before its first, a guess from its
+/// size (2 s plus the bytes at 2 GB/s, the simulator's default).
+pub fn load_ms(m: &Model) -> f64 {
+    if m.mean_load_ms > 0 {
+        f64::from(m.mean_load_ms)
+    } else {
+        2_000.0 + m.size_bytes as f64 / 2e6
+    }
+}
+
 /// The model being loaded, when the eviction is for a load.
 pub fn incoming(req: &EvictionRequest) -> Option<&Model> {
     match &req.reason {
