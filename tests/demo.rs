@@ -53,9 +53,12 @@ pub fn llama_model(id: &str, file: &Path, extra: &str) -> String {
     )
 }
 
-/// Settings from TOML text; decisions get a deadline a busy 2-core machine never trips.
+/// Settings from TOML text; decisions get a deadline a busy 2-core machine never trips, and
+/// nothing is remembered between hosts (a test that wants memory sets `state_dir`).
 pub fn settings(toml: &str) -> Settings {
-    let text = format!("listen = \"127.0.0.1:0\"\n[policies]\nhook_deadline = \"500ms\"\n{toml}");
+    let text = format!(
+        "listen = \"127.0.0.1:0\"\nstate_dir = \"\"\n[policies]\nhook_deadline = \"500ms\"\n{toml}"
+    );
     Settings::from_toml(&text, Path::new("."), "test config").unwrap_or_else(|e| panic!("{e}"))
 }
 

@@ -33,6 +33,10 @@ mod demo;
 // models under pressure, TTL, a backend killed mid-request, footprints, no orphans.
 mod serving;
 
+// Footprint estimates before a load: the GGUF header against real servers' RSS, remembered
+// footprints after a restart, a load that makes room before it starts.
+mod estimates;
+
 // Telemetry: CPU-only without a driver; GPU memory and per-process VRAM where NVML answers.
 mod telemetry;
 

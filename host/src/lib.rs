@@ -73,6 +73,7 @@ pub mod backend;
 pub mod cli;
 pub mod config;
 pub mod engine;
+pub mod estimate;
 pub mod proxy;
 pub mod recorder;
 pub mod scheduler;

@@ -57,7 +57,7 @@ pub async fn start(
         reason: format!("no free loopback port: {e}"),
     })?;
     let vars = placeholders(model, c, port);
-    let argv: Vec<String> = c.argv.iter().map(|a| substitute(a, &vars)).collect();
+    let argv = command_line(model, c, port);
     let mut cmd = tokio::process::Command::new(&argv[0]);
     cmd.args(&argv[1..])
         .envs(c.env.iter().map(|(k, v)| (k, substitute(v, &vars))))
@@ -238,6 +238,13 @@ impl Drop for CommandInstance {
             self.signal_group(Signal::SIGKILL);
         }
     }
+}
+
+/// The command line `model`'s server starts with on `port`: its `cmd` with the placeholders
+/// filled in.
+pub fn command_line(model: &ModelSettings, c: &CommandSettings, port: u16) -> Vec<String> {
+    let vars = placeholders(model, c, port);
+    c.argv.iter().map(|a| substitute(a, &vars)).collect()
 }
 
 /// Replaces `${NAME}` for each known name.

@@ -51,9 +51,9 @@ pub fn catalogue(s: &Status) -> String {
             toml_key(&m.id),
             m.size_bytes,
             if m.size_measured {
-                ""
+                String::new()
             } else {
-                "  # estimated: never loaded"
+                format!("  # estimated ({}): never loaded", m.size_source)
             },
             m.parallel.max(1),
             m.pinned,
@@ -88,24 +88,37 @@ fn mib(bytes: u64) -> String {
 pub fn render(s: &Status) -> String {
     let mut out = String::new();
     out.push_str(&format!(
-        "{:<20} {:<10} {:<6} {:>12} {:>9} {:>7} {:>10} {:>6} {:>6}\n",
-        "MODEL", "STATE", "DEVICE", "MEMORY", "IN-FLIGHT", "QUEUED", "IDLE", "USES", "LOADS"
+        "{:<20} {:<10} {:<6} {:>10} {:<18} {:>9} {:>7} {:>10} {:>6} {:>6}\n",
+        "MODEL",
+        "STATE",
+        "DEVICE",
+        "MEMORY",
+        "FROM",
+        "IN-FLIGHT",
+        "QUEUED",
+        "IDLE",
+        "USES",
+        "LOADS"
     ));
     for m in &s.models {
-        let memory = format!(
-            "{}{}",
-            mib(m.size_bytes),
-            if m.size_measured { "" } else { "*" }
-        );
         let idle = m
             .idle_ms
             .map_or_else(|| "-".into(), |ms| format!("{:.1}s", ms as f64 / 1000.0));
         out.push_str(&format!(
-            "{:<20} {:<10} {:<6} {:>12} {:>9} {:>7} {:>10} {:>6} {:>6}\n",
-            m.id, m.state, m.device, memory, m.in_flight, m.queued, idle, m.use_count, m.load_count
+            "{:<20} {:<10} {:<6} {:>10} {:<18} {:>9} {:>7} {:>10} {:>6} {:>6}\n",
+            m.id,
+            m.state,
+            m.device,
+            mib(m.size_bytes),
+            m.size_source,
+            m.in_flight,
+            m.queued,
+            idle,
+            m.use_count,
+            m.load_count
         ));
     }
-    out.push_str("(* estimated: not loaded, so not measured)\n\n");
+    out.push('\n');
     out.push_str(&format!(
         "{:<6} {:>12} {:>12} {:>12} {:>12}\n",
         "DEVICE", "MODELS", "CAPACITY", "USED", "TOTAL"

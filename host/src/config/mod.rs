@@ -62,9 +62,19 @@ pub const DEFAULT_RAM_RESERVE: u64 = 1 << 30;
 pub const DEFAULT_MAX_QUEUE: u32 = 64;
 /// How long a request waits for its model before it is turned away.
 pub const DEFAULT_QUEUE_TIMEOUT: Duration = Duration::from_secs(300);
-/// Added to a model file's size to estimate a server's footprint before it is measured:
-/// the runtime, its buffers and a small KV cache.
-pub const DEFAULT_RUNTIME_OVERHEAD: u64 = 128 << 20;
+/// Where the host keeps its state unless `state_dir` says otherwise: `modelyard` under the XDG
+/// state folder (`$XDG_STATE_HOME`, else `~/.local/state`); `None` without a home.
+pub fn default_state_dir() -> Option<PathBuf> {
+    let base = std::env::var_os("XDG_STATE_HOME")
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .filter(|d| !d.is_empty())
+                .map(|h| PathBuf::from(h).join(".local").join("state"))
+        })?;
+    Some(base.join("modelyard"))
+}
 /// The policy that serves `choose-eviction` unless the config names another.
 pub const DEFAULT_EVICTION_POLICY: &str = "adaptive";
 /// The policy that serves `select-model` unless the config names another.
@@ -91,6 +101,9 @@ pub struct Settings {
     pub auth: AuthSettings,
     /// Where `serve` records its traffic, when it does (`[trace]`).
     pub trace: Option<crate::recorder::RecorderSettings>,
+    /// Where the host keeps what it learns across restarts (each model's measured footprint);
+    /// `None` keeps nothing.
+    pub state_dir: Option<PathBuf>,
     pub models: Vec<ModelSettings>,
     pub experiments: Vec<ExperimentSettings>,
 }
@@ -219,9 +232,8 @@ pub struct ModelSettings {
     /// How many requests it serves at once (`${PARALLEL}` in `cmd`); the rest wait in its
     /// queue.
     pub parallel: u32,
-    /// The configured size, or one estimated from the model file; replaced by the measured
-    /// footprint once the model is ready.
-    pub size_estimate: u64,
+    /// The configured `size`: it overrides every estimate until the model is measured.
+    pub size: Option<u64>,
     pub device: String,
     pub backend: BackendSettings,
 }
@@ -292,7 +304,8 @@ impl fmt::Display for ConfigError {
 impl std::error::Error for ConfigError {}
 
 impl Default for Settings {
-    /// Every key at its documented default, and no models: what an empty file means.
+    /// Every key at its documented default, no models, and no state kept between runs (a
+    /// file's default `state_dir` comes from the environment: [`default_state_dir`]).
     fn default() -> Self {
         Settings {
             listen: DEFAULT_LISTEN,
@@ -302,6 +315,7 @@ impl Default for Settings {
             server: ServerSettings::default(),
             auth: AuthSettings::default(),
             trace: None,
+            state_dir: None,
             models: Vec::new(),
             experiments: Vec::new(),
         }
@@ -351,7 +365,7 @@ impl Default for ServerSettings {
 impl ModelSettings {
     /// A model served by `backend`, every other key at its documented default (no aliases or
     /// tags, priority 0, no TTL, the default context window and parallel slots, on the CPU,
-    /// estimated at 0 bytes).
+    /// no configured size).
     pub fn new(id: impl Into<String>, backend: BackendSettings) -> Self {
         ModelSettings {
             id: id.into(),
@@ -362,7 +376,7 @@ impl ModelSettings {
             ttl: None,
             context_tokens: DEFAULT_CONTEXT_TOKENS,
             parallel: DEFAULT_PARALLEL,
-            size_estimate: 0,
+            size: None,
             device: CPU_DEVICE.to_string(),
             backend,
         }

@@ -23,6 +23,7 @@ pub(super) struct RawConfig {
     pub(super) auth: RawAuth,
     #[serde(default)]
     pub(super) trace: RawTrace,
+    pub(super) state_dir: Option<String>,
     #[serde(default)]
     pub(super) models: BTreeMap<String, RawModel>,
     #[serde(default)]

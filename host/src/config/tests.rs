@@ -21,7 +21,7 @@ fn a_minimal_config_gets_the_documented_defaults() {
     let a = &s.models[0];
     assert_eq!(a.ttl, Some(Duration::from_secs(30)));
     assert_eq!(a.context_tokens, DEFAULT_CONTEXT_TOKENS);
-    assert_eq!(a.size_estimate, DEFAULT_RUNTIME_OVERHEAD);
+    assert_eq!(a.size, None);
     assert_eq!(s.policies.eviction, PolicyRef::Builtin("adaptive".into()));
     assert_eq!(s.memory.budget("cpu").reserve, DEFAULT_RAM_RESERVE);
 }
@@ -30,9 +30,13 @@ fn a_minimal_config_gets_the_documented_defaults() {
 #[test]
 fn the_built_defaults_are_the_files_defaults() {
     let from_file = parse("").expect("an empty file is valid");
-    let built = Settings::default();
+    // The file's default state folder comes from the environment; a program chooses its own.
+    let built = Settings {
+        state_dir: default_state_dir(),
+        ..Settings::default()
+    };
     assert_eq!(format!("{from_file:?}"), format!("{built:?}"));
-    let m = parse("[models.a]\ncmd = \"s ${PORT}\"\nsize = 0\n").expect("valid");
+    let m = parse("[models.a]\ncmd = \"s ${PORT}\"\n").expect("valid");
     let built = ModelSettings::new("a", m.models[0].backend.clone());
     assert_eq!(format!("{:?}", m.models[0]), format!("{built:?}"));
 }
@@ -118,4 +122,12 @@ fn the_trace_recorder_is_off_by_default_and_its_keys_are_checked() {
         e.problems.iter().any(|p| p.starts_with("trace.max_bytes:")),
         "{e}"
     );
+}
+
+#[test]
+fn state_dir_is_relative_to_the_config_and_empty_keeps_nothing() {
+    let s = parse("state_dir = \"state\"\n").expect("valid");
+    assert_eq!(s.state_dir, Some(Path::new(".").join("state")));
+    let s = parse("state_dir = \"\"\n").expect("valid");
+    assert_eq!(s.state_dir, None);
 }

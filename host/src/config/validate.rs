@@ -48,6 +48,12 @@ impl Validator<'_> {
         };
         let auth = self.auth(raw.auth);
         let trace = self.trace(raw.trace);
+        // An empty `state_dir` keeps nothing between runs.
+        let state_dir = match raw.state_dir {
+            None => default_state_dir(),
+            Some(d) if d.is_empty() => None,
+            Some(d) => Some(self.base.join(d)),
+        };
         let mut models = Vec::new();
         for (id, m) in raw.models {
             if let Some(m) = self.model(&id, m) {
@@ -109,6 +115,7 @@ impl Validator<'_> {
             server,
             auth,
             trace,
+            state_dir,
             models,
             experiments,
         }
@@ -336,17 +343,6 @@ impl Validator<'_> {
         if self.problems.len() > before {
             return None;
         }
-        let size_estimate = size.unwrap_or_else(|| match &backend {
-            BackendSettings::Command(c) => c
-                .file
-                .as_ref()
-                .and_then(|f| std::fs::metadata(f).ok())
-                .map_or(DEFAULT_RUNTIME_OVERHEAD, |md| {
-                    md.len() + DEFAULT_RUNTIME_OVERHEAD
-                }),
-            // A server that already runs spends its own memory, not ours.
-            BackendSettings::OpenAi(_) | BackendSettings::Simulated { .. } => 0,
-        });
         Some(ModelSettings {
             id: id.to_string(),
             aliases: m.aliases,
@@ -356,7 +352,7 @@ impl Validator<'_> {
             ttl,
             context_tokens: m.context_tokens.unwrap_or(DEFAULT_CONTEXT_TOKENS),
             parallel,
-            size_estimate,
+            size,
             device,
             backend,
         })

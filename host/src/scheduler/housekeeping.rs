@@ -59,10 +59,16 @@ async fn refresh(inner: &Arc<Inner>) {
         read
     };
     *inner.latest.lock().unwrap_or_else(|e| e.into_inner()) = snapshot;
-    let mut st = inner.lock();
-    for (i, pid, fp) in footprints {
-        st.slots[i].measured(pid, fp);
-    }
+    let save = {
+        let mut st = inner.lock();
+        let mut save = None;
+        for (i, pid, fp) in footprints {
+            st.slots[i].measured(pid, fp);
+            save = st.remember(i).or(save);
+        }
+        save
+    };
+    inner.save_memory(save);
 }
 
 /// Idle models past their TTL, offered to the policy (which may keep them with `wait`).

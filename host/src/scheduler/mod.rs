@@ -43,6 +43,7 @@ use crate::backend::{Instance, Launcher};
 use crate::config::{CPU_DEVICE, Settings};
 use crate::engine::Hooks;
 use crate::engine::types::{EvictionCause, ModelState};
+use crate::estimate::{Estimator, memory};
 use crate::telemetry::{Snapshot, Telemetry};
 
 /// How often TTLs, memory pressure and footprints are checked.
@@ -185,9 +186,11 @@ struct Inner {
     flushing: std::sync::atomic::AtomicBool,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct State {
     slots: Vec<Slot>,
+    /// Each model's footprint before it is measured, and what measurements taught.
+    estimator: Estimator,
     events: VecDeque<Event>,
     demand: VecDeque<String>,
     eviction: EvictionStats,
@@ -244,9 +247,16 @@ impl Scheduler {
             capacity.insert(name.clone(), cap);
         }
         hooks.set_catalogue(view::catalogue(&settings.models, &devices));
+        let estimator = Estimator::new(&settings.models, settings.state_dir.clone());
         let state = State {
-            slots: settings.models.iter().cloned().map(Slot::new).collect(),
-            ..State::default()
+            slots: (settings.models.iter().cloned().enumerate())
+                .map(|(i, m)| Slot::new(m, estimator.estimate(i)))
+                .collect(),
+            estimator,
+            events: VecDeque::new(),
+            demand: VecDeque::new(),
+            eviction: EvictionStats::default(),
+            shutting_down: false,
         };
         let mut names = HashMap::new();
         for (i, m) in settings.models.iter().enumerate() {
@@ -458,6 +468,18 @@ impl Scheduler {
 }
 
 impl State {
+    /// Tells the estimator what model `idx` measures now, if it is measured, and gives every
+    /// model the estimate that changes; the memory to write, when it changed.
+    fn remember(&mut self, idx: usize) -> Option<(std::path::PathBuf, Vec<u8>)> {
+        let slot = &self.slots[idx];
+        if slot.size_measured() && self.estimator.observe(idx, slot.generation(), slot.size()) {
+            for (i, s) in self.slots.iter_mut().enumerate() {
+                s.set_estimate(self.estimator.estimate(i));
+            }
+        }
+        self.estimator.take_save()
+    }
+
     /// What the models that count against `device` hold on it.
     fn held_on(&self, device: &str) -> u64 {
         self.slots
@@ -477,6 +499,16 @@ impl State {
 }
 
 impl Inner {
+    /// Writes remembered footprints off the async threads (inline on the simulator's machine).
+    fn save_memory(&self, save: Option<(std::path::PathBuf, Vec<u8>)>) {
+        let Some((dir, bytes)) = save else { return };
+        if self.inline {
+            memory::save(&dir, &bytes);
+        } else {
+            tokio::task::spawn_blocking(move || memory::save(&dir, &bytes));
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }

@@ -75,7 +75,7 @@ async fn start(inner: &Arc<Inner>, idx: usize, generation: u64) -> Result<(), Sc
         None => None,
     };
     let now = Instant::now();
-    let (ready, bytes) = {
+    let (ready, bytes, save) = {
         let mut st = inner.lock();
         let load_ms = millis_since(began, now);
         let slot = &mut st.slots[idx];
@@ -85,8 +85,9 @@ async fn start(inner: &Arc<Inner>, idx: usize, generation: u64) -> Result<(), Sc
             let detail = format!("ready in {load_ms} ms, {bytes} bytes");
             inner.event(&mut st, &cfg.id, "loaded", detail);
         }
-        (ready, bytes)
+        (ready, bytes, st.remember(idx))
     };
+    inner.save_memory(save);
     if ready {
         super::events::loaded(inner, idx, now - began, bytes);
     }

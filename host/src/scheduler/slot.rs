@@ -19,6 +19,7 @@ use super::{MAX_BACKOFF, SchedError};
 use crate::backend::Instance;
 use crate::config::ModelSettings;
 use crate::engine::types::ModelState;
+use crate::estimate::Estimate;
 use crate::telemetry::Footprint;
 
 /// Where a model is in its life. Richer than the contract's `model-state`, which
@@ -67,6 +68,8 @@ pub(super) struct Slot {
     consecutive_failures: u32,
     last_error: Option<String>,
     stats: Stats,
+    /// What it is expected to hold on its device until it is measured.
+    estimate: Estimate,
 }
 
 /// A request's place in a model's queue: its priority, then its arrival (earlier first).
@@ -102,7 +105,7 @@ impl Stats {
 }
 
 impl Slot {
-    pub fn new(cfg: ModelSettings) -> Self {
+    pub fn new(cfg: ModelSettings, estimate: Estimate) -> Self {
         Self {
             cfg: Arc::new(cfg),
             phase: Phase::Unloaded,
@@ -114,6 +117,7 @@ impl Slot {
             consecutive_failures: 0,
             last_error: None,
             stats: Stats::default(),
+            estimate,
         }
     }
 
@@ -267,8 +271,22 @@ impl Slot {
     pub fn size(&self) -> u64 {
         match self.footprint() {
             Some(f) if !f.pids.is_empty() => f.on(&self.cfg.device),
-            _ => self.cfg.size_estimate,
+            _ => self.estimate.bytes,
         }
+    }
+
+    /// Where [`Slot::size`] comes from: `measured`, or the estimate's source.
+    pub fn size_source(&self) -> String {
+        if self.size_measured() {
+            "measured".to_string()
+        } else {
+            self.estimate.source.to_string()
+        }
+    }
+
+    /// A new estimate, for while it is not measured.
+    pub fn set_estimate(&mut self, estimate: Estimate) {
+        self.estimate = estimate;
     }
 
     pub fn size_measured(&self) -> bool {

@@ -73,6 +73,10 @@ pub struct ModelStatus {
     /// What it counts against its device: measured when `size_measured`, else estimated.
     pub size_bytes: u64,
     pub size_measured: bool,
+    /// Where `size_bytes` comes from: `measured`, `configured`, `remembered`, `same file as
+    /// ID`, `gguf header`, `file size`, `guess`, or `external` (a server that runs itself).
+    #[serde(default)]
+    pub size_source: String,
     /// Requests it serves at once (`parallel`).
     #[serde(default)]
     pub parallel: u32,
@@ -118,6 +122,7 @@ pub(super) fn model(slot: &Slot, now: Instant) -> ModelStatus {
         device: slot.cfg.device.clone(),
         size_bytes: slot.size(),
         size_measured: slot.size_measured(),
+        size_source: slot.size_source(),
         parallel: slot.cfg.parallel,
         tags: slot.cfg.tags.clone(),
         ram_bytes: fp.ram_bytes,

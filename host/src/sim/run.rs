@@ -115,7 +115,7 @@ impl Launcher for SimLauncher {
     ) -> BoxFuture<'static, Result<Arc<dyn Instance>, BackendError>> {
         let id = model.id.clone();
         let found = match model.backend {
-            BackendSettings::Simulated { load_time } => Some((load_time, model.size_estimate)),
+            BackendSettings::Simulated { load_time } => Some((load_time, model.size.unwrap_or(0))),
             _ => None,
         };
         let log = self.log.clone();
@@ -187,7 +187,7 @@ fn settings(catalogue: &Catalogue, memory: u64) -> Settings {
         .models
         .values()
         .map(|m| ModelSettings {
-            size_estimate: m.size,
+            size: Some(m.size),
             pinned: m.pinned,
             priority: m.priority,
             tags: m.tags.clone(),
