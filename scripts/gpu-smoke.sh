@@ -52,8 +52,10 @@ if [[ ! -x $server ]]; then
     start=$(date +%s)
     cmake -S "$src" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DGGML_CUDA=ON \
         -DCMAKE_CUDA_ARCHITECTURES="${CUDA_ARCHS:-native}" -DLLAMA_CURL=OFF \
-        -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF >"$build/cmake.log"
-    cmake --build "$build" --target llama-server -j"$(nproc)" >"$build/build.log"
+        -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF >"$build/cmake.log" 2>&1 ||
+        { tail -40 "$build/cmake.log"; exit 1; }
+    cmake --build "$build" --target llama-server -j"$(nproc)" >"$build/build.log" 2>&1 ||
+        { tail -40 "$build/build.log"; exit 1; }
     echo "built in $(( $(date +%s) - start )) s: $server"
 fi
 
