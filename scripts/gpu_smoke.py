@@ -3,8 +3,9 @@
 models on gpu0 (the same file and flags, other tags), and every figure the GPU issue asks for.
 
 Standard library only (PyTorch, where present, measures the host-to-device bandwidth). Each
-phase starts a fresh host on a loopback port and stops it; the last line says whether anything
-was left on the GPU.
+phase starts a fresh host on a loopback port and stops it; the last line lists the checks that
+failed (the estimate within 25%, the eviction before the load and by the policy, the VRAM freed,
+pressure unloading, nothing left on the GPU), and the exit status is 1 if any did.
 """
 
 import argparse
@@ -187,6 +188,11 @@ def main():
     print("host-to-device bandwidth (pinned, best of 5 x 1 GiB): "
           + (f"{bw / 1e9:.1f} GB/s" if bw else "not measured (no PyTorch)"))
     before_apps = gpu_apps()
+    failed = []
+
+    def check(what, ok):
+        if not ok:
+            failed.append(what)
 
     # 1. One model: the header's estimate before, NVML's footprint against nvidia-smi after.
     print("\n== 1. footprint: NVML against nvidia-smi, the estimate before the load")
@@ -206,6 +212,9 @@ def main():
         o = host.models()[other]
         print(f"{other}: estimate now {o['size_bytes'] / MIB:.0f} MiB ({o['size_source']})")
     footprint = m["size_bytes"]
+    check("the estimate before the load within 25% of the footprint",
+          0.75 <= est["size_bytes"] / max(footprint, 1) <= 1.25)
+    check("NVML's footprint within 2% of nvidia-smi's", abs(smi_bytes - footprint) <= footprint / 50)
     host.stop()
 
     # 2. A gpu0 budget for two and a half: the third load evicts through the wasm policy first.
@@ -232,8 +241,12 @@ def main():
         freed = not any(p in apps for p in pids[gone])
         print(f"evicted {gone} ({evicted[0][2]}); before c started: {before_c}; "
               f"its VRAM freed (its pids gone from nvidia-smi): {freed}")
+        check("the eviction came before c's load", before_c)
+        check("the eviction was the policy's", "by policy" in evicted[0][2])
+        check("the evicted server's VRAM was freed", freed)
     else:
         print("NO EVICTION: the budget held all three")
+        check("the gpu0 budget evicted before the third load", False)
     on_gpu = [p for p in gpu_apps() if p not in before_apps]
     held = sum(mm["size_bytes"] for mm in ms_.values() if mm["state"] == "ready")
     print(f"servers on the GPU now: {len(on_gpu)}; models hold {held / MIB:.0f} MiB "
@@ -270,6 +283,7 @@ def main():
         hit = next((e for e in host.events() if e["kind"] == "evicted"), None)
         time.sleep(0.5)
     states = {k: v["state"] for k, v in host.models().items()}
+    check("pressure on gpu0 evicted an idle model", hit is not None)
     used_now = host.device_use()[0]
     print(f"pressure {pressure:.4f} of {total / MIB:.0f} MiB (the device's use before + 1.5 "
           f"footprints): {hit['model'] + ' evicted: ' + hit['detail'] if hit else 'NOTHING EVICTED'}"
@@ -289,6 +303,8 @@ def main():
                 proxied.append(host.stream(warm)[0])
             else:
                 direct.append(host.stream(warm, port=port)[0])
+    check("every warm request had a first token", None not in direct + proxied)
+    direct, proxied = [x for x in direct if x is not None], [x for x in proxied if x is not None]
     q = lambda xs, p: sorted(xs)[min(len(xs) - 1, int(p * len(xs)))]
     print(f"\nwarm TTFT over {args.requests} streamed requests each, interleaved ({warm}):")
     for name, xs in (("direct", direct), ("through modelyard", proxied)):
@@ -301,7 +317,9 @@ def main():
     left = [p for p in gpu_apps() if p not in before_apps]
     print(f"\nafter stop: processes left on the GPU: {left or 'none'}; "
           f"gpu0 used {smi('gpu=memory.used', '-i', '0')[0][0]} MiB")
-    return 0 if not left else 1
+    check("nothing left on the GPU after stop", not left)
+    print("\nchecks: " + ("all passed" if not failed else "FAILED: " + "; ".join(failed)))
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
