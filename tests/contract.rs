@@ -15,7 +15,7 @@ use modelyard::engine::{
     PolicyEngine, PolicySource,
 };
 
-use crate::util::{builtin, engine, guest_path, relaxed};
+use crate::util::{builtin, engine, guest_path, relaxed, seed_v0_1};
 
 const MODELS: usize = 6;
 
@@ -67,7 +67,7 @@ fn field<'a>(line: &'a str, name: &str) -> &'a str {
 #[test]
 fn a_0_1_and_a_0_2_component_serve_side_by_side() {
     let e = engine(relaxed());
-    let (lru, v2) = (builtin(&e, "lru"), stateful(&e));
+    let (lru, v2) = (seed_v0_1(&e, "lru"), stateful(&e));
     assert_eq!(lru.contract(), Contract::V0_1);
     assert_eq!(v2.contract(), Contract::V0_2);
     assert!(v2.contract().stateful() && v2.configurable() && v2.observes());
@@ -77,7 +77,7 @@ fn a_0_1_and_a_0_2_component_serve_side_by_side() {
     hooks.set(Hook::SelectModel, Some(v2.clone()));
     let evicted = hooks.choose_eviction(&sample::eviction_request(MODELS));
     assert!(
-        matches!(&evicted.by, DecidedBy::Policy(p) if p == "lru"),
+        matches!(&evicted.by, DecidedBy::Policy(p) if p == "lru-0.1"),
         "{evicted:?}"
     );
     let line = state(&hooks, "hello").expect("the 0.2 policy answers");
@@ -334,7 +334,7 @@ fn events_past_the_bound_are_dropped_and_counted_never_waited_for() {
 #[test]
 fn a_0_1_policy_is_told_no_events() {
     let e = engine(relaxed());
-    let lru = builtin(&e, "lru");
+    let lru = seed_v0_1(&e, "lru");
     let hooks = hooks_with(&lru);
     assert!(!hooks.observed());
     hooks.observe(&arrival(1, "m1"));
@@ -353,11 +353,15 @@ fn only_wanted_requests_go_to_the_selection_hook() {
     let hooks = Hooks::new();
     hooks.set_catalogue(sample::catalogue(MODELS));
     assert!(!hooks.wants_selection("m1"), "no policy: the name decides");
-    hooks.set(Hook::SelectModel, Some(builtin(&e, "specialization")));
+    hooks.set(Hook::SelectModel, Some(seed_v0_1(&e, "specialization")));
     assert!(
         hooks.wants_selection("m1"),
         "a 0.1 policy sees every request"
     );
+    // The shipped specialization (0.2) is asked only about `auto`: the host routes names.
+    hooks.set(Hook::SelectModel, Some(builtin(&e, "specialization")));
+    assert!(hooks.wants_selection("auto"));
+    assert!(!hooks.wants_selection("m1") && !hooks.wants_selection("nope"));
     let v2 = stateful(&e);
     hooks.set(Hook::SelectModel, Some(v2));
     assert!(!hooks.wants_selection("m1"));

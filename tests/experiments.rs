@@ -92,6 +92,9 @@ fn shadow_mode_acts_on_the_incumbent_and_reports_the_candidate_that_disagrees() 
     (fresh.last_used_ms, fresh.use_count) = (90_000, 1);
     req.loaded = vec![old, fresh];
     req.needed_bytes = 1 << 30;
+    hooks.set_catalogue(crate::util::catalogue_of(
+        req.loaded.iter().chain([&req.incoming]),
+    ));
     let d = hooks.choose_eviction_for("r1", &req);
     assert!(
         matches!(&d.value, EvictionDecision::Evict(ids) if ids == &["old"]),

@@ -203,7 +203,7 @@ fn a_good_policy_keeps_working_beside_a_failing_one() {
             evil.choose_eviction(&evict_request(mode), &no_catalogue())
                 .is_err()
         );
-        let decision = lru.choose_eviction(&sample::eviction_request(8), &no_catalogue());
+        let decision = lru.choose_eviction(&sample::eviction_request(8), &sample::catalogue(8));
         assert!(
             matches!(decision, Ok(EvictionDecision::Evict(_))),
             "after {mode}: {decision:?}"

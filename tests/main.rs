@@ -13,6 +13,9 @@ mod util;
 mod strategies;
 mod trace;
 
+// The seed built-ins on contract 0.2 against their 0.1 builds, decision by decision.
+mod ported;
+
 // The simulator on the shipped traces: bounds around every policy, the command line.
 mod simulate;
 

@@ -128,7 +128,9 @@ async fn auto_with_task_code_goes_to_the_code_model_and_aliases_resolve() {
     let select = &policies["hooks"][1];
     assert_eq!(select["hook"], "select-model");
     assert_eq!(select["policy"], "specialization");
-    assert!(select["calls"].as_u64().unwrap_or(0) >= 3, "{policies}");
+    // The two `auto` requests asked the policy; the alias was routed by the host without a
+    // guest call (specialization is asked only about `auto`).
+    assert_eq!(select["calls"].as_u64(), Some(2), "{policies}");
     host.stop().await;
 }
 
@@ -441,8 +443,9 @@ async fn a_streaming_client_that_disconnects_frees_the_model() {
         "modelyard_model_loads_total{model=\"streamer\"} 1",
         "modelyard_evictions_total{decided_by=\"an operator\"} 1",
         "modelyard_device_memory_bytes{device=\"cpu\",kind=\"total\"}",
-        "modelyard_hook_calls_total{hook=\"select-model\",policy=\"specialization\"} 1",
-        "modelyard_hook_duration_seconds_bucket{le=\"+Inf\",hook=\"select-model\",policy=\"specialization\"} 1",
+        // The request named its model: routed by the host, no guest call.
+        "modelyard_hook_calls_total{hook=\"select-model\",policy=\"specialization\"} 0",
+        "modelyard_hook_duration_seconds_bucket{le=\"+Inf\",hook=\"select-model\",policy=\"specialization\"} 0",
     ] {
         assert!(metrics.contains(name), "{name} missing from:\n{metrics}");
     }

@@ -9,10 +9,20 @@ use std::sync::Arc;
 
 use modelyard::cli::sdk::{self, Lang, Tools};
 use modelyard::engine::types::{EvictionDecision, Request, Selection};
-use modelyard::engine::{Policy, PolicySource, sample};
+use modelyard::engine::{Contract, Policy, PolicyEngine, PolicySource, sample};
 
 use crate::documented::{build_as_documented, documented_build, documented_component};
-use crate::util::{builtin, engine, no_catalogue, relaxed};
+use crate::util::{builtin, engine, relaxed, seed_v0_1};
+
+/// The built-in a project on `guest`'s contract decides as: the shipped one for 0.2, the seed as
+/// it shipped on 0.1 (`policies/testdata/v0_1`) for 0.1.
+fn reference(engine: &PolicyEngine, guest: &Policy, name: &str) -> Arc<Policy> {
+    if guest.contract() == Contract::V0_2 {
+        builtin(engine, name)
+    } else {
+        seed_v0_1(engine, name)
+    }
+}
 
 /// Writes a project with `policy new`, builds it as its README says, and returns the component
 /// its README's `policy check` line names, with the tools that built it.
@@ -148,7 +158,14 @@ fn the_host_serves_with_it(name: &str, wasm: &Path) {
         let select = &policies["hooks"][1];
         assert_eq!(select["hook"], "select-model");
         assert_eq!(select["policy"], name, "{policies}");
-        assert!(select["calls"].as_u64().unwrap_or(0) >= 4, "{policies}");
+        // A 0.1 policy is asked about all four; a 0.2 template only about the two `auto` ones
+        // (the host routes names itself).
+        let calls = select["calls"].as_u64().unwrap_or(0);
+        if select["contract"] == "0.2.0" {
+            assert_eq!(calls, 2, "{policies}");
+        } else {
+            assert!(calls >= 4, "{policies}");
+        }
         assert_eq!(select["failures"].as_u64(), Some(0), "{policies}");
         host.stop().await;
     });
@@ -186,15 +203,20 @@ fn the_documented_example_builds_and_decides_as_it_says(lang: Lang, project: &Pa
     let example = engine
         .load("example", PolicySource::File(wasm.clone()), &bytes)
         .unwrap();
-    let (lfu, lru) = (builtin(&engine, "lfu"), builtin(&engine, "lru"));
-    let spec = builtin(&engine, "specialization");
+    let (lfu, lru) = (
+        reference(&engine, &example, "lfu"),
+        reference(&engine, &example, "lru"),
+    );
+    let spec = reference(&engine, &example, "specialization");
     for n in [2, 8, 16] {
         let mut req = sample::eviction_request(n);
         for needed_gib in [1u64, 3, 1000] {
             req.needed_bytes = needed_gib << 30;
             assert_eq!(
-                example.choose_eviction(&req, &no_catalogue()).unwrap(),
-                lfu.choose_eviction(&req, &no_catalogue()).unwrap(),
+                example
+                    .choose_eviction(&req, &sample::catalogue(n))
+                    .unwrap(),
+                lfu.choose_eviction(&req, &sample::catalogue(n)).unwrap(),
                 "{}: choose-eviction, {n} models, {needed_gib} GiB",
                 lang.name()
             );
@@ -209,12 +231,12 @@ fn the_documented_example_builds_and_decides_as_it_says(lang: Lang, project: &Pa
         let want = if req.model == "auto" {
             Selection::Model(most_used.id.clone())
         } else {
-            spec.select_model(&req, &candidates, &telemetry, &no_catalogue())
+            spec.select_model(&req, &candidates, &telemetry, &sample::catalogue(8))
                 .unwrap()
         };
         assert_eq!(
             example
-                .select_model(&req, &candidates, &telemetry, &no_catalogue())
+                .select_model(&req, &candidates, &telemetry, &sample::catalogue(8))
                 .unwrap(),
             want,
             "{}: select-model for {req:?}",
@@ -224,8 +246,10 @@ fn the_documented_example_builds_and_decides_as_it_says(lang: Lang, project: &Pa
     for (turns, budget) in [(5, 40), (20, 400), (20, 10)] {
         let req = sample::compression_request(turns, budget);
         assert_eq!(
-            example.compress_context(&req, &no_catalogue()).unwrap(),
-            lru.compress_context(&req, &no_catalogue()).unwrap()
+            example
+                .compress_context(&req, &sample::catalogue(8))
+                .unwrap(),
+            lru.compress_context(&req, &sample::catalogue(8)).unwrap()
         );
     }
 }
@@ -250,7 +274,10 @@ fn template_decides_as_the_built_ins(name: &str, wasm: &Path) {
             .load(name, PolicySource::File(wasm.to_path_buf()), &bytes)
             .unwrap(),
     );
-    let (lru, spec) = (builtin(&engine, "lru"), builtin(&engine, "specialization"));
+    let (lru, spec) = (
+        reference(&engine, &guest, "lru"),
+        reference(&engine, &guest, "specialization"),
+    );
 
     let mut decisions = 0;
     for n in [2, 4, 8, 16, 64] {
@@ -258,8 +285,8 @@ fn template_decides_as_the_built_ins(name: &str, wasm: &Path) {
         for needed_gib in [1u64, 2, 5, 1000] {
             req.needed_bytes = needed_gib << 30;
             let (got, rs) = (
-                guest.choose_eviction(&req, &no_catalogue()).unwrap(),
-                lru.choose_eviction(&req, &no_catalogue()).unwrap(),
+                guest.choose_eviction(&req, &sample::catalogue(n)).unwrap(),
+                lru.choose_eviction(&req, &sample::catalogue(n)).unwrap(),
             );
             assert_eq!(got, rs, "choose-eviction, {n} models, {needed_gib} GiB");
             decisions += 1;
@@ -268,10 +295,10 @@ fn template_decides_as_the_built_ins(name: &str, wasm: &Path) {
     let (candidates, telemetry) = (sample::loaded(8), sample::telemetry(1, 1 << 34, 1 << 33));
     for req in requests() {
         let got = guest
-            .select_model(&req, &candidates, &telemetry, &no_catalogue())
+            .select_model(&req, &candidates, &telemetry, &sample::catalogue(8))
             .unwrap();
         let rs = spec
-            .select_model(&req, &candidates, &telemetry, &no_catalogue())
+            .select_model(&req, &candidates, &telemetry, &sample::catalogue(8))
             .unwrap();
         assert_eq!(got, rs, "select-model for {req:?}");
         decisions += 1;
@@ -280,8 +307,8 @@ fn template_decides_as_the_built_ins(name: &str, wasm: &Path) {
         for budget in [10, 40, 120, 400, 100_000] {
             let req = sample::compression_request(turns, budget);
             let (got, rs) = (
-                guest.compress_context(&req, &no_catalogue()),
-                lru.compress_context(&req, &no_catalogue()),
+                guest.compress_context(&req, &sample::catalogue(8)),
+                lru.compress_context(&req, &sample::catalogue(8)),
             );
             assert_eq!(
                 got.unwrap(),
@@ -294,7 +321,7 @@ fn template_decides_as_the_built_ins(name: &str, wasm: &Path) {
     assert_eq!(decisions, 20 + 11 + 20);
     assert!(matches!(
         guest
-            .choose_eviction(&sample::eviction_request(8), &no_catalogue())
+            .choose_eviction(&sample::eviction_request(8), &sample::catalogue(8))
             .unwrap(),
         EvictionDecision::Evict(_)
     ));

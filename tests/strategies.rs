@@ -1,13 +1,15 @@
 //! Each built-in's decisions match its definition, called through wasm.
 
+use std::time::Duration;
+
 use modelyard::engine::sample::{self, model};
 use modelyard::engine::types::{
     CompressionRequest, EvictionDecision, EvictionRequest, Model, ModelState, Request, Selection,
-    TaskDemand, WAIT_RECHECK,
+    TaskDemand,
 };
 use modelyard::engine::{Policy, PolicyEngine};
 
-use crate::util::{builtin, engine, no_catalogue, relaxed};
+use crate::util::{builtin, catalogue_of, engine, relaxed};
 
 const GIB: u64 = 1 << 30;
 
@@ -26,11 +28,19 @@ fn need(gib: u64, loaded: Vec<Model>) -> EvictionRequest {
     req
 }
 
-fn evicts(policy: &Policy, req: &EvictionRequest) -> Vec<String> {
-    match policy
-        .choose_eviction(req, &no_catalogue())
+/// The catalogue of an eviction question's models.
+fn catalogue(req: &EvictionRequest) -> modelyard::engine::Catalogue {
+    catalogue_of(req.loaded.iter().chain([&req.incoming]))
+}
+
+fn decide(policy: &Policy, req: &EvictionRequest) -> EvictionDecision {
+    policy
+        .choose_eviction(req, &catalogue(req))
         .expect("valid decision")
-    {
+}
+
+fn evicts(policy: &Policy, req: &EvictionRequest) -> Vec<String> {
+    match decide(policy, req) {
         EvictionDecision::Evict(ids) => ids,
         other => panic!("{} answered {other:?}", policy.name()),
     }
@@ -64,15 +74,13 @@ fn lru_waits_for_busy_models_and_rejects_when_nothing_can_free() {
     let mut busy = loaded("a", 100);
     busy.in_flight = 2;
     assert_eq!(
-        lru.choose_eviction(&need(1, vec![busy]), &no_catalogue())
-            .unwrap(),
-        EvictionDecision::Wait(Some(WAIT_RECHECK))
+        decide(&lru, &need(1, vec![busy])),
+        EvictionDecision::Wait(None),
+        "nothing but a change can make room: no re-ask on time"
     );
     let mut pinned = loaded("a", 100);
     pinned.pinned = true;
-    let decision = lru
-        .choose_eviction(&need(1, vec![pinned]), &no_catalogue())
-        .unwrap();
+    let decision = decide(&lru, &need(1, vec![pinned]));
     assert!(
         matches!(decision, EvictionDecision::Reject(_)),
         "{decision:?}"
@@ -108,9 +116,7 @@ fn priority_evicts_lowest_first_and_never_above_the_request() {
     assert_eq!(evicts(&prio, &need(1, models.clone())), ["c"]);
     assert_eq!(evicts(&prio, &need(2, models.clone())), ["c", "a"]);
     // A priority-0 load may not push out the priority-1 model, even when short of room.
-    let decision = prio
-        .choose_eviction(&need(3, models.clone()), &no_catalogue())
-        .unwrap();
+    let decision = decide(&prio, &need(3, models.clone()));
     assert!(
         matches!(decision, EvictionDecision::Reject(_)),
         "{decision:?}"
@@ -139,7 +145,12 @@ fn select(policy: &Policy, model: &str, task: Option<&str>, text: &str) -> Selec
     };
     let telemetry = sample::telemetry(1_000, 8 * GIB, 4 * GIB);
     policy
-        .select_model(&req, &candidates(), &telemetry, &no_catalogue())
+        .select_model(
+            &req,
+            &candidates(),
+            &telemetry,
+            &catalogue_of(&candidates()),
+        )
         .expect("valid selection")
 }
 
@@ -189,7 +200,12 @@ fn specialization_breaks_ties_toward_the_loaded_model() {
     };
     let telemetry = sample::telemetry(1_000, 8 * GIB, 4 * GIB);
     let chosen = spec
-        .select_model(&req, &[cold, warm], &telemetry, &no_catalogue())
+        .select_model(
+            &req,
+            &[cold.clone(), warm.clone()],
+            &telemetry,
+            &catalogue_of([&cold, &warm]),
+        )
         .unwrap();
     assert_eq!(chosen, Selection::Model("b-warm".into()));
 }
@@ -246,14 +262,21 @@ fn hybrid_prefers_evicting_unreliable_and_rarely_reloaded_models() {
 fn hybrid_guards_a_model_expected_back_within_half_its_load_time() {
     let (_e, hybrid) = setup("hybrid");
     // 1,000 requests in 100 s: one every 100 ms. Idle for 50 ms, it is due in 50 ms, well
-    // within half its 2 s load: evicting it would cost a reload almost at once.
+    // within half its 2 s load: evicting it would cost a reload almost at once. The guard
+    // lapses once it has been idle for half its load time (1 s): 950 ms from now.
     let mut hot = loaded("hot", 99_950);
     hot.use_count = 1_000;
     let mut req = need(1, vec![hot.clone()]);
     req.telemetry.now_ms = 100_000;
     assert_eq!(
-        hybrid.choose_eviction(&req, &no_catalogue()).unwrap(),
-        EvictionDecision::Wait(Some(WAIT_RECHECK))
+        decide(&hybrid, &req),
+        EvictionDecision::Wait(Some(Duration::from_millis(950)))
+    );
+    let mut later = req.clone();
+    later.telemetry.now_ms = 100_400;
+    assert_eq!(
+        decide(&hybrid, &later),
+        EvictionDecision::Wait(Some(Duration::from_millis(550)))
     );
     // The guard yields when the load it holds back has more requests waiting than four times
     // what the guarded model expects during one reload (2 s / 100 ms = 20).
@@ -262,8 +285,8 @@ fn hybrid_guards_a_model_expected_back_within_half_its_load_time() {
     assert_eq!(evicts(&hybrid, &waited), ["hot"]);
     waited.incoming.queued = 80;
     assert_eq!(
-        hybrid.choose_eviction(&waited, &no_catalogue()).unwrap(),
-        EvictionDecision::Wait(Some(WAIT_RECHECK))
+        decide(&hybrid, &waited),
+        EvictionDecision::Wait(Some(Duration::from_millis(950)))
     );
     // Idle for 10 s, far past its usual gap: no longer guarded.
     hot.last_used_ms = 90_000;
@@ -278,10 +301,7 @@ fn hybrid_still_rejects_what_even_its_guarded_models_could_not_free() {
     hot.use_count = 1_000;
     let mut req = need(2, vec![hot]);
     req.telemetry.now_ms = 100_000;
-    assert!(matches!(
-        hybrid.choose_eviction(&req, &no_catalogue()).unwrap(),
-        EvictionDecision::Reject(_)
-    ));
+    assert!(matches!(decide(&hybrid, &req), EvictionDecision::Reject(_)));
 }
 
 #[test]

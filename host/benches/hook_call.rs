@@ -2,11 +2,11 @@
 //! natively.
 //!
 //! Prints, for 0 (the fixed cost of a call), 16, 64 and 1,000 loaded models, the median and
-//! p99 of one `choose-eviction` call: the 0.1 LRU built-in through wasm on a reused pooled
-//! instance (the host's normal 0.1 path) and with a fresh instance per call; LRU on 0.2 (the
-//! `stateful` test guest's default answer: least recently used first, by index) on its one
-//! stateful instance, the host's conversion to 0.2's lean records included; and natively
-//! (including the input copy a wasm call also makes). Run with `cargo bench --bench hook_call`.
+//! p99 of one `choose-eviction` call: LRU as it shipped on 0.1 (`policies/testdata/v0_1/lru`)
+//! through wasm on a reused pooled instance (the host's normal 0.1 path) and with a fresh
+//! instance per call; the `lru` built-in on 0.2 on its one stateful instance, the host's
+//! conversion to 0.2's lean records included; and the 0.1 crate natively (including the input
+//! copy a wasm call also makes). Run with `cargo bench --bench hook_call`.
 
 mod common;
 
@@ -101,14 +101,16 @@ fn main() {
         ..deadline
     })
     .expect("engine");
-    let lru_reused = reused.builtin("lru").expect("built-in").expect("loads");
-    let lru_fresh = fresh.builtin("lru").expect("built-in").expect("loads");
     let path = std::path::PathBuf::from(env!("MODELYARD_GUEST_DIR"))
-        .join("modelyard_policy_stateful.wasm");
-    let bytes = std::fs::read(&path).expect("the stateful test guest is built with the host");
-    let lru_v2 = reused
-        .load("lru-0.2", PolicySource::File(path), &bytes)
+        .join("modelyard_policy_v0_1_lru.wasm");
+    let bytes = std::fs::read(&path).expect("the 0.1 LRU test guest is built with the host");
+    let lru_reused = reused
+        .load("lru-0.1", PolicySource::File(path.clone()), &bytes)
         .expect("loads");
+    let lru_fresh = fresh
+        .load("lru-0.1", PolicySource::File(path), &bytes)
+        .expect("loads");
+    let lru_v2 = reused.builtin("lru").expect("built-in").expect("loads");
 
     println!("choose-eviction, LRU built-in; µs per call");
     println!(
@@ -152,7 +154,7 @@ fn main() {
             );
         });
         let (nm, np) = measure(iterations, || {
-            black_box(modelyard_policy_lru::Lru::choose_eviction(black_box(
+            black_box(modelyard_policy_v0_1_lru::Lru::choose_eviction(black_box(
                 guest_req.clone(),
             )));
         });
@@ -170,7 +172,60 @@ fn main() {
             v2m.as_secs_f64() / nm.as_secs_f64()
         );
     }
+    select_per_request(&reused);
     observe_rate(&reused);
+}
+
+/// `select-model` as every request makes it, through the hooks: the 0.1 `specialization`
+/// (asked about every request) against the shipped 0.2 one (asked only about `auto`; a request
+/// naming its model is routed by the host without a guest call), with all configured models as
+/// candidates.
+fn select_per_request(engine: &PolicyEngine) {
+    let path = std::path::PathBuf::from(env!("MODELYARD_GUEST_DIR"))
+        .join("modelyard_policy_v0_1_specialization.wasm");
+    let bytes = std::fs::read(&path).expect("the 0.1 specialization is built with the host");
+    let old = std::sync::Arc::new(
+        engine
+            .load("specialization-0.1", PolicySource::File(path), &bytes)
+            .expect("loads"),
+    );
+    let new = std::sync::Arc::new(
+        engine
+            .builtin("specialization")
+            .expect("built-in")
+            .expect("loads"),
+    );
+    println!("\nselect-model per request, specialization; µs per request");
+    println!(
+        "{:>7} | {:>11} {:>9} | {:>11} {:>9} | {:>11} {:>9} | {:>11} {:>9}",
+        "models", "0.1 auto", "p99", "0.1 by id", "p99", "0.2 auto", "p99", "0.2 by id", "p99"
+    );
+    for n in [16usize, 64] {
+        let candidates = sample::loaded(n);
+        let telemetry = sample::telemetry(120_000, 64 << 30, 8 << 30);
+        let auto = sample::request();
+        let by_id = host::Request {
+            model: "m3".into(),
+            ..sample::request()
+        };
+        let mut cells = Vec::new();
+        for policy in [&old, &new] {
+            let hooks = Hooks::new();
+            hooks.set_catalogue(sample::catalogue(n));
+            hooks.set(modelyard::engine::Hook::SelectModel, Some(policy.clone()));
+            for req in [&auto, &by_id] {
+                let (m, p) = measure(20_000, || {
+                    black_box(hooks.select_model(black_box(req), &candidates, &telemetry));
+                });
+                cells.push((m, p));
+            }
+        }
+        print!("{n:>7}");
+        for (m, p) in cells {
+            print!(" | {:>11} {:>9}", micros(m), micros(p));
+        }
+        println!();
+    }
 }
 
 /// Events a 0.2 Rust policy (the `adaptive` built-in) absorbs per second: the queue filled to

@@ -1,8 +1,11 @@
 //! What the proxy adds to a request: the same chat request sent straight to a stand-in upstream
-//! (an instant OpenAI-shaped answer on loopback) and through a real host serving it as an
-//! `openai` backend, side by side in one run. Sequential requests give the added latency (p50,
-//! p99); 32 concurrent clients give throughput against the direct path. A stub upstream is
-//! right here: the bench measures the host, not a model. Run with `cargo bench --bench proxy`.
+//! (an instant OpenAI-shaped answer on loopback) and through real hosts serving it as `openai`
+//! backends, side by side in one run: a host with the one model, and a host with 64 (asked by
+//! id, which the host routes without a `select-model` call, and as `auto`, which asks the
+//! `specialization` built-in with all 64 as candidates). Sequential requests, interleaved
+//! across the paths, give the added latency (p50, p99); 32 concurrent clients give throughput
+//! against the direct path. A stub upstream is right here: the bench measures the host, not a
+//! model. Run with `cargo bench --bench proxy`.
 
 use std::time::{Duration, Instant};
 
@@ -12,10 +15,12 @@ use modelyard::config::Settings;
 use serde_json::{Value, json};
 
 /// Sequential requests per path.
-const SEQUENTIAL: usize = 3_000;
+const SEQUENTIAL: usize = 1_000;
 /// Concurrent clients, and requests each sends.
 const CLIENTS: usize = 32;
 const PER_CLIENT: usize = 250;
+/// Models configured on the larger host.
+const MANY: usize = 64;
 
 fn main() -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -24,57 +29,75 @@ fn main() -> anyhow::Result<()> {
     rt.block_on(run())
 }
 
+/// A host serving `models` stand-ins for `upstream`; returns its root URL.
+async fn host(upstream: &str, models: usize, dir: &std::path::Path) -> anyhow::Result<String> {
+    // Places for every client at once: the bench measures the proxy, not the queue.
+    let mut text = String::from("listen = \"127.0.0.1:0\"\n");
+    for i in 0..models {
+        text.push_str(&format!(
+            "[models.stub{i:02}]\nurl = \"{upstream}/v1\"\nsize = \"1MiB\"\nparallel = 64\n"
+        ));
+    }
+    let settings = Settings::from_toml(&text, dir, "bench")?;
+    // Its task, detached, serves until the bench exits.
+    let (host, _task) = modelyard::cli::serve::start(settings, std::future::pending()).await?;
+    Ok(format!("http://{}", host.addr))
+}
+
 async fn run() -> anyhow::Result<()> {
     let upstream = stub().await?;
     let tmp = tempfile::tempdir()?;
-    // Places for every client at once: the bench measures the proxy, not the queue.
-    let text = format!(
-        "listen = \"127.0.0.1:0\"\n[models.stub]\nurl = \"{upstream}/v1\"\nsize = \"1MiB\"\nparallel = 64\n"
-    );
-    let settings = Settings::from_toml(&text, tmp.path(), "bench")?;
-    let (host, _task) = modelyard::cli::serve::start(settings, std::future::pending()).await?;
-    let proxied = format!("http://{}", host.addr);
+    let one = host(&upstream, 1, tmp.path()).await?;
+    let many = host(&upstream, MANY, tmp.path()).await?;
     let http = reqwest::Client::new();
-    let body = json!({"model": "stub", "max_tokens": 8,
-        "messages": [{"role": "user", "content": "Hi!"}]});
-    // Warm both paths (the host loads its model on the first request).
-    for base in [&upstream, &proxied] {
+    let ask = |model: &str| {
+        json!({"model": model, "max_tokens": 8,
+            "messages": [{"role": "user", "content": "Hi!"}]})
+    };
+    let paths = [
+        ("direct", upstream.clone(), ask("stub00")),
+        ("through modelyard, 1 model", one, ask("stub00")),
+        ("64 models, by id", many.clone(), ask("stub07")),
+        ("64 models, auto", many, ask("auto")),
+    ];
+    // Warm every path (a host loads its model on the first request).
+    for (_, base, body) in &paths {
         for _ in 0..200 {
-            send(&http, base, &body).await?;
+            send(&http, base, body).await?;
+        }
+    }
+    let mut took = vec![Vec::with_capacity(SEQUENTIAL); paths.len()];
+    for i in 0..SEQUENTIAL {
+        for k in 0..paths.len() {
+            // A different path first each round, so no path always follows the same one.
+            let j = (i + k) % paths.len();
+            let (_, base, body) = &paths[j];
+            let t = Instant::now();
+            send(&http, base, body).await?;
+            took[j].push(t.elapsed());
         }
     }
 
     println!(
-        "{:<28} {:>10} {:>10} {:>12}",
-        "path", "p50 µs", "p99 µs", "req/s (32)"
+        "{:<28} {:>9} {:>9} {:>11} {:>11} {:>9}",
+        "path", "p50 µs", "p99 µs", "added p50", "added p99", "req/s (32)"
     );
-    let mut rows = Vec::new();
-    for (name, base) in [("direct", &upstream), ("through modelyard", &proxied)] {
-        let mut took = Vec::with_capacity(SEQUENTIAL);
-        for _ in 0..SEQUENTIAL {
-            let t = Instant::now();
-            send(&http, base, &body).await?;
-            took.push(t.elapsed());
-        }
+    let mut direct = None;
+    for ((name, base, body), took) in paths.iter().zip(&mut took) {
         took.sort();
         let q = |p: f64| took[((took.len() - 1) as f64 * p) as usize].as_secs_f64() * 1e6;
-        let rate = throughput(&http, base, &body).await?;
+        let rate = throughput(&http, base, body).await?;
+        let (d50, d99, drate) = *direct.get_or_insert((q(0.5), q(0.99), rate));
         println!(
-            "{name:<28} {:>10.0} {:>10.0} {:>12.0}",
+            "{name:<28} {:>9.0} {:>9.0} {:>11.0} {:>11.0} {:>9.0} ({:.0}% of direct)",
             q(0.5),
             q(0.99),
-            rate
+            q(0.5) - d50,
+            q(0.99) - d99,
+            rate,
+            100.0 * rate / drate
         );
-        rows.push((q(0.5), q(0.99), rate));
     }
-    let (d, p) = (rows[0], rows[1]);
-    println!(
-        "{:<28} {:>10.0} {:>10.0} {:>11.0}%",
-        "added by the proxy",
-        p.0 - d.0,
-        p.1 - d.1,
-        100.0 * p.2 / d.2
-    );
     Ok(())
 }
 

@@ -4,36 +4,34 @@
 //! evicted for it: a low-priority request cannot push out a model that serves more important
 //! work. When what remains cannot free enough, the answer is `wait` or `reject`.
 
-use modelyard_policy::helpers::{evict_until_fits, keep_newest_that_fit, last_active_ms};
-use modelyard_policy::types::{
+use modelyard_policy::v0_2::helpers::{evict_until_fits, keep_newest_that_fit, last_active_ms};
+use modelyard_policy::v0_2::types::{
     CompressionRequest, EvictionDecision, EvictionRequest, Message, Model,
 };
-use modelyard_policy::{CompressionPolicy, EvictionPolicy};
+use modelyard_policy::v0_2::{CompressionPolicy, EvictionPolicy, Policy};
 
 /// Lowest priority first, then LRU, never above the incoming load's priority.
+#[derive(Default)]
 pub struct Priority;
 
+impl Policy for Priority {}
+
 impl EvictionPolicy for Priority {
-    fn choose_eviction(req: EvictionRequest) -> EvictionDecision {
+    fn choose_eviction(&mut self, req: EvictionRequest) -> EvictionDecision {
         let mut ranked: Vec<&Model> = req
             .loaded
             .iter()
             .filter(|m| m.priority <= req.priority)
             .collect();
-        ranked.sort_by(|a, b| {
-            a.priority
-                .cmp(&b.priority)
-                .then(last_active_ms(a).cmp(&last_active_ms(b)))
-                .then(a.id.cmp(&b.id))
-        });
+        ranked.sort_by_key(|m| (m.priority, last_active_ms(m), m.index));
         evict_until_fits(&req, ranked)
     }
 }
 
 impl CompressionPolicy for Priority {
-    fn compress_context(req: CompressionRequest) -> Result<Vec<Message>, String> {
+    fn compress_context(&mut self, req: CompressionRequest) -> Result<Vec<Message>, String> {
         keep_newest_that_fit(&req)
     }
 }
 
-modelyard_policy::export!(Priority: eviction, compression);
+modelyard_policy::export_v0_2!(Priority: eviction, compression);

@@ -204,7 +204,10 @@ pub fn request(
 ) -> types::Request {
     types::Request {
         asked,
-        task: req.task.as_deref().and_then(|t| c.task(t)),
+        task: req
+            .task
+            .as_deref()
+            .map(|t| c.task(t).map_or(types::Task::Other, types::Task::Tag)),
         priority: req.priority,
         client: req
             .client
