@@ -12,6 +12,7 @@ use modelyard::engine::types::{
     ModelState, Request, Selection, TaskDemand,
 };
 use modelyard::engine::{Catalogue, Contract, Policy};
+use modelyard::sim::synthetic::Rng;
 
 use crate::util::{builtin, catalogue_of, engine, relaxed, seed_v0_1};
 
@@ -25,76 +26,67 @@ const TEXTS: [&str; 4] = [
     "what is a regex for dates",
 ];
 
-/// splitmix64: the same scenarios on every run.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
+/// The scenarios' draws: the same on every run.
+trait Draw {
+    fn int(&mut self, n: u64) -> u64;
     fn chance(&mut self, percent: u64) -> bool {
-        self.below(100) < percent
+        self.int(100) < percent
+    }
+}
+
+impl Draw for Rng {
+    fn int(&mut self, n: u64) -> u64 {
+        self.below(n as usize) as u64
     }
 }
 
 /// `n` models with every field varied, ids in catalogue order, at time `now`.
 fn models(rng: &mut Rng, now: u64) -> Vec<Model> {
-    let n = 1 + rng.below(10) as usize;
+    let n = 1 + rng.int(10) as usize;
     (0..n)
         .map(|i| {
-            let mut tags = vec![TAGS[rng.below(4) as usize]];
+            let mut tags = vec![TAGS[rng.int(4) as usize]];
             if rng.chance(30) {
-                tags.push(TAGS[rng.below(4) as usize]);
+                tags.push(TAGS[rng.int(4) as usize]);
             }
-            let mut m = sample::model(&format!("m{i:02}"), 1 + rng.below(8), &tags);
+            let mut m = sample::model(&format!("m{i:02}"), 1 + rng.int(8), &tags);
             if rng.chance(30) {
                 m.aliases = vec![format!("alias{i}")];
             }
-            m.state = match rng.below(10) {
+            m.state = match rng.int(10) {
                 0 => ModelState::Loading,
                 1 => ModelState::Unloaded,
                 _ => ModelState::Ready,
             };
-            m.priority = rng.below(4) as i32 - 1;
+            m.priority = rng.int(4) as i32 - 1;
             m.pinned = rng.chance(10);
             m.in_flight = if rng.chance(25) {
-                1 + rng.below(2) as u32
+                1 + rng.int(2) as u32
             } else {
                 0
             };
-            m.queued = if rng.chance(25) {
-                rng.below(4) as u32
-            } else {
-                0
-            };
+            m.queued = if rng.chance(25) { rng.int(4) as u32 } else { 0 };
             m.use_count = if rng.chance(30) {
-                500 + rng.below(1500)
+                500 + rng.int(1500)
             } else {
-                rng.below(200)
+                rng.int(200)
             };
-            m.load_count = rng.below(6) as u32;
+            m.load_count = rng.int(6) as u32;
             m.errors = if rng.chance(15) {
-                1 + rng.below(4) as u32
+                1 + rng.int(4) as u32
             } else {
                 0
             };
-            m.loaded_at_ms = rng.below(now / 2);
+            m.loaded_at_ms = rng.int(now / 2);
             m.last_used_ms = if rng.chance(40) {
-                now - rng.below(200)
+                now - rng.int(200)
             } else {
-                rng.below(now)
+                rng.int(now)
             };
             m.mean_load_ms = if rng.chance(20) {
                 0
             } else {
-                500 + rng.below(8_000) as u32
+                500 + rng.int(8_000) as u32
             };
             m
         })
@@ -108,7 +100,7 @@ fn demand(rng: &mut Rng) -> Vec<TaskDemand> {
         if rng.chance(60) {
             demand.push(TaskDemand {
                 task: task.into(),
-                requests: rng.below(20) as u32,
+                requests: rng.int(20) as u32,
             });
         }
     }
@@ -123,16 +115,12 @@ fn eviction(rng: &mut Rng, all: &[Model], now: u64) -> EvictionRequest {
         .filter(|m| m.state != ModelState::Unloaded)
         .cloned()
         .collect();
-    let needed_bytes = (1 + rng.below(12)) * GIB / 2;
+    let needed_bytes = (1 + rng.int(12)) * GIB / 2;
     let cold = all.iter().find(|m| m.state == ModelState::Unloaded);
-    let (reason, incoming, priority) = match (rng.below(4), cold) {
+    let (reason, incoming, priority) = match (rng.int(4), cold) {
         (0, _) => (EvictionReason::IdleTtl, None, i32::MAX),
         (1, _) => (EvictionReason::Pressure, None, i32::MAX),
-        (_, Some(m)) => (
-            EvictionReason::Load,
-            Some(m.clone()),
-            rng.below(4) as i32 - 1,
-        ),
+        (_, Some(m)) => (EvictionReason::Load, Some(m.clone()), rng.int(4) as i32 - 1),
         (_, None) => (EvictionReason::Pressure, None, i32::MAX),
     };
     let incoming = incoming.unwrap_or_else(|| {
@@ -167,8 +155,8 @@ fn eviction(rng: &mut Rng, all: &[Model], now: u64) -> EvictionRequest {
 }
 
 fn request(rng: &mut Rng, all: &[Model]) -> Request {
-    let pick = &all[rng.below(all.len() as u64) as usize];
-    let model = match rng.below(6) {
+    let pick = &all[rng.int(all.len() as u64) as usize];
+    let model = match rng.int(6) {
         0 => pick.id.clone(),
         1 => pick
             .aliases
@@ -178,16 +166,16 @@ fn request(rng: &mut Rng, all: &[Model]) -> Request {
         2 => "nope".into(),
         _ => "auto".into(),
     };
-    let task = match rng.below(4) {
-        0 => Some(TAGS[rng.below(4) as usize].to_string()),
+    let task = match rng.int(4) {
+        0 => Some(TAGS[rng.int(4) as usize].to_string()),
         1 => Some("translate".into()),
         _ => None,
     };
     Request {
         model,
         task,
-        priority: rng.below(3) as i32,
-        last_user_message: TEXTS[rng.below(4) as usize].into(),
+        priority: rng.int(3) as i32,
+        last_user_message: TEXTS[rng.int(4) as usize].into(),
         ..sample::request()
     }
 }
@@ -227,7 +215,7 @@ fn compare(name: &str, selects: bool) -> Seen {
     let mut seen = Seen::default();
     for seed in 0..SEEDS {
         let mut rng = Rng(seed);
-        let now = 60_000 + rng.below(600_000);
+        let now = 60_000 + rng.int(600_000);
         let all = models(&mut rng, now);
         // One world per seed: a 0.2 instance is configured once per catalogue.
         let catalogue: Catalogue = catalogue_of(&all);
@@ -269,7 +257,7 @@ fn compare(name: &str, selects: bool) -> Seen {
             }
         }
         let mut req: CompressionRequest =
-            sample::compression_request(rng.below(12) as usize, 10 + rng.below(400) as u32);
+            sample::compression_request(rng.int(12) as usize, 10 + rng.int(400) as u32);
         req.model = all[0].clone();
         let (new, was) = (
             ported.compress_context(&req, &catalogue).unwrap(),

@@ -12,11 +12,11 @@ const HOUR_MS: f64 = 3_600_000.0;
 const MEMORY_SCALE: f64 = 4.0;
 const SIZES_GIB: [u64; 4] = [2, 4, 8, 16];
 
-/// SplitMix64: small, seedable, the same everywhere.
-struct Rng(u64);
+/// SplitMix64: small, seedable, the same everywhere (the tests draw their scenarios with it too).
+pub struct Rng(pub u64);
 
 impl Rng {
-    fn next(&mut self) -> u64 {
+    pub fn next(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -25,16 +25,17 @@ impl Rng {
     }
 
     /// Uniform in [0, 1).
-    fn unit(&mut self) -> f64 {
+    pub fn unit(&mut self) -> f64 {
         (self.next() >> 11) as f64 / (1u64 << 53) as f64
     }
 
     /// Exponential with this mean: the gap between Poisson arrivals.
-    fn exp(&mut self, mean: f64) -> f64 {
+    pub fn exp(&mut self, mean: f64) -> f64 {
         -mean * (1.0 - self.unit()).ln()
     }
 
-    fn below(&mut self, n: usize) -> usize {
+    /// Uniform in 0..n (0 when n is 0).
+    pub fn below(&mut self, n: usize) -> usize {
         (self.unit() * n as f64) as usize % n.max(1)
     }
 }
