@@ -1,28 +1,35 @@
-// modelyard's JavaScript policy SDK: the helpers every strategy needs, mirroring the Rust SDK's
-// (`sdk/rust/src/helpers.rs`), so a policy states only its ranking.
+// modelyard's JavaScript policy SDK (contract 0.2): the helpers every strategy needs, mirroring
+// the Rust SDK's (`sdk/rust/src/v0_2/helpers.rs`), so a policy states only its ranking.
 //
-// Values follow componentize-js's mapping of the contract (`wit/policy.wit`): records are
-// objects with camelCase fields, `u64` fields (bytes, milliseconds, counts) are BigInt, `u32`
-// and `s32` are numbers, enums are their kebab-case names and variants are `{ tag, val }`.
+// Values follow componentize-js's mapping of the contract (`wit/deps/policy/policy.wit`):
+// records are objects with camelCase fields, `u64` fields (bytes, milliseconds, counts) are
+// BigInt, `u32` and `s32` are numbers, enums are their kebab-case names, variants are
+// `{ tag, val }`, options are the value or `undefined`, and flags are objects of booleans.
+// Records name models, devices and tasks by index into the catalogue `configure` receives.
 // These helpers follow the rules the host enforces: a decision that breaks them is refused and
 // the host's native default decides instead.
 
-/** @typedef {import('modelyard:policy/types@0.1.0').Model} Model */
-/** @typedef {import('modelyard:policy/types@0.1.0').EvictionRequest} EvictionRequest */
-/** @typedef {import('modelyard:policy/types@0.1.0').EvictionDecision} EvictionDecision */
-/** @typedef {import('modelyard:policy/types@0.1.0').Selection} Selection */
-/** @typedef {import('modelyard:policy/types@0.1.0').Request} Request */
-/** @typedef {import('modelyard:policy/types@0.1.0').CompressionRequest} CompressionRequest */
-/** @typedef {import('modelyard:policy/types@0.1.0').Message} Message */
+/** @typedef {import('modelyard:policy/types@0.2.0').Model} Model */
+/** @typedef {import('modelyard:policy/types@0.2.0').Catalogue} Catalogue */
+/** @typedef {import('modelyard:policy/types@0.2.0').EvictionRequest} EvictionRequest */
+/** @typedef {import('modelyard:policy/types@0.2.0').EvictionDecision} EvictionDecision */
+/** @typedef {import('modelyard:policy/types@0.2.0').Selection} Selection */
+/** @typedef {import('modelyard:policy/types@0.2.0').Asked} Asked */
+/** @typedef {import('modelyard:policy/types@0.2.0').CompressionRequest} CompressionRequest */
+/** @typedef {import('modelyard:policy/types@0.2.0').Message} Message */
 
-/** @param {string[]} ids @returns {EvictionDecision} */
-export const evict = (ids) => ({ tag: 'evict', val: [...ids] });
-/** @returns {EvictionDecision} */
-export const wait = () => ({ tag: 'wait' });
+/** @param {Iterable<number>} indices @returns {EvictionDecision} */
+export const evict = (indices) => ({ tag: 'evict', val: Uint32Array.from(indices) });
+/** Stop admitting requests to these busy models, evict them once idle (loads only).
+ * @param {Iterable<number>} indices @returns {EvictionDecision} */
+export const drain = (indices) => ({ tag: 'drain', val: Uint32Array.from(indices) });
+/** Ask again when a model goes idle or is unloaded, and also after `afterMs` if given.
+ * @param {number} [afterMs] @returns {EvictionDecision} */
+export const wait = (afterMs) => ({ tag: 'wait', val: afterMs });
 /** @param {string} reason @returns {EvictionDecision} */
 export const reject = (reason) => ({ tag: 'reject', val: reason });
-/** @param {string} id @returns {Selection} */
-export const select = (id) => ({ tag: 'model', val: id });
+/** @param {number} index @returns {Selection} */
+export const select = (index) => ({ tag: 'model', val: index });
 /** @param {string} reason @returns {Selection} */
 export const refuse = (reason) => ({ tag: 'reject', val: reason });
 
@@ -47,14 +54,15 @@ export const idleMs = (m, nowMs) => {
   return nowMs > last ? nowMs - last : 0n;
 };
 
+/** What a load of `m` costs in ms: its mean so far, else 2 s plus its bytes at 2 GB/s.
+ * @param {Model} m */
+export const loadMs = (m) => (m.meanLoadMs > 0 ? m.meanLoadMs : 2000 + Number(m.sizeBytes) / 2e6);
+
+/** The model being loaded, when the eviction is for a load. @param {EvictionRequest} req */
+export const incoming = (req) => (req.reason.tag === 'load' ? req.reason.val : undefined);
+
 /** Orders BigInts, numbers or strings for `Array.prototype.sort`. */
 export const compare = (a, b) => (a < b ? -1 : a > b ? 1 : 0);
-
-/** Bytes the models named by `ids` hold. @param {Iterable<string>} ids @param {Model[]} loaded */
-export const bytesFreed = (ids, loaded) => {
-  const wanted = new Set(ids);
-  return loaded.filter((m) => wanted.has(m.id)).reduce((sum, m) => sum + m.sizeBytes, 0n);
-};
 
 /**
  * Evicts from `ranked`, in order, just enough to free `req.neededBytes`; skips models the host
@@ -68,9 +76,9 @@ export function evictUntilFits(req, ranked) {
   for (const m of ranked) {
     if (freed >= req.neededBytes) break;
     if (isEvictable(m)) {
-      if (!chosen.includes(m.id)) {
+      if (!chosen.includes(m.index)) {
         freed += m.sizeBytes;
-        chosen.push(m.id);
+        chosen.push(m.index);
       }
     } else if (!m.pinned && (m.state === 'ready' || m.state === 'loading')) {
       mayFreeLater = true;
@@ -79,15 +87,18 @@ export function evictUntilFits(req, ranked) {
   if (freed >= req.neededBytes) return evict(chosen);
   if (mayFreeLater) return wait();
   return reject(
-    `${req.incoming.id} needs ${req.neededBytes} bytes freed on ${req.device}, ` +
+    `${req.neededBytes} bytes must be freed, ` +
       `but the models this policy may evict hold only ${freed}`,
   );
 }
 
-/** The candidate the request names by id, else by alias. @param {Request} req @param {Model[]} candidates */
-export const namedModel = (req, candidates) =>
-  candidates.find((m) => m.id === req.model) ??
-  candidates.find((m) => m.aliases.includes(req.model));
+/** The model a request names by id or alias, if any. @param {Asked} asked */
+export const named = (asked) =>
+  asked.tag === 'model' || asked.tag === 'alias' ? asked.val : undefined;
+
+/** The id of model `index`, or `?` when the catalogue has no such model.
+ * @param {Catalogue | undefined} catalogue @param {number} index */
+export const modelId = (catalogue, index) => catalogue?.models[index]?.id ?? '?';
 
 /**
  * Keeps the system messages and the newest user turn, then the newest other turns that fit the

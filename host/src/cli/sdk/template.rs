@@ -9,9 +9,11 @@ use super::Lang;
 
 const CONTRACT: &str = include_str!("../../../../wit/policy.wit");
 const CONTRACT_V0_2: &str = include_str!("../../../../wit/v0.2/policy.wit");
+/// The world a Python or JavaScript project builds: the 0.2 hooks it exports.
+const WORLD_V0_2: &str = include_str!("../../../../sdk/world.wit");
 const PY_APP: &str = include_str!("../../../../sdk/python/template/app.py");
 const PY_README: &str = include_str!("../../../../sdk/python/template/README.md");
-const PY_WORLD: &str = include_str!("../../../../sdk/python/template/policy.wit");
+
 const PY_HELPERS: &str = include_str!("../../../../sdk/python/modelyard_policy.py");
 const JS_APP: &str = include_str!("../../../../sdk/js/template/app.js");
 const JS_PACKAGE: &str = include_str!("../../../../sdk/js/template/package.json");
@@ -99,7 +101,7 @@ fn template(lang: Lang, name: &str) -> Vec<(&'static str, String)> {
         Lang::Python => vec![
             ("app.py", PY_APP.to_string()),
             ("modelyard_policy.py", PY_HELPERS.to_string()),
-            ("wit/policy.wit", PY_WORLD.to_string()),
+            ("wit/policy.wit", WORLD_V0_2.to_string()),
             ("wit/deps/policy/policy.wit", CONTRACT_V0_2.to_string()),
             ("README.md", fill(PY_README)),
         ],
@@ -108,7 +110,8 @@ fn template(lang: Lang, name: &str) -> Vec<(&'static str, String)> {
             ("modelyard_policy.js", JS_HELPERS.to_string()),
             ("package.json", fill(JS_PACKAGE)),
             ("jsconfig.json", JS_CONFIG.to_string()),
-            ("wit/policy.wit", CONTRACT.to_string()),
+            ("wit/policy.wit", WORLD_V0_2.to_string()),
+            ("wit/deps/policy/policy.wit", CONTRACT_V0_2.to_string()),
             ("README.md", fill(JS_README)),
         ],
         Lang::C => vec![
