@@ -9,27 +9,16 @@ bool my_str_eq(const my_string_t *s, const char *c) {
   return s->len == n && memcmp(s->ptr, c, n) == 0;
 }
 
-static bool same(const my_string_t *a, const my_string_t *b) {
-  return a->len == b->len && memcmp(a->ptr, b->ptr, a->len) == 0;
-}
-
-bool my_list_has(const policy_list_string_t *list, const my_string_t *s) {
+bool my_list_has_u32(const policy_list_u32_t *list, uint32_t n) {
   for (size_t i = 0; i < list->len; i++)
-    if (same(&list->ptr[i], s)) return true;
+    if (list->ptr[i] == n) return true;
   return false;
 }
 
-bool my_list_has_cstr(const policy_list_string_t *list, const char *c) {
+int64_t my_list_find_cstr(const policy_list_string_t *list, const char *c) {
   for (size_t i = 0; i < list->len; i++)
-    if (my_str_eq(&list->ptr[i], c)) return true;
-  return false;
-}
-
-int my_str_cmp(const my_string_t *a, const my_string_t *b) {
-  size_t n = a->len < b->len ? a->len : b->len;
-  int c = memcmp(a->ptr, b->ptr, n);
-  if (c != 0) return c < 0 ? -1 : 1;
-  return a->len < b->len ? -1 : a->len > b->len ? 1 : 0;
+    if (my_str_eq(&list->ptr[i], c)) return (int64_t)i;
+  return -1;
 }
 
 bool my_is_evictable(const my_model_t *m) {
@@ -40,27 +29,49 @@ uint64_t my_last_active_ms(const my_model_t *m) {
   return m->last_used_ms > m->loaded_at_ms ? m->last_used_ms : m->loaded_at_ms;
 }
 
+double my_load_ms(const my_model_t *m) {
+  return m->mean_load_ms > 0 ? (double)m->mean_load_ms : 2000.0 + (double)m->size_bytes / 2e6;
+}
+
+const my_model_t *my_incoming(const my_eviction_request_t *req) {
+  return req->reason.tag == MODELYARD_POLICY_TYPES_EVICTION_REASON_LOAD ? &req->reason.val.load
+                                                                         : NULL;
+}
+
 static void copy(my_string_t *to, const my_string_t *from) {
   policy_string_dup_n(to, (const char *)from->ptr, from->len);
 }
 
-void my_evict(my_eviction_decision_t *ret, const my_string_t *const *ids, size_t n) {
-  ret->tag = MODELYARD_POLICY_TYPES_EVICTION_DECISION_EVICT;
-  ret->val.evict.len = n;
-  ret->val.evict.ptr = n ? malloc(n * sizeof(my_string_t)) : NULL;
-  for (size_t i = 0; i < n; i++) copy(&ret->val.evict.ptr[i], ids[i]);
+static void indices(policy_list_u32_t *to, const uint32_t *from, size_t n) {
+  to->len = n;
+  to->ptr = n ? malloc(n * sizeof(uint32_t)) : NULL;
+  if (n) memcpy(to->ptr, from, n * sizeof(uint32_t));
 }
 
-void my_wait(my_eviction_decision_t *ret) { ret->tag = MODELYARD_POLICY_TYPES_EVICTION_DECISION_WAIT; }
+void my_evict(my_eviction_decision_t *ret, const uint32_t *from, size_t n) {
+  ret->tag = MODELYARD_POLICY_TYPES_EVICTION_DECISION_EVICT;
+  indices(&ret->val.evict, from, n);
+}
+
+void my_drain(my_eviction_decision_t *ret, const uint32_t *from, size_t n) {
+  ret->tag = MODELYARD_POLICY_TYPES_EVICTION_DECISION_DRAIN;
+  indices(&ret->val.drain, from, n);
+}
+
+void my_wait(my_eviction_decision_t *ret, bool after, uint32_t after_ms) {
+  ret->tag = MODELYARD_POLICY_TYPES_EVICTION_DECISION_WAIT;
+  ret->val.wait.is_some = after;
+  ret->val.wait.val = after_ms;
+}
 
 void my_reject(my_eviction_decision_t *ret, const char *reason) {
   ret->tag = MODELYARD_POLICY_TYPES_EVICTION_DECISION_REJECT;
   policy_string_dup(&ret->val.reject, reason);
 }
 
-void my_select(my_selection_t *ret, const my_string_t *id) {
+void my_select(my_selection_t *ret, uint32_t index) {
   ret->tag = MODELYARD_POLICY_TYPES_SELECTION_MODEL;
-  copy(&ret->val.model, id);
+  ret->val.model = index;
 }
 
 void my_refuse(my_selection_t *ret, const char *reason) {
@@ -70,7 +81,7 @@ void my_refuse(my_selection_t *ret, const char *reason) {
 
 void my_evict_until_fits(const my_eviction_request_t *req, const my_model_t *const *ranked,
                          size_t n, my_eviction_decision_t *ret) {
-  const my_string_t **chosen = malloc((n ? n : 1) * sizeof(*chosen));
+  uint32_t *chosen = malloc((n ? n : 1) * sizeof(*chosen));
   size_t count = 0;
   uint64_t freed = 0;
   bool may_free_later = false;
@@ -78,10 +89,10 @@ void my_evict_until_fits(const my_eviction_request_t *req, const my_model_t *con
     const my_model_t *m = ranked[i];
     if (my_is_evictable(m)) {
       bool dup = false;
-      for (size_t j = 0; j < count; j++) dup = dup || same(chosen[j], &m->id);
+      for (size_t j = 0; j < count; j++) dup = dup || chosen[j] == m->index;
       if (!dup) {
         freed += m->size_bytes;
-        chosen[count++] = &m->id;
+        chosen[count++] = m->index;
       }
     } else if (!m->pinned && (m->state == MODELYARD_POLICY_TYPES_MODEL_STATE_READY ||
                               m->state == MODELYARD_POLICY_TYPES_MODEL_STATE_LOADING)) {
@@ -91,15 +102,11 @@ void my_evict_until_fits(const my_eviction_request_t *req, const my_model_t *con
   if (freed >= req->needed_bytes) {
     my_evict(ret, chosen, count);
   } else if (may_free_later) {
-    my_wait(ret);
+    my_wait(ret, false, 0);
   } else {
     my_text_t t = {0};
-    my_text_str(&t, &req->incoming.id);
-    my_text_cstr(&t, " needs ");
     my_text_u64(&t, req->needed_bytes);
-    my_text_cstr(&t, " bytes freed on ");
-    my_text_str(&t, &req->device);
-    my_text_cstr(&t, ", but the models this policy may evict hold only ");
+    my_text_cstr(&t, " bytes must be freed, but the models this policy may evict hold only ");
     my_text_u64(&t, freed);
     ret->tag = MODELYARD_POLICY_TYPES_EVICTION_DECISION_REJECT;
     my_text_finish(&t, &ret->val.reject);
@@ -107,12 +114,17 @@ void my_evict_until_fits(const my_eviction_request_t *req, const my_model_t *con
   free(chosen);
 }
 
-const my_model_t *my_named_model(const my_request_t *req, const my_list_model_t *candidates) {
-  for (size_t i = 0; i < candidates->len; i++)
-    if (same(&candidates->ptr[i].id, &req->model)) return &candidates->ptr[i];
-  for (size_t i = 0; i < candidates->len; i++)
-    if (my_list_has(&candidates->ptr[i].aliases, &req->model)) return &candidates->ptr[i];
-  return NULL;
+bool my_named(const my_request_t *req, uint32_t *index) {
+  switch (req->asked.tag) {
+  case MODELYARD_POLICY_TYPES_ASKED_MODEL:
+    *index = req->asked.val.model;
+    return true;
+  case MODELYARD_POLICY_TYPES_ASKED_ALIAS:
+    *index = req->asked.val.alias;
+    return true;
+  default:
+    return false;
+  }
 }
 
 bool my_keep_newest_that_fit(const my_compression_request_t *req, my_list_message_t *ret,
@@ -159,6 +171,7 @@ bool my_keep_newest_that_fit(const my_compression_request_t *req, my_list_messag
   return true;
 }
 
+void my_catalogue_free(my_catalogue_t *c) { modelyard_policy_types_catalogue_free(c); }
 void my_eviction_request_free(my_eviction_request_t *req) {
   modelyard_policy_types_eviction_request_free(req);
 }

@@ -1,11 +1,13 @@
-/* modelyard's C policy SDK: short names for the contract's types and the helpers every strategy
- * needs, mirroring the Rust SDK's (`sdk/rust/src/helpers.rs`), so a policy states only its
- * ranking.
+/* modelyard's C policy SDK (contract 0.2): short names for the contract's types and the helpers
+ * every strategy needs, mirroring the Rust SDK's (`sdk/rust/src/v0_2/helpers.rs`), so a policy
+ * states only its ranking.
  *
  * The types come from wit-bindgen's C output for the contract (`gen/policy.h`, generated at
- * build time). Ownership follows wit-bindgen: a hook owns its arguments and frees them (the
- * `my_*_free` functions); what it returns must be heap-allocated (the `my_*` builders copy),
- * and the generated glue frees it after the host has read it.
+ * build time). Records name models, devices and tasks by index into the catalogue `configure`
+ * receives. Ownership follows wit-bindgen: a hook owns its arguments and frees them (the
+ * `my_*_free` functions), or keeps them (the catalogue, say: the instance lives across calls);
+ * what it returns must be heap-allocated (the `my_*` builders allocate), and the generated glue
+ * frees it after the host has read it.
  */
 #ifndef MODELYARD_POLICY_H
 #define MODELYARD_POLICY_H
@@ -17,6 +19,8 @@
 #include "policy.h"
 
 typedef policy_string_t my_string_t;
+typedef modelyard_policy_types_catalogue_t my_catalogue_t;
+typedef modelyard_policy_types_interests_t my_interests_t;
 typedef modelyard_policy_types_model_t my_model_t;
 typedef modelyard_policy_types_message_t my_message_t;
 typedef modelyard_policy_types_request_t my_request_t;
@@ -30,23 +34,27 @@ typedef exports_modelyard_policy_selection_list_model_t my_list_model_t;
 
 /* Whether `s` holds exactly the C string `c`. */
 bool my_str_eq(const my_string_t *s, const char *c);
-/* Whether `list` holds a string equal to `s`. */
-bool my_list_has(const policy_list_string_t *list, const my_string_t *s);
-/* Whether `list` holds the C string `c`. */
-bool my_list_has_cstr(const policy_list_string_t *list, const char *c);
-/* -1, 0 or 1 as `a` sorts before, with or after `b`, bytewise. */
-int my_str_cmp(const my_string_t *a, const my_string_t *b);
+/* Whether `list` holds `n`. */
+bool my_list_has_u32(const policy_list_u32_t *list, uint32_t n);
+/* The index of the C string `c` in `list`, or -1. */
+int64_t my_list_find_cstr(const policy_list_string_t *list, const char *c);
 
 /* Ready, idle and unpinned: the host accepts evicting it. */
 bool my_is_evictable(const my_model_t *m);
 /* When the model was last used, or loaded if never used. */
 uint64_t my_last_active_ms(const my_model_t *m);
+/* What a load of `m` costs in ms: its mean so far, else 2 s plus its bytes at 2 GB/s. */
+double my_load_ms(const my_model_t *m);
+/* The model being loaded, when the eviction is for a load; NULL otherwise. */
+const my_model_t *my_incoming(const my_eviction_request_t *req);
 
-/* Decisions, each copying its strings onto the heap. */
-void my_evict(my_eviction_decision_t *ret, const my_string_t *const *ids, size_t n);
-void my_wait(my_eviction_decision_t *ret);
+/* Decisions; each allocates what the glue frees. */
+void my_evict(my_eviction_decision_t *ret, const uint32_t *indices, size_t n);
+void my_drain(my_eviction_decision_t *ret, const uint32_t *indices, size_t n);
+/* Ask again when a model goes idle or is unloaded, and after `after_ms` if `after` is true. */
+void my_wait(my_eviction_decision_t *ret, bool after, uint32_t after_ms);
 void my_reject(my_eviction_decision_t *ret, const char *reason);
-void my_select(my_selection_t *ret, const my_string_t *id);
+void my_select(my_selection_t *ret, uint32_t index);
 void my_refuse(my_selection_t *ret, const char *reason);
 
 /* Evicts from `ranked` (n models), in order, just enough to free `req->needed_bytes`; skips
@@ -55,8 +63,8 @@ void my_refuse(my_selection_t *ret, const char *reason);
 void my_evict_until_fits(const my_eviction_request_t *req, const my_model_t *const *ranked,
                          size_t n, my_eviction_decision_t *ret);
 
-/* The candidate the request names by id, else by alias; NULL if none. */
-const my_model_t *my_named_model(const my_request_t *req, const my_list_model_t *candidates);
+/* The model a request names by id or alias: true with its index in `*index`. */
+bool my_named(const my_request_t *req, uint32_t *index);
 
 /* Keeps the system messages and the newest user turn, then the newest other turns that fit the
  * budget, into `ret`. Returns false with `err` set when the kept ones alone do not fit. */
@@ -64,6 +72,7 @@ bool my_keep_newest_that_fit(const my_compression_request_t *req, my_list_messag
                              my_string_t *err);
 
 /* Frees a hook's arguments. */
+void my_catalogue_free(my_catalogue_t *c);
 void my_eviction_request_free(my_eviction_request_t *req);
 void my_request_free(my_request_t *req);
 void my_list_model_free(my_list_model_t *list);

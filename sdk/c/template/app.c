@@ -1,9 +1,11 @@
-/* A modelyard policy in C: LRU eviction, task-based model selection, and compression that keeps
- * the system prompt, the newest user turn and the newest turns that fit.
+/* A modelyard policy in C (contract 0.2): LRU eviction, task-based model selection, and
+ * compression that keeps the system prompt, the newest user turn and the newest turns that fit.
  *
  * It makes the same decisions as the Rust built-ins `lru` (eviction, compression) and
  * `specialization` (selection). Change the rankings; the helpers keep them within the host's
- * rules. Each hook owns its arguments and frees them before returning.
+ * rules. Each hook owns its arguments and frees them before returning, except the catalogue,
+ * which is kept: the host keeps one instance across calls, so static state lives from one call
+ * to the next (a trap, a deadline or a reload starts a fresh one, configured again).
  */
 #include <ctype.h>
 #include <stdlib.h>
@@ -11,12 +13,25 @@
 
 #include "modelyard_policy.h"
 
-/* Least recently used first; ties by id so the answer is deterministic. */
+/* The catalogue from the last `configure`, or none yet. */
+static my_catalogue_t catalogue;
+static bool configured;
+
+void exports_modelyard_policy_lifecycle_configure(my_catalogue_t *given, my_interests_t *ret) {
+  if (configured) my_catalogue_free(&catalogue);
+  catalogue = *given;
+  configured = true;
+  /* Asked only about `auto` requests (the host routes ids and aliases), with their text. */
+  ret->selection = MODELYARD_POLICY_TYPES_SELECTION_INTEREST_AUTO;
+  ret->text = true;
+}
+
+/* Least recently used first; ties by index (the catalogue's id order). */
 static int by_last_active(const void *a, const void *b) {
   const my_model_t *x = *(const my_model_t *const *)a, *y = *(const my_model_t *const *)b;
   uint64_t ax = my_last_active_ms(x), ay = my_last_active_ms(y);
   if (ax != ay) return ax < ay ? -1 : 1;
-  return my_str_cmp(&x->id, &y->id);
+  return x->index < y->index ? -1 : x->index > y->index;
 }
 
 void exports_modelyard_policy_eviction_choose_eviction(my_eviction_request_t *req,
@@ -30,10 +45,16 @@ void exports_modelyard_policy_eviction_choose_eviction(my_eviction_request_t *re
   my_eviction_request_free(req);
 }
 
+/* Whether model `m` is tagged with the task of index `task` (-1: a task no model has). */
+static bool has(const my_model_t *m, int64_t task) {
+  return task >= 0 && configured && m->index < catalogue.models.len &&
+         my_list_has_u32(&catalogue.models.ptr[m->index].tags, (uint32_t)task);
+}
+
 /* How well a model's tags fit a task: an exact tag, a `general` model, anything else. */
-static float task_score(const my_model_t *m, const char *task) {
-  if (my_list_has_cstr(&m->tags, task)) return 1.0f;
-  if (my_list_has_cstr(&m->tags, "general")) return 0.7f;
+static float task_score(const my_model_t *m, int64_t task) {
+  if (has(m, task)) return 1.0f;
+  if (configured && has(m, my_list_find_cstr(&catalogue.tasks, "general"))) return 0.7f;
   return 0.3f;
 }
 
@@ -59,42 +80,46 @@ static const char *infer_task(const my_string_t *message) {
   return task;
 }
 
-/* Positive when `a` is the better choice: score, then ready, then priority, then smaller id. */
-static int better(const my_model_t *a, const my_model_t *b, const char *task) {
+/* Positive when `a` is the better choice: score, then ready, then priority, then smaller index. */
+static int better(const my_model_t *a, const my_model_t *b, int64_t task) {
   float sa = task_score(a, task), sb = task_score(b, task);
   if (sa != sb) return sa > sb ? 1 : -1;
   bool ra = a->state == MODELYARD_POLICY_TYPES_MODEL_STATE_READY;
   bool rb = b->state == MODELYARD_POLICY_TYPES_MODEL_STATE_READY;
   if (ra != rb) return ra ? 1 : -1;
   if (a->priority != b->priority) return a->priority > b->priority ? 1 : -1;
-  return -my_str_cmp(&a->id, &b->id);
+  return a->index < b->index ? 1 : a->index > b->index ? -1 : 0;
 }
 
 void exports_modelyard_policy_selection_select_model(my_request_t *req,
                                                      my_list_model_t *candidates,
                                                      my_telemetry_t *telemetry,
                                                      my_selection_t *ret) {
-  const my_model_t *named = my_named_model(req, candidates);
-  if (named) {
-    my_select(ret, &named->id);
-  } else if (!my_str_eq(&req->model, "auto")) {
+  uint32_t named;
+  if (my_named(req, &named)) {
+    my_select(ret, named);
+  } else if (req->asked.tag == MODELYARD_POLICY_TYPES_ASKED_UNKNOWN) {
     my_text_t reason = {0};
     my_text_cstr(&reason, "no model is named \"");
-    my_text_str(&reason, &req->model);
+    my_text_str(&reason, &req->asked.val.unknown);
     my_text_cstr(&reason, "\"");
     ret->tag = MODELYARD_POLICY_TYPES_SELECTION_REJECT;
     my_text_finish(&reason, &ret->val.reject);
   } else if (candidates->len == 0) {
     my_refuse(ret, "no model is configured");
   } else {
-    char *task = req->task.is_some
-                     ? strndup((const char *)req->task.val.ptr, req->task.val.len)
-                     : strdup(infer_task(&req->last_user_message));
+    int64_t task = -1;
+    if (req->task.is_some) {
+      if (req->task.val.tag == MODELYARD_POLICY_TYPES_TASK_TAG) task = req->task.val.val.tag;
+    } else if (configured) {
+      my_string_t empty = {0};
+      task = my_list_find_cstr(&catalogue.tasks,
+                               infer_task(req->text.is_some ? &req->text.val : &empty));
+    }
     const my_model_t *best = &candidates->ptr[0];
     for (size_t i = 1; i < candidates->len; i++)
       if (better(&candidates->ptr[i], best, task) > 0) best = &candidates->ptr[i];
-    my_select(ret, &best->id);
-    free(task);
+    my_select(ret, best->index);
   }
   my_request_free(req);
   my_list_model_free(candidates);

@@ -9,7 +9,7 @@ use super::Lang;
 
 const CONTRACT: &str = include_str!("../../../../wit/policy.wit");
 const CONTRACT_V0_2: &str = include_str!("../../../../wit/v0.2/policy.wit");
-/// The world a Python or JavaScript project builds: the 0.2 hooks it exports.
+/// The world a Python, JavaScript or C project builds: the 0.2 hooks it exports.
 const WORLD_V0_2: &str = include_str!("../../../../sdk/world.wit");
 const PY_APP: &str = include_str!("../../../../sdk/python/template/app.py");
 const PY_README: &str = include_str!("../../../../sdk/python/template/README.md");
@@ -119,7 +119,8 @@ fn template(lang: Lang, name: &str) -> Vec<(&'static str, String)> {
             ("modelyard_policy.h", C_HEADER.to_string()),
             ("modelyard_policy.c", C_HELPERS.to_string()),
             ("Makefile", fill(C_MAKEFILE)),
-            ("wit/policy.wit", CONTRACT.to_string()),
+            ("wit/policy.wit", WORLD_V0_2.to_string()),
+            ("wit/deps/policy/policy.wit", CONTRACT_V0_2.to_string()),
             ("README.md", fill(C_README)),
         ],
     });
