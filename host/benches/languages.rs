@@ -57,8 +57,9 @@ fn main() -> anyhow::Result<()> {
         sample::telemetry(1, 1 << 34, 1 << 33),
     );
     let compression = sample::compression_request(20, 400);
-    // Every model the samples name (0.1 components ignore it).
-    let catalogue = sample::catalogue(8);
+    // Every model the samples name: the 16 loaded ones (the 8 candidates among them) and the
+    // incoming one.
+    let catalogue = sample::catalogue(16);
 
     println!(
         "| language | component | build | host compile | choose-eviction µs (median / p99) | select-model µs | compress-context µs |"
