@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use super::catalogue::Catalogue;
 use super::trace::Trace;
 use crate::engine::NativeEviction;
-use crate::engine::types::{EvictionDecision, EvictionRequest, ModelState, WAIT_RECHECK};
+use crate::engine::types::{EvictionDecision, EvictionRequest, ModelState};
 
 /// The name `--policy` takes.
 pub const NAME: &str = "oracle";
@@ -90,7 +90,9 @@ impl NativeEviction for Oracle {
         if freed >= req.needed_bytes {
             EvictionDecision::Evict(evict)
         } else {
-            EvictionDecision::Wait(Some(WAIT_RECHECK))
+            // Only a model going idle (or unloaded) can make room: wait for that, as the
+            // built-ins do, rather than asking again every second.
+            EvictionDecision::Wait(None)
         }
     }
 }
@@ -154,6 +156,6 @@ mod tests {
         let d = o.choose_eviction(&request(&["c"], &["d"], GIB));
         assert_eq!(d, EvictionDecision::Evict(vec!["b".into()]));
         let d = o.choose_eviction(&request(&["a", "b", "c"], &["d"], GIB));
-        assert_eq!(d, EvictionDecision::Wait(Some(WAIT_RECHECK)));
+        assert_eq!(d, EvictionDecision::Wait(None));
     }
 }
