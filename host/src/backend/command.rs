@@ -60,6 +60,7 @@ pub async fn start(
     let argv = command_line(model, c, port);
     let mut cmd = tokio::process::Command::new(&argv[0]);
     cmd.args(&argv[1..])
+        .envs(device_env(model, c))
         .envs(c.env.iter().map(|(k, v)| (k, substitute(v, &vars))))
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
@@ -323,9 +324,62 @@ fn placeholders(
     ]
 }
 
+/// What pins a server to its model's GPU: `gpuN` (NVML's numbering) is CUDA device N once CUDA
+/// counts by PCI bus as NVML does, and the server sees only that card. Nothing for the CPU, or
+/// when the model's own `env` says which devices its server sees.
+fn device_env(model: &ModelSettings, c: &CommandSettings) -> Vec<(&'static str, String)> {
+    let Some(n) = model
+        .device
+        .strip_prefix("gpu")
+        .and_then(|n| n.parse::<u32>().ok())
+    else {
+        return Vec::new();
+    };
+    if c.env.iter().any(|(k, _)| k == "CUDA_VISIBLE_DEVICES") {
+        return Vec::new();
+    }
+    vec![
+        ("CUDA_DEVICE_ORDER", "PCI_BUS_ID".to_string()),
+        ("CUDA_VISIBLE_DEVICES", n.to_string()),
+    ]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn settings(env: Vec<(String, String)>) -> CommandSettings {
+        CommandSettings {
+            argv: vec!["s".into()],
+            env,
+            file: None,
+            health_path: "/health".into(),
+            start_timeout: std::time::Duration::from_secs(1),
+            stop_timeout: std::time::Duration::from_secs(1),
+        }
+    }
+
+    #[test]
+    fn a_server_on_a_gpu_sees_only_that_gpu_unless_its_env_says_otherwise() {
+        let on = |device: &str, c: &CommandSettings| {
+            let model = ModelSettings {
+                device: device.into(),
+                ..ModelSettings::new("m", crate::config::BackendSettings::Command(c.clone()))
+            };
+            device_env(&model, c)
+        };
+        let plain = settings(Vec::new());
+        assert_eq!(
+            on("gpu1", &plain),
+            [
+                ("CUDA_DEVICE_ORDER", "PCI_BUS_ID".to_string()),
+                ("CUDA_VISIBLE_DEVICES", "1".to_string())
+            ]
+        );
+        assert!(on("cpu", &plain).is_empty());
+        let own = settings(vec![("CUDA_VISIBLE_DEVICES".into(), "0,1".into())]);
+        assert!(on("gpu1", &own).is_empty(), "the model's env decides");
+    }
 
     #[test]
     fn placeholders_are_filled_and_others_left_alone() {
