@@ -31,8 +31,9 @@ fn main() -> anyhow::Result<()> {
 
 /// A host serving `models` stand-ins for `upstream`; returns its root URL.
 async fn host(upstream: &str, models: usize, dir: &std::path::Path) -> anyhow::Result<String> {
+    // Nothing to remember across runs: no state folder.
+    let mut text = String::from("listen = \"127.0.0.1:0\"\nstate_dir = \"\"\n");
     // Places for every client at once: the bench measures the proxy, not the queue.
-    let mut text = String::from("listen = \"127.0.0.1:0\"\n");
     for i in 0..models {
         text.push_str(&format!(
             "[models.stub{i:02}]\nurl = \"{upstream}/v1\"\nsize = \"1MiB\"\nparallel = 64\n"

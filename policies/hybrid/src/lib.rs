@@ -25,7 +25,8 @@
 //! ([`PROTECT_LOAD_FRACTION`]) is not evicted: evicting it would almost surely cost a reload
 //! before the room pays off. When only such models could make room, the answer is `wait`: a
 //! colder model finishes its request, or the guarded one's estimate runs out: the answer says
-//! when that is (at most a second, so that a growing queue is seen), and the host asks again. The guard yields when the incoming model has more requests waiting than four times
+//! when that is (at most a second, so that a growing queue is seen), and the host asks again.
+//! The guard yields when the incoming model has more requests waiting than four times
 //! ([`GUARD_YIELD_FACTOR`]) what the guarded model is expected to get during one reload: then
 //! the wait costs more than the reload would.
 //!

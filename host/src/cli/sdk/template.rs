@@ -13,7 +13,6 @@ const CONTRACT_V0_2: &str = include_str!("../../../../wit/v0.2/policy.wit");
 const WORLD_V0_2: &str = include_str!("../../../../sdk/world.wit");
 const PY_APP: &str = include_str!("../../../../sdk/python/template/app.py");
 const PY_README: &str = include_str!("../../../../sdk/python/template/README.md");
-
 const PY_HELPERS: &str = include_str!("../../../../sdk/python/modelyard_policy.py");
 const JS_APP: &str = include_str!("../../../../sdk/js/template/app.js");
 const JS_PACKAGE: &str = include_str!("../../../../sdk/js/template/package.json");
