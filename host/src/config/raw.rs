@@ -122,6 +122,9 @@ pub(super) struct RawModel {
     pub(super) parallel: Option<u32>,
     pub(super) size: Option<RawSize>,
     pub(super) device: Option<String>,
+    pub(super) capabilities: Option<Vec<String>>,
+    #[serde(default)]
+    pub(super) translate: Vec<String>,
     // command backend
     pub(super) cmd: Option<String>,
     pub(super) file: Option<String>,

@@ -340,6 +340,8 @@ impl Validator<'_> {
             }
         };
         let backend = backend?;
+        let capabilities = self.capabilities(&path, m.capabilities, &backend);
+        let translate = self.translate(&path, m.translate);
         if self.problems.len() > before {
             return None;
         }
@@ -354,8 +356,60 @@ impl Validator<'_> {
             parallel,
             size,
             device,
+            capabilities,
+            translate,
             backend,
         })
+    }
+
+    fn capabilities(
+        &mut self,
+        path: &str,
+        raw: Option<Vec<String>>,
+        backend: &BackendSettings,
+    ) -> Capabilities {
+        let Some(names) = raw else {
+            return match backend {
+                BackendSettings::Command(c) => Capabilities::from_command(&c.argv),
+                _ => Capabilities::openai_default(),
+            };
+        };
+        let path = format!("{path}.capabilities");
+        if names.is_empty() {
+            self.problem(&path, "is empty: a model that serves nothing is never used");
+        }
+        let mut caps = Vec::new();
+        for name in names {
+            match Capability::parse(&name) {
+                Some(c) => caps.push(c),
+                None => self.problem(
+                    &path,
+                    format_args!(
+                        "{name:?} is not one of {}",
+                        Capability::ALL.map(Capability::name).join(", ")
+                    ),
+                ),
+            }
+        }
+        Capabilities::of(caps)
+    }
+
+    fn translate(&mut self, path: &str, names: Vec<String>) -> Vec<Api> {
+        let mut apis = Vec::new();
+        for name in names {
+            match Api::parse(&name) {
+                Some(a) if !apis.contains(&a) => apis.push(a),
+                Some(_) => {}
+                None => self.problem(
+                    &format!("{path}.translate"),
+                    format_args!(
+                        "{name:?} is not one of {}",
+                        Api::ALL.map(Api::name).join(", ")
+                    ),
+                ),
+            }
+        }
+        apis
     }
 
     #[allow(clippy::too_many_arguments)]

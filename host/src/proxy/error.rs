@@ -1,11 +1,10 @@
-//! Errors as clients see them: OpenAI-shaped JSON (`{"error":{"message","type","code"}}`)
-//! with the right HTTP status and, where waiting helps, `Retry-After`.
+//! Errors as clients see them: a status, OpenAI's type and code, a message and, where waiting
+//! helps, `Retry-After`; [`super::dialect`] renders them in each route's API shape.
 
 use std::time::Duration;
 
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
 
 use crate::recorder::Outcome;
 use crate::scheduler::SchedError;
@@ -139,15 +138,8 @@ impl From<SchedError> for ApiError {
 }
 
 impl IntoResponse for ApiError {
+    /// In OpenAI's shape; [`ApiError::render`] answers in a route's own.
     fn into_response(self) -> Response {
-        let body =
-            json!({"error": {"message": self.message, "type": self.kind, "code": self.code}});
-        let mut resp = (self.status, axum::Json(body)).into_response();
-        if let Some(after) = self.retry_after
-            && let Ok(v) = HeaderValue::from_str(&after.as_secs().max(1).to_string())
-        {
-            resp.headers_mut().insert(header::RETRY_AFTER, v);
-        }
-        resp
+        self.render(super::dialect::Dialect::OpenAi)
     }
 }

@@ -11,32 +11,79 @@
 use std::sync::Arc;
 
 use axum::extract::Request;
-use axum::response::{IntoResponse as _, Response};
+use axum::response::Response;
 use serde_json::Value;
 use tokio::time::Instant;
 
+use super::dialect::Dialect;
 use super::fit::Fitted;
 use super::metrics::RequestLabels;
 use super::{AppState, acquire, fit, forward, parse, record, relay, route};
+use crate::config::Capability;
 use crate::engine::Hook;
 use crate::engine::experiment::Experiment;
 use crate::recorder::Stage;
 
-/// The OpenAI routes that take the request path.
+/// The routes that take the request path: every front door, one path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Route {
     Chat,
     Completions,
     Embeddings,
+    /// OpenAI's Responses API.
+    Responses,
+    /// Anthropic's Messages API.
+    Messages,
+    /// Anthropic's token count for a Messages request.
+    CountTokens,
+    /// llama-server's (and Jina's, Cohere's) rerank.
+    Rerank,
 }
 
 impl Route {
-    /// The path after the API root, on our side and the server's.
-    pub fn path(self) -> &'static str {
+    /// Its name in metrics and traces: the path after the API root.
+    pub fn name(self) -> &'static str {
+        match self {
+            Route::Chat => "chat/completions",
+            Route::Completions => "completions",
+            Route::Embeddings => "embeddings",
+            Route::Responses => "responses",
+            Route::Messages => "messages",
+            Route::CountTokens => "messages/count_tokens",
+            Route::Rerank => "rerank",
+        }
+    }
+
+    /// The path after the server's API root that serves it natively.
+    pub fn upstream_path(self) -> &'static str {
         match self {
             Route::Chat => "/chat/completions",
             Route::Completions => "/completions",
             Route::Embeddings => "/embeddings",
+            Route::Responses => "/responses",
+            Route::Messages => "/messages",
+            Route::CountTokens => "/messages/count_tokens",
+            Route::Rerank => "/rerank",
+        }
+    }
+
+    /// The shape its errors take.
+    pub fn dialect(self) -> Dialect {
+        match self {
+            Route::Messages | Route::CountTokens => Dialect::Anthropic,
+            _ => Dialect::OpenAi,
+        }
+    }
+
+    /// What a model must serve to take it.
+    pub fn capability(self) -> Capability {
+        match self {
+            Route::Chat | Route::Responses | Route::Messages | Route::CountTokens => {
+                Capability::Chat
+            }
+            Route::Completions => Capability::Completions,
+            Route::Embeddings => Capability::Embeddings,
+            Route::Rerank => Capability::Rerank,
         }
     }
 }
@@ -79,6 +126,8 @@ pub struct Exchange {
     pub model: Option<String>,
     /// What fitting the prompt into the model's window did.
     pub fitted: Fitted,
+    /// The client's headers that go on to the server (Anthropic's version and beta flags).
+    pub passed_headers: Vec<(axum::http::HeaderName, axum::http::HeaderValue)>,
 }
 
 impl Exchange {
@@ -100,6 +149,7 @@ impl Exchange {
             arms: Vec::new(),
             model: None,
             fitted: Fitted::default(),
+            passed_headers: Vec::new(),
         }
     }
 
@@ -120,13 +170,13 @@ pub async fn handle(app: Arc<AppState>, req: Request, route: Route) -> Response 
         Ok(resp) => resp,
         Err(e) => {
             record::failed(&app, &ex, &e);
-            e.into_response()
+            e.render(route.dialect())
         }
     };
     app.metrics
         .requests
         .get_or_create(&RequestLabels {
-            route: route.path().trim_start_matches('/').to_string(),
+            route: route.name().to_string(),
             model: ex.model.unwrap_or_default(),
             status: resp.status().as_u16(),
         })
@@ -150,5 +200,5 @@ async fn serve(
     ex.stage = Stage::Forward;
     let answer = forward::forward(app, ex, &mut lease).await?;
     ex.stage = Stage::Relay;
-    relay::relay(app, ex, lease, answer)
+    relay::relay(app, ex, lease, answer).await
 }

@@ -86,10 +86,49 @@ pub async fn fit(
     lease: &Lease,
 ) -> Result<(), ApiError> {
     let key = ex.key_for(Hook::CompressContext).to_string();
+    let hooks = app.scheduler.hooks();
     ex.fitted = match ex.route {
-        Route::Chat => fit_chat(&key, app.scheduler.hooks(), lease, target, &mut ex.body).await?,
+        Route::Chat => {
+            fit_turns(&key, hooks, lease, target, &mut ex.body, "messages", None).await?
+        }
+        // Anthropic's system prompt and the Responses API's instructions sit beside the turns:
+        // counted, never compressed.
+        Route::Messages => {
+            let system = text_of(&ex.body["system"]);
+            fit_turns(
+                &key,
+                hooks,
+                lease,
+                target,
+                &mut ex.body,
+                "messages",
+                Some(system),
+            )
+            .await?
+        }
+        Route::Responses if ex.body["input"].is_array() => {
+            let instructions = text_of(&ex.body["instructions"]);
+            fit_turns(
+                &key,
+                hooks,
+                lease,
+                target,
+                &mut ex.body,
+                "input",
+                Some(instructions),
+            )
+            .await?
+        }
+        Route::Responses => {
+            let text = [&ex.body["instructions"], &ex.body["input"]]
+                .map(text_of)
+                .join("\n");
+            check_text(lease, target, &ex.body, text).await?
+        }
         Route::Completions => check_prompt(lease, target, &ex.body).await?,
-        Route::Embeddings => Fitted::new(ex.estimated_tokens, false),
+        Route::Embeddings | Route::Rerank | Route::CountTokens => {
+            Fitted::new(ex.estimated_tokens, false)
+        }
     };
     let labels = ModelLabels {
         model: target.id.clone(),
@@ -129,8 +168,9 @@ fn counted(
     }
 }
 
-/// The text of a message's `content`: a string, or the text parts of an array.
-fn text_of(content: &Value) -> String {
+/// The text of a message's `content` (or a system prompt): a string, or the text parts of an
+/// array (OpenAI's content parts, Anthropic's text blocks, the Responses API's input text).
+pub fn text_of(content: &Value) -> String {
     match content {
         Value::String(s) => s.clone(),
         Value::Array(parts) => parts
@@ -145,6 +185,7 @@ fn text_of(content: &Value) -> String {
 /// The output a request asks for.
 pub fn requested_output(body: &Value) -> Option<u32> {
     body.get("max_completion_tokens")
+        .or_else(|| body.get("max_output_tokens"))
         .or_else(|| body.get("max_tokens"))
         .and_then(Value::as_u64)
         .map(|n| u32::try_from(n).unwrap_or(u32::MAX))
@@ -167,35 +208,54 @@ fn budget(body: &Value, model: &Model) -> Result<u32, ApiError> {
     Ok(window - output)
 }
 
-/// Fits a chat request's `messages` into `model`'s window, through `compress-context` if
-/// needed.
-async fn fit_chat(
+/// Fits the turns in `body[field]` (chat's `messages`, say) into `model`'s window, through
+/// `compress-context` if needed; `fixed` is text beside the turns (a system prompt) that
+/// takes its share of the window and is never compressed.
+async fn fit_turns(
     key: &str,
     hooks: &std::sync::Arc<Hooks>,
     lease: &Lease,
     model: &Model,
     body: &mut Value,
+    field: &str,
+    fixed: Option<String>,
 ) -> Result<Fitted, ApiError> {
-    let Some(originals) = body.get("messages").and_then(Value::as_array).cloned() else {
+    let Some(originals) = body.get(field).and_then(Value::as_array).cloned() else {
         return Err(ApiError::bad_request(
             "invalid_messages",
-            "\"messages\" must be an array",
+            format!("\"{field}\" must be an array"),
         ));
     };
-    let budget = budget(body, model)?;
-    let texts: Vec<String> = originals.iter().map(|m| text_of(&m["content"])).collect();
+    let window = budget(body, model)?;
+    let mut texts: Vec<String> = originals.iter().map(|m| text_of(&m["content"])).collect();
+    // The fixed text rides last in the count and is split off again.
+    let fixed = fixed.filter(|f| !f.is_empty());
+    texts.extend(fixed.clone());
     let estimated: u32 = texts.iter().map(|t| tokens::estimate_message(t)).sum();
-    if f64::from(estimated) <= f64::from(budget) * EXACT_COUNT_ABOVE {
+    if f64::from(estimated) <= f64::from(window) * EXACT_COUNT_ABOVE {
         return Ok(Fitted::new(estimated, false));
     }
     let (counts, upper_bound) = count(lease, &texts).await;
-    let counts: Vec<u32> = counts
+    let mut counts: Vec<u32> = counts
         .into_iter()
         .map(|n| n.saturating_add(PER_MESSAGE_OVERHEAD))
         .collect();
+    let fixed_tokens = if fixed.is_some() {
+        texts.pop();
+        counts.pop().unwrap_or_default()
+    } else {
+        0
+    };
+    if fixed_tokens >= window {
+        return Err(too_long(format!(
+            "the system prompt alone has {fixed_tokens} tokens; {} takes {window} besides the requested output",
+            model.id
+        )));
+    }
+    let budget = window - fixed_tokens;
     let before: u32 = counts.iter().sum();
     if before <= budget {
-        return Ok(Fitted::new(before, upper_bound));
+        return Ok(Fitted::new(before + fixed_tokens, upper_bound));
     }
     let messages: Vec<Message> = originals
         .iter()
@@ -210,14 +270,14 @@ async fn fit_chat(
     let kept = compress(key, hooks, model, &messages, budget).await?;
     let (rebuilt, dropped_messages) = rebuild(&originals, &messages, &kept);
     let after: u32 = kept.iter().map(|m| m.tokens).sum();
-    body["messages"] = Value::Array(rebuilt);
+    body[field] = Value::Array(rebuilt);
     Ok(Fitted {
         compressed: Some(Compressed {
-            before,
-            after,
+            before: before + fixed_tokens,
+            after: after + fixed_tokens,
             dropped_messages,
         }),
-        prompt_tokens: after,
+        prompt_tokens: after + fixed_tokens,
         upper_bound,
     })
 }
@@ -279,7 +339,6 @@ fn rebuild(originals: &[Value], messages: &[Message], kept: &[Message]) -> (Vec<
 
 /// Refuses a completion prompt that does not fit (a bare prompt has no turns to compress).
 async fn check_prompt(lease: &Lease, model: &Model, body: &Value) -> Result<Fitted, ApiError> {
-    let budget = budget(body, model)?;
     let text = match &body["prompt"] {
         Value::String(s) => s.clone(),
         Value::Array(a) => a
@@ -294,6 +353,17 @@ async fn check_prompt(lease: &Lease, model: &Model, body: &Value) -> Result<Fitt
             ));
         }
     };
+    check_text(lease, model, body, text).await
+}
+
+/// Refuses a prompt `text` that does not fit.
+async fn check_text(
+    lease: &Lease,
+    model: &Model,
+    body: &Value,
+    text: String,
+) -> Result<Fitted, ApiError> {
+    let budget = budget(body, model)?;
     let estimated = tokens::estimate(&text);
     if f64::from(estimated) <= f64::from(budget) * EXACT_COUNT_ABOVE {
         return Ok(Fitted::new(estimated, false));

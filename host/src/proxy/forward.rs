@@ -19,9 +19,12 @@ pub async fn forward(
 ) -> Result<reqwest::Response, ApiError> {
     let endpoint = lease.endpoint();
     ex.body["model"] = Value::String(endpoint.model_name.clone());
-    let url = format!("{}{}", endpoint.api_base, ex.route.path());
+    let url = format!("{}{}", endpoint.api_base, ex.route.upstream_path());
     let send = |lease: &Lease| {
         let mut upstream = app.http.post(&url).json(&ex.body);
+        for (name, value) in &ex.passed_headers {
+            upstream = upstream.header(name, value);
+        }
         if let Some(key) = &lease.endpoint().api_key {
             upstream = upstream.bearer_auth(key);
         }

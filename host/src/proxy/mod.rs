@@ -10,6 +10,8 @@
 
 mod acquire;
 mod admin;
+mod anthropic;
+mod dialect;
 mod error;
 mod exchange;
 mod fit;
@@ -27,10 +29,11 @@ use axum::Router;
 use axum::extract::{Request, State};
 use axum::http::header;
 use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::{get, post};
 use serde_json::json;
 
+use dialect::Dialect;
 pub use error::ApiError;
 pub use fit::{Compressed, DEFAULT_OUTPUT_RESERVE};
 pub use metrics::Metrics;
@@ -40,6 +43,8 @@ use crate::engine::PolicySet;
 use crate::recorder::Recorder;
 use crate::scheduler::Scheduler;
 
+/// Anthropic's API key header, accepted beside `Authorization: Bearer`.
+const API_KEY_HEADER: &str = "x-api-key";
 /// Header naming the request's task (`code`, `chat`, ...), read by select-model and demand.
 pub const TASK_HEADER: &str = "x-modelyard-task";
 /// Header giving the request's priority (an integer; higher matters more).
@@ -81,6 +86,11 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/chat/completions", post(openai::chat))
         .route("/v1/completions", post(openai::completions))
         .route("/v1/embeddings", post(openai::embeddings))
+        .route("/v1/responses", post(openai::responses))
+        .route("/v1/rerank", post(openai::rerank))
+        .route("/v1/reranking", post(openai::rerank))
+        .route("/v1/messages", post(anthropic::messages))
+        .route("/v1/messages/count_tokens", post(anthropic::count_tokens))
         .route_layer(middleware::from_fn_with_state(state.clone(), client_auth));
     let admin = Router::new()
         .route("/admin/models", get(admin::models))
@@ -111,23 +121,25 @@ pub fn router(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
+/// The key a client sent: `Authorization: Bearer <key>`, or Anthropic's `x-api-key`.
 fn bearer(req: &Request) -> Option<&str> {
-    req.headers()
-        .get(header::AUTHORIZATION)?
-        .to_str()
-        .ok()?
-        .strip_prefix("Bearer ")
+    let headers = req.headers();
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .or_else(|| headers.get(API_KEY_HEADER).and_then(|v| v.to_str().ok()))
         .map(str::trim)
 }
 
-fn unauthorized(what: &str) -> Response {
+fn unauthorized(req: &Request, what: &str) -> Response {
     ApiError::new(
         axum::http::StatusCode::UNAUTHORIZED,
         "invalid_request_error",
         "invalid_api_key",
-        format!("{what}: send `Authorization: Bearer <key>` with a configured key"),
+        format!("{what}: send `Authorization: Bearer <key>` (or `x-api-key: <key>`) with a configured key"),
     )
-    .into_response()
+    .render(Dialect::of_path(req.uri().path()))
 }
 
 /// With keys configured, `/v1` needs one; the key's entry rides along as an extension.
@@ -143,7 +155,7 @@ async fn client_auth(State(app): State<Arc<AppState>>, mut req: Request, next: N
             req.extensions_mut().insert(key);
             next.run(req).await
         }
-        None => unauthorized("missing or unknown API key"),
+        None => unauthorized(&req, "missing or unknown API key"),
     }
 }
 
@@ -151,7 +163,7 @@ async fn client_auth(State(app): State<Arc<AppState>>, mut req: Request, next: N
 async fn admin_auth(State(app): State<Arc<AppState>>, req: Request, next: Next) -> Response {
     match &app.scheduler.settings().auth.admin_key {
         Some(key) if bearer(&req) != Some(key.as_str()) => {
-            unauthorized("missing or wrong admin key")
+            unauthorized(&req, "missing or wrong admin key")
         }
         _ => next.run(req).await,
     }

@@ -40,3 +40,11 @@ pub async fn completions(State(app): State<Arc<AppState>>, req: Request) -> Resp
 pub async fn embeddings(State(app): State<Arc<AppState>>, req: Request) -> Response {
     handle(app, req, Route::Embeddings).await
 }
+
+pub async fn responses(State(app): State<Arc<AppState>>, req: Request) -> Response {
+    handle(app, req, Route::Responses).await
+}
+
+pub async fn rerank(State(app): State<Arc<AppState>>, req: Request) -> Response {
+    handle(app, req, Route::Rerank).await
+}

@@ -9,12 +9,15 @@ use axum::extract::Request;
 use axum::http::{HeaderMap, StatusCode, header};
 use serde_json::Value;
 
-use super::exchange::{Arm, Exchange};
+use super::exchange::{Arm, Exchange, Route};
 use super::{ApiError, AppState, PRIORITY_HEADER, TASK_HEADER};
 use crate::config::ApiKey;
 use crate::engine::Hook;
 use crate::engine::experiment::Sticky;
 use crate::engine::tokens;
+
+/// Client headers the server gets too: Anthropic's API version and beta flags.
+const PASSED_HEADERS: [&str; 2] = ["anthropic-version", "anthropic-beta"];
 
 /// Fills the exchange from the request, or says what is wrong with it.
 pub async fn parse(app: &AppState, req: Request, ex: &mut Exchange) -> Result<(), ApiError> {
@@ -34,6 +37,9 @@ pub async fn parse(app: &AppState, req: Request, ex: &mut Exchange) -> Result<()
         ));
     };
     ex.asked = asked.to_string();
+    check_shape(ex.route, &body)?;
+    let mut body = body;
+    normalize(ex.route, &mut body);
     ex.priority = match header_text(&headers, PRIORITY_HEADER) {
         None => key.as_ref().map_or(0, |k| k.priority),
         Some(p) => p.trim().parse().map_err(|_| {
@@ -45,7 +51,19 @@ pub async fn parse(app: &AppState, req: Request, ex: &mut Exchange) -> Result<()
     };
     ex.task = header_text(&headers, TASK_HEADER)
         .or_else(|| body["metadata"]["task"].as_str().map(str::to_string));
-    ex.user = body["user"].as_str().map(str::to_string);
+    ex.user = body["user"]
+        .as_str()
+        .or(body["metadata"]["user_id"].as_str())
+        .map(str::to_string);
+    ex.passed_headers = PASSED_HEADERS
+        .iter()
+        .filter_map(|name| {
+            Some((
+                header::HeaderName::from_static(name),
+                headers.get(*name)?.clone(),
+            ))
+        })
+        .collect();
     ex.client = key
         .as_ref()
         .map(|k| k.name.as_str())
@@ -56,6 +74,71 @@ pub async fn parse(app: &AppState, req: Request, ex: &mut Exchange) -> Result<()
     ex.body = body;
     ex.arms = arms(app, ex);
     Ok(())
+}
+
+/// The fields each route reads, checked before anything is chosen or loaded, so a malformed
+/// request costs no load and reaches no server.
+fn check_shape(route: Route, body: &Value) -> Result<(), ApiError> {
+    let wrong = |field: &str, should: &str| {
+        let code = match field {
+            "messages" => "invalid_messages",
+            "prompt" => "invalid_prompt",
+            _ => "invalid_request",
+        };
+        ApiError::bad_request(code, format!("\"{field}\" must be {should}"))
+    };
+    let is_array = |f: &str| body[f].is_array();
+    let text_or_list = |f: &str| body[f].is_string() || body[f].is_array();
+    let counts = ["max_tokens", "max_completion_tokens", "max_output_tokens"];
+    if let Some(f) = counts
+        .into_iter()
+        .find(|f| !body[*f].is_null() && !body[*f].is_u64())
+    {
+        return Err(wrong(f, "a non-negative integer"));
+    }
+    if !body["stream"].is_null() && !body["stream"].is_boolean() {
+        return Err(wrong("stream", "true or false"));
+    }
+    match route {
+        Route::Chat if !is_array("messages") => Err(wrong("messages", "an array of messages")),
+        Route::Messages | Route::CountTokens if !is_array("messages") => {
+            Err(wrong("messages", "an array of messages"))
+        }
+        Route::Messages if body["max_tokens"].is_null() => Err(ApiError::bad_request(
+            "invalid_request",
+            "\"max_tokens\" is required (the Messages API has no default)",
+        )),
+        Route::Messages | Route::CountTokens
+            if !(body["system"].is_null() || text_or_list("system")) =>
+        {
+            Err(wrong("system", "a string or an array of text blocks"))
+        }
+        Route::Responses if !text_or_list("input") => {
+            Err(wrong("input", "a string or an array of input items"))
+        }
+        Route::Completions if !text_or_list("prompt") => {
+            Err(wrong("prompt", "a string or an array of strings"))
+        }
+        Route::Embeddings if !text_or_list("input") => Err(wrong("input", "a string or an array")),
+        Route::Rerank if !body["query"].is_string() => Err(wrong("query", "a string")),
+        Route::Rerank if !is_array("documents") => Err(wrong("documents", "an array of documents")),
+        _ => Ok(()),
+    }
+}
+
+/// Spells out what an API lets clients leave implicit and some servers need: a Responses
+/// input message without `"type"` (OpenAI's "easy input message") gets `"type": "message"`
+/// (llama-server refuses it otherwise).
+fn normalize(route: Route, body: &mut Value) {
+    if route == Route::Responses
+        && let Some(items) = body["input"].as_array_mut()
+    {
+        for item in items.iter_mut().filter_map(Value::as_object_mut) {
+            if item.contains_key("role") && !item.contains_key("type") {
+                item.insert("type".into(), "message".into());
+            }
+        }
+    }
 }
 
 /// Each experiment running now, with this request's sticky key for it.
@@ -126,15 +209,14 @@ fn client_hash(name: &str) -> String {
         .collect()
 }
 
-/// The newest user message (or a completion's prompt), for policies that read the task in it.
+/// The newest user message (chat's and Anthropic's `messages`, the Responses API's `input`),
+/// or a completion's prompt, for policies that read the task in it.
 pub fn last_user_message(body: &Value) -> String {
-    body["messages"]
-        .as_array()
+    let turns = body["messages"].as_array().or(body["input"].as_array());
+    turns
         .and_then(|ms| ms.iter().rev().find(|m| m["role"] == "user"))
-        .map(|m| match &m["content"] {
-            Value::String(s) => s.clone(),
-            other => other.to_string(),
-        })
+        .map(|m| super::fit::text_of(&m["content"]))
+        .or_else(|| body["input"].as_str().map(str::to_string))
         .or_else(|| body["prompt"].as_str().map(str::to_string))
         .unwrap_or_default()
 }

@@ -19,7 +19,7 @@ fn record(ex: &Exchange, status: u16, outcome: Outcome) -> Record {
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
         id: ex.id.clone(),
-        route: ex.route.path().trim_start_matches('/').to_string(),
+        route: ex.route.name().to_string(),
         asked: ex.asked.clone(),
         model: ex.model.clone(),
         task: ex.task.clone(),

@@ -17,15 +17,37 @@ use super::{ApiError, AppState, CONTEXT_HEADER, MODEL_HEADER};
 use crate::engine::experiment::{Experiment, Outcome};
 use crate::scheduler::Lease;
 
-/// Relays `answer` to the client with the host's headers.
-pub fn relay(
+/// The most of a server's error body that is read to put it in the route's shape.
+const MAX_ERROR_BODY: usize = 64 << 10;
+
+/// An answer's body, chunk by chunk.
+type Chunks = std::pin::Pin<
+    Box<dyn futures_util::Stream<Item = Result<axum::body::Bytes, reqwest::Error>> + Send>,
+>;
+
+/// Relays `answer` to the client with the host's headers. A server's error on a route of
+/// another API than OpenAI's is put in that API's shape.
+pub async fn relay(
     app: &AppState,
     ex: &mut Exchange,
     mut lease: Lease,
     answer: reqwest::Response,
 ) -> Result<Response, ApiError> {
     let status = StatusCode::from_u16(answer.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
-    let content_type = answer.headers().get(reqwest::header::CONTENT_TYPE).cloned();
+    let mut content_type = answer.headers().get(reqwest::header::CONTENT_TYPE).cloned();
+    let dialect = ex.route.dialect();
+    let body: Chunks = if status.is_client_error() || status.is_server_error() {
+        let bytes = read_limited(answer).await;
+        match dialect.reshape(status, &bytes) {
+            Some(shaped) => {
+                content_type = Some(HeaderValue::from_static("application/json"));
+                Box::pin(futures_util::stream::iter([Ok(shaped.to_string().into())]))
+            }
+            None => Box::pin(futures_util::stream::iter([Ok(bytes)])),
+        }
+    } else {
+        Box::pin(answer.bytes_stream())
+    };
     if status.is_server_error() {
         lease.fail();
     }
@@ -64,7 +86,7 @@ pub fn relay(
     // The state holds the finish, so the stream's end, or its drop when the client leaves,
     // records the request.
     let stream = futures_util::stream::unfold(
-        (answer.bytes_stream(), finish, lease),
+        (body, finish, lease),
         |(mut body, mut finish, mut lease)| async move {
             let Some(chunk) = body.next().await else {
                 finish.end();
@@ -81,6 +103,19 @@ pub fn relay(
     );
     resp.body(Body::from_stream(stream))
         .map_err(|e| ApiError::backend(format!("could not relay the answer: {e}")))
+}
+
+/// Up to [`MAX_ERROR_BODY`] bytes of an answer (an error's, which is short).
+async fn read_limited(mut answer: reqwest::Response) -> axum::body::Bytes {
+    let mut out = Vec::new();
+    while let Ok(Some(chunk)) = answer.chunk().await {
+        out.extend_from_slice(&chunk);
+        if out.len() >= MAX_ERROR_BODY {
+            out.truncate(MAX_ERROR_BODY);
+            break;
+        }
+    }
+    out.into()
 }
 
 /// Records the request's duration, its outcome on each experiment's arm and, when the host

@@ -1,9 +1,11 @@
 //! The route stage: `select-model` chooses the model that serves the request, from every
-//! configured model, and the exchange carries its id from here on.
+//! configured model that can (a request for `auto` sees only models with the route's
+//! capability), and the exchange carries its id from here on. A model that cannot serve the
+//! route is refused with the names of those that can.
 
 use axum::http::StatusCode;
 
-use super::exchange::Exchange;
+use super::exchange::{Exchange, Route};
 use super::parse::last_user_message;
 use super::{ApiError, AppState, fit};
 use crate::engine::Hook;
@@ -17,10 +19,26 @@ pub async fn select(app: &AppState, ex: &mut Exchange) -> Result<Model, ApiError
     if !app.scheduler.hooks().wants_selection(&ex.asked)
         && let Some(model) = app.scheduler.named_view(&ex.asked)
     {
+        capable(app, ex.route, &model.id)?;
         ex.model = Some(model.id.clone());
         return Ok(model);
     }
-    let (candidates, telemetry) = app.scheduler.selection_view();
+    let (mut candidates, telemetry) = app.scheduler.selection_view();
+    let needs = ex.route.capability();
+    if ex.asked == "auto" {
+        let settings = app.scheduler.settings();
+        candidates.retain(|m| {
+            settings
+                .model(&m.id)
+                .is_some_and(|s| s.capabilities.has(needs))
+        });
+        if candidates.is_empty() {
+            return Err(ApiError::bad_request(
+                "model_not_capable",
+                format!("no configured model serves {needs}"),
+            ));
+        }
+    }
     let hooks = app.scheduler.hooks().clone();
     let request = contract_request(ex);
     let key = ex.key_for(Hook::SelectModel).to_string();
@@ -34,10 +52,35 @@ pub async fn select(app: &AppState, ex: &mut Exchange) -> Result<Model, ApiError
         Selection::Model(id) => id,
         Selection::Reject(reason) => return Err(rejected(app, &ex.asked, &reason)),
     };
+    capable(app, ex.route, &chosen)?;
     let at = candidates.iter().position(|m| m.id == chosen);
     ex.model = Some(chosen);
     at.map(|i| candidates.swap_remove(i))
         .ok_or_else(|| ApiError::backend("select-model chose a model that vanished"))
+}
+
+/// Refuses `route` on model `id` when the model does not serve it, naming those that do.
+fn capable(app: &AppState, route: Route, id: &str) -> Result<(), ApiError> {
+    let needs = route.capability();
+    let settings = app.scheduler.settings();
+    if settings.model(id).is_none_or(|m| m.capabilities.has(needs)) {
+        return Ok(());
+    }
+    let able: Vec<&str> = settings
+        .models
+        .iter()
+        .filter(|m| m.capabilities.has(needs))
+        .map(|m| m.id.as_str())
+        .collect();
+    let which = if able.is_empty() {
+        "no configured model does".to_string()
+    } else {
+        format!("models that do: {}", able.join(", "))
+    };
+    Err(ApiError::bad_request(
+        "model_not_capable",
+        format!("{id} does not serve {needs} (its `capabilities`); {which}",),
+    ))
 }
 
 /// The contract's `request` record.

@@ -1,0 +1,312 @@
+//! The clients people run, end to end against real llama-server models: the official `openai`
+//! client on the Responses API, the official `anthropic` client on the Messages API, rerank,
+//! capability errors, and bad input on every new route in its own API's error shape.
+
+use serde_json::{Value, json};
+
+use crate::demo::{self, TestHost, llama_model, python_json, serial, settings, state_of};
+
+/// A chat model, an embedding model and a model in llama-server's reranking mode (SmolLM2 has
+/// no reranking head, so its scores mean little; the route and its shape are what is tested).
+fn three_kinds() -> String {
+    let d = demo::demo();
+    format!(
+        "{}{}{}",
+        llama_model("smol", &d.smollm2, "tags = [\"chat\"]"),
+        llama_model("embed", &d.smollm2, "")
+            .replace("--no-webui", "--no-webui --embeddings --pooling mean"),
+        llama_model("ranker", &d.smollm2, "").replace("--no-webui", "--no-webui --reranking"),
+    )
+}
+
+const RESPONSES_SCRIPT: &str = r#"
+import json, openai
+client = openai.OpenAI(max_retries=0)
+out = {}
+r = client.responses.create(model="smol", input="Say hello.", instructions="Be brief.",
+    max_output_tokens=8)
+out["text"] = r.output_text
+out["status"] = r.status
+out["output_tokens"] = r.usage.output_tokens
+turns = client.responses.create(model="smol", max_output_tokens=8, input=[
+    {"role": "user", "content": "My name is Ada."},
+    {"role": "assistant", "content": "Hello Ada."},
+    {"role": "user", "content": [{"type": "input_text", "text": "What is my name?"}]}])
+out["turns_text"] = turns.output_text
+kinds, deltas = [], []
+for event in client.responses.create(model="smol", input="Count to five.",
+        max_output_tokens=8, stream=True):
+    kinds.append(event.type)
+    if event.type == "response.output_text.delta":
+        deltas.append(event.delta)
+out["events"] = kinds
+out["deltas"] = len(deltas)
+try:
+    client.responses.create(model="no-such-model", input="hi")
+    out["unknown"] = "no error"
+except openai.NotFoundError as e:
+    out["unknown"] = [e.status_code, e.code]
+print(json.dumps(out))
+"#;
+
+const MESSAGES_SCRIPT: &str = r#"
+import json, os, anthropic
+root = os.environ["OPENAI_BASE_URL"].removesuffix("/v1")
+client = anthropic.Anthropic(base_url=root, api_key="unused", max_retries=0)
+hello = [{"role": "user", "content": "Say hello."}]
+out = {}
+m = client.messages.create(model="smol", max_tokens=8, system="You are terse.", messages=hello)
+out["text"] = m.content[0].text
+out["type"] = m.type
+out["stop_reason"] = m.stop_reason
+out["model"] = m.model
+out["output_tokens"] = m.usage.output_tokens
+with client.messages.stream(model="smol", max_tokens=8, messages=[
+        {"role": "user", "content": [{"type": "text", "text": "Count to five."}]}]) as s:
+    out["stream_chunks"] = len([t for t in s.text_stream])
+    out["stream_stop"] = s.get_final_message().stop_reason
+out["count"] = client.messages.count_tokens(model="smol", messages=hello).input_tokens
+out["count_with_system"] = client.messages.count_tokens(model="smol", system="You are terse.",
+    messages=hello).input_tokens
+try:
+    client.messages.create(model="no-such-model", max_tokens=8, messages=hello)
+    out["unknown"] = "no error"
+except anthropic.NotFoundError as e:
+    out["unknown"] = [type(e).__name__, e.status_code, e.body["type"], e.body["error"]["type"]]
+try:
+    client.messages.create(model="smol", max_tokens=8,
+        messages=[{"role": "user", "content": "lighthouse " * 4000}])
+    out["too_long"] = "no error"
+except anthropic.BadRequestError as e:
+    out["too_long"] = [e.status_code, e.body["error"]["type"], e.body["error"]["message"]]
+print(json.dumps(out))
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_official_openai_client_speaks_the_responses_api() {
+    let _serial = serial();
+    let host = TestHost::start(settings(&three_kinds())).await;
+    let base = host.url("/v1");
+    let out = tokio::task::spawn_blocking(move || python_json(RESPONSES_SCRIPT, &base))
+        .await
+        .unwrap();
+    assert!(
+        !out["text"].as_str().unwrap_or_default().is_empty(),
+        "{out}"
+    );
+    assert_eq!(out["status"], "completed", "{out}");
+    assert!(out["output_tokens"].as_u64().unwrap_or(0) >= 1, "{out}");
+    assert!(
+        !out["turns_text"].as_str().unwrap_or_default().is_empty(),
+        "{out}"
+    );
+    let events: Vec<&str> = out["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert_eq!(events.first(), Some(&"response.created"), "{out}");
+    assert_eq!(events.last(), Some(&"response.completed"), "{out}");
+    assert!(out["deltas"].as_u64().unwrap_or(0) >= 2, "streamed: {out}");
+    assert_eq!(out["unknown"], json!([404, "model_not_found"]), "{out}");
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_official_anthropic_client_speaks_the_messages_api() {
+    let _serial = serial();
+    let host = TestHost::start(settings(&three_kinds())).await;
+    let base = host.url("/v1");
+    let out = tokio::task::spawn_blocking(move || python_json(MESSAGES_SCRIPT, &base))
+        .await
+        .unwrap();
+    assert!(
+        !out["text"].as_str().unwrap_or_default().is_empty(),
+        "{out}"
+    );
+    assert_eq!(out["type"], "message", "{out}");
+    let stops = [json!("max_tokens"), json!("end_turn")];
+    assert!(stops.contains(&out["stop_reason"]), "{out}");
+    assert_eq!(out["model"], "smol", "{out}");
+    assert!(out["output_tokens"].as_u64().unwrap_or(0) >= 1, "{out}");
+    assert!(out["stream_chunks"].as_u64().unwrap_or(0) >= 2, "{out}");
+    assert!(stops.contains(&out["stream_stop"]), "{out}");
+    let (count, with_system) = (
+        out["count"].as_u64().unwrap_or(0),
+        out["count_with_system"].as_u64().unwrap_or(0),
+    );
+    // The system prompt replaces the chat template's default one: another count.
+    assert!(
+        count >= 2 && with_system >= 2 && with_system != count,
+        "{out}"
+    );
+    assert_eq!(
+        out["unknown"],
+        json!(["NotFoundError", 404, "error", "not_found_error"]),
+        "{out}"
+    );
+    assert_eq!(out["too_long"][0], 400, "{out}");
+    assert_eq!(out["too_long"][1], "invalid_request_error", "{out}");
+    assert!(
+        out["too_long"][2]
+            .as_str()
+            .unwrap_or_default()
+            .contains("smol takes"),
+        "the host's refusal, before the server: {out}"
+    );
+    host.stop().await;
+}
+
+async fn post(host: &TestHost, path: &str, body: Value) -> reqwest::Response {
+    host.http
+        .post(host.url(path))
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rerank_and_capabilities_route_to_the_models_that_serve_them() {
+    let _serial = serial();
+    let host = TestHost::start(settings(&three_kinds())).await;
+    let docs = json!({"query": "a lighthouse", "documents": ["the sea", "a lighthouse", "bread"]});
+    for path in ["/v1/rerank", "/v1/reranking"] {
+        let mut body = docs.clone();
+        body["model"] = json!("ranker");
+        let resp = post(&host, path, body).await;
+        assert_eq!(resp.status(), 200, "{path}");
+        let out: Value = resp.json().await.unwrap();
+        let results = out["results"].as_array().unwrap();
+        assert_eq!(results.len(), 3, "{out}");
+        assert!(
+            results.iter().all(|r| r["relevance_score"].is_f64()),
+            "{out}"
+        );
+    }
+    // `auto` sees only the models that serve the route.
+    let mut body = docs.clone();
+    body["model"] = json!("auto");
+    let resp = post(&host, "/v1/rerank", body).await;
+    assert_eq!(resp.headers()["x-modelyard-model"], "ranker");
+    let resp = post(
+        &host,
+        "/v1/embeddings",
+        json!({"model": "auto", "input": "hi"}),
+    )
+    .await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["x-modelyard-model"], "embed");
+
+    // A model asked for a route it does not serve: a 400 naming those that do, and no load.
+    let before = host.status();
+    let resp = post(
+        &host,
+        "/v1/embeddings",
+        json!({"model": "smol", "input": "hi"}),
+    )
+    .await;
+    assert_eq!(resp.status(), 400);
+    let err: Value = resp.json().await.unwrap();
+    assert_eq!(err["error"]["code"], "model_not_capable", "{err}");
+    let message = err["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("smol does not serve embeddings"),
+        "{message}"
+    );
+    assert!(message.contains("models that do: embed"), "{message}");
+    let resp = post(&host, "/v1/rerank", {
+        let mut b = docs.clone();
+        b["model"] = json!("smol");
+        b
+    })
+    .await;
+    let err: Value = resp.json().await.unwrap();
+    assert!(
+        err["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("models that do: ranker"),
+        "{err}"
+    );
+    assert_eq!(state_of(&before, "smol"), "unloaded");
+    assert_eq!(
+        state_of(&host.status(), "smol"),
+        "unloaded",
+        "nothing loaded"
+    );
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_on_the_new_routes_gets_each_apis_error_shape_and_reaches_no_server() {
+    let _serial = serial();
+    let d = demo::demo();
+    let host = TestHost::start(settings(&format!(
+        "[server]\nmax_body = \"2KiB\"\n{}",
+        llama_model("smol", &d.smollm2, "")
+    )))
+    .await;
+    let raw = |path: &'static str, body: &'static str| {
+        let host = &host;
+        async move {
+            let resp = host
+                .http
+                .post(host.url(path))
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            let status = resp.status().as_u16();
+            (status, resp.json::<Value>().await.unwrap())
+        }
+    };
+    let big = format!(r#"{{"model":"smol","input":"{}"}}"#, "x".repeat(4096));
+    let big: &'static str = Box::leak(big.into_boxed_str());
+    let cases: [(&str, &str, u16); 12] = [
+        ("/v1/responses", "{not json", 400),
+        ("/v1/responses", r#"{"model":"smol","input":7}"#, 400),
+        ("/v1/responses", r#"{"model":"nope","input":"hi"}"#, 404),
+        ("/v1/responses", big, 413),
+        ("/v1/messages", "{not json", 400),
+        (
+            "/v1/messages",
+            r#"{"model":"smol","max_tokens":8,"messages":"hi"}"#,
+            400,
+        ),
+        ("/v1/messages", r#"{"model":"smol","messages":[]}"#, 400),
+        (
+            "/v1/messages",
+            r#"{"model":"nope","max_tokens":8,"messages":[]}"#,
+            404,
+        ),
+        ("/v1/messages/count_tokens", big, 413),
+        (
+            "/v1/rerank",
+            r#"{"model":"smol","query":1,"documents":[]}"#,
+            400,
+        ),
+        ("/v1/rerank", "[]", 400),
+        ("/v1/reranking", big, 413),
+    ];
+    for (path, body, status) in cases {
+        let (got, err) = raw(path, body).await;
+        assert_eq!(got, status, "{path} {body:.60}: {err}");
+        if path.starts_with("/v1/messages") {
+            assert_eq!(err["type"], "error", "Anthropic's shape: {err}");
+            assert!(err["error"]["type"].is_string(), "{err}");
+            assert!(err["error"]["message"].is_string(), "{err}");
+        } else {
+            assert!(err["error"]["message"].is_string(), "OpenAI's shape: {err}");
+            assert!(err["error"]["code"].is_string(), "{err}");
+        }
+    }
+    assert_eq!(
+        state_of(&host.status(), "smol"),
+        "unloaded",
+        "no bad request loaded the model"
+    );
+    host.stop().await;
+}
