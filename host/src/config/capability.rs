@@ -91,7 +91,7 @@ impl Capabilities {
 
 /// A front-door API that a model's server may serve itself or the host translates to chat
 /// completions.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Api {
     /// OpenAI's Responses API, `/v1/responses`.
     Responses,

@@ -108,6 +108,8 @@ pub struct Settings {
     pub state_dir: Option<PathBuf>,
     pub models: Vec<ModelSettings>,
     pub experiments: Vec<ExperimentSettings>,
+    /// The file it was read from, for messages that send users to it.
+    pub source: Option<PathBuf>,
 }
 
 /// An experiment to start with the host.
@@ -325,6 +327,7 @@ impl Default for Settings {
             state_dir: None,
             models: Vec::new(),
             experiments: Vec::new(),
+            source: None,
         }
     }
 }
@@ -403,7 +406,9 @@ impl Settings {
             problems: vec![format!("cannot read it: {e}")],
         })?;
         let base = path.parent().unwrap_or(Path::new("."));
-        Self::from_toml(&text, base, &path.display().to_string())
+        let mut settings = Self::from_toml(&text, base, &path.display().to_string())?;
+        settings.source = Some(path.to_path_buf());
+        Ok(settings)
     }
 
     /// Validates config text; `base` is the folder relative paths start from.

@@ -118,6 +118,7 @@ impl Validator<'_> {
             state_dir,
             models,
             experiments,
+            source: None,
         }
     }
 

@@ -18,11 +18,13 @@ use tokio::time::Instant;
 use super::dialect::Dialect;
 use super::fit::Fitted;
 use super::metrics::RequestLabels;
+use super::translate::{self, Translation};
 use super::{AppState, acquire, fit, forward, parse, record, relay, route};
-use crate::config::Capability;
+use crate::config::{Api, Capability};
 use crate::engine::Hook;
 use crate::engine::experiment::Experiment;
 use crate::recorder::Stage;
+use crate::scheduler::KeepAlive;
 
 /// The routes that take the request path: every front door, one path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,6 +40,12 @@ pub enum Route {
     CountTokens,
     /// llama-server's (and Jina's, Cohere's) rerank.
     Rerank,
+    /// Ollama's `/api/chat`, `/api/generate`, `/api/embed`, `/api/embeddings`: always
+    /// translated ([`super::translate`]).
+    OllamaChat,
+    OllamaGenerate,
+    OllamaEmbed,
+    OllamaEmbeddings,
 }
 
 impl Route {
@@ -51,10 +59,24 @@ impl Route {
             Route::Messages => "messages",
             Route::CountTokens => "messages/count_tokens",
             Route::Rerank => "rerank",
+            Route::OllamaChat => "api/chat",
+            Route::OllamaGenerate => "api/generate",
+            Route::OllamaEmbed => "api/embed",
+            Route::OllamaEmbeddings => "api/embeddings",
         }
     }
 
-    /// The path after the server's API root that serves it natively.
+    /// The API whose native route a server may lack (then the host translates).
+    pub fn api(self) -> Option<Api> {
+        match self {
+            Route::Responses => Some(Api::Responses),
+            Route::Messages | Route::CountTokens => Some(Api::Messages),
+            _ => None,
+        }
+    }
+
+    /// The path after the server's API root that serves it natively (Ollama's routes are
+    /// never sent as they are).
     pub fn upstream_path(self) -> &'static str {
         match self {
             Route::Chat => "/chat/completions",
@@ -64,6 +86,8 @@ impl Route {
             Route::Messages => "/messages",
             Route::CountTokens => "/messages/count_tokens",
             Route::Rerank => "/rerank",
+            Route::OllamaChat | Route::OllamaGenerate => "/chat/completions",
+            Route::OllamaEmbed | Route::OllamaEmbeddings => "/embeddings",
         }
     }
 
@@ -71,6 +95,10 @@ impl Route {
     pub fn dialect(self) -> Dialect {
         match self {
             Route::Messages | Route::CountTokens => Dialect::Anthropic,
+            Route::OllamaChat
+            | Route::OllamaGenerate
+            | Route::OllamaEmbed
+            | Route::OllamaEmbeddings => Dialect::Ollama,
             _ => Dialect::OpenAi,
         }
     }
@@ -78,11 +106,16 @@ impl Route {
     /// What a model must serve to take it.
     pub fn capability(self) -> Capability {
         match self {
-            Route::Chat | Route::Responses | Route::Messages | Route::CountTokens => {
-                Capability::Chat
-            }
+            Route::Chat
+            | Route::Responses
+            | Route::Messages
+            | Route::CountTokens
+            | Route::OllamaChat
+            | Route::OllamaGenerate => Capability::Chat,
             Route::Completions => Capability::Completions,
-            Route::Embeddings => Capability::Embeddings,
+            Route::Embeddings | Route::OllamaEmbed | Route::OllamaEmbeddings => {
+                Capability::Embeddings
+            }
             Route::Rerank => Capability::Rerank,
         }
     }
@@ -128,6 +161,10 @@ pub struct Exchange {
     pub fitted: Fitted,
     /// The client's headers that go on to the server (Anthropic's version and beta flags).
     pub passed_headers: Vec<(axum::http::HeaderName, axum::http::HeaderValue)>,
+    /// How the request is translated for the model's server, when it is.
+    pub translation: Option<Translation>,
+    /// What the request said of the model's stay (Ollama's `keep_alive`).
+    pub keep_alive: Option<KeepAlive>,
 }
 
 impl Exchange {
@@ -150,7 +187,14 @@ impl Exchange {
             model: None,
             fitted: Fitted::default(),
             passed_headers: Vec::new(),
+            translation: None,
+            keep_alive: None,
         }
+    }
+
+    /// The OpenAI route the server is sent: the translation's, else the route's own.
+    pub fn upstream(&self) -> Route {
+        self.translation.as_ref().map_or(self.route, |t| t.upstream)
     }
 
     /// The sticky key for `hook`: its experiment's, or the request's id.
@@ -195,10 +239,32 @@ async fn serve(
     ex.stage = Stage::Acquire;
     let mut lease = acquire::acquire(app, ex, &target).await?;
     ex.leased = Some((Instant::now(), lease.ready_on_arrival));
+    if let Some(keep) = ex.keep_alive {
+        lease.keep_alive(keep);
+    }
     ex.stage = Stage::Fit;
+    if translate::wanted(app, ex.route, &target.id) {
+        if ex.route == Route::CountTokens {
+            return translate::count_tokens(ex, &lease).await;
+        }
+        translate::begin(ex)?;
+    }
     fit::fit(app, ex, &target, &lease).await?;
     ex.stage = Stage::Forward;
-    let answer = forward::forward(app, ex, &mut lease).await?;
+    let mut answer = forward::forward(app, ex, &mut lease).await?;
+    // A server without the route (an older one, or another kind): the host translates from
+    // now on, for this request and every later one to the model.
+    if answer.status() == reqwest::StatusCode::NOT_FOUND
+        && ex.translation.is_none()
+        && let Some(api) = ex.route.api()
+    {
+        translate::learn(app, &target.id, api);
+        if ex.route == Route::CountTokens {
+            return translate::count_tokens(ex, &lease).await;
+        }
+        translate::begin(ex)?;
+        answer = forward::forward(app, ex, &mut lease).await?;
+    }
     ex.stage = Stage::Relay;
     relay::relay(app, ex, lease, answer).await
 }

@@ -19,7 +19,7 @@ use crate::scheduler::Lease;
 /// Tokens kept free for the answer when a request does not say how many it wants.
 pub const DEFAULT_OUTPUT_RESERVE: u32 = 256;
 /// Tokens a chat template adds around each message.
-const PER_MESSAGE_OVERHEAD: u32 = 4;
+pub const PER_MESSAGE_OVERHEAD: u32 = 4;
 /// Below this share of the budget, the estimate is trusted and nothing is tokenized.
 const EXACT_COUNT_ABOVE: f64 = 0.5;
 
@@ -87,7 +87,7 @@ pub async fn fit(
 ) -> Result<(), ApiError> {
     let key = ex.key_for(Hook::CompressContext).to_string();
     let hooks = app.scheduler.hooks();
-    ex.fitted = match ex.route {
+    ex.fitted = match ex.upstream() {
         Route::Chat => {
             fit_turns(&key, hooks, lease, target, &mut ex.body, "messages", None).await?
         }
@@ -129,6 +129,11 @@ pub async fn fit(
         Route::Embeddings | Route::Rerank | Route::CountTokens => {
             Fitted::new(ex.estimated_tokens, false)
         }
+        // Translated before this stage: the upstream route is an OpenAI one.
+        Route::OllamaChat
+        | Route::OllamaGenerate
+        | Route::OllamaEmbed
+        | Route::OllamaEmbeddings => Fitted::new(ex.estimated_tokens, false),
     };
     let labels = ModelLabels {
         model: target.id.clone(),

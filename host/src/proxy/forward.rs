@@ -19,7 +19,7 @@ pub async fn forward(
 ) -> Result<reqwest::Response, ApiError> {
     let endpoint = lease.endpoint();
     ex.body["model"] = Value::String(endpoint.model_name.clone());
-    let url = format!("{}{}", endpoint.api_base, ex.route.upstream_path());
+    let url = format!("{}{}", endpoint.api_base, ex.upstream().upstream_path());
     let send = |lease: &Lease| {
         let mut upstream = app.http.post(&url).json(&ex.body);
         for (name, value) in &ex.passed_headers {

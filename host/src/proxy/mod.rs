@@ -17,11 +17,13 @@ mod exchange;
 mod fit;
 mod forward;
 mod metrics;
+mod ollama;
 mod openai;
 mod parse;
 mod record;
 mod relay;
 mod route;
+mod translate;
 
 use std::sync::Arc;
 
@@ -38,7 +40,7 @@ pub use error::ApiError;
 pub use fit::{Compressed, DEFAULT_OUTPUT_RESERVE};
 pub use metrics::Metrics;
 
-use crate::config::ApiKey;
+use crate::config::{Api, ApiKey};
 use crate::engine::PolicySet;
 use crate::recorder::Recorder;
 use crate::scheduler::Scheduler;
@@ -51,6 +53,9 @@ pub const TASK_HEADER: &str = "x-modelyard-task";
 pub const PRIORITY_HEADER: &str = "x-modelyard-priority";
 /// Response header: what compress-context did.
 pub const CONTEXT_HEADER: &str = "x-modelyard-context";
+/// Response header: the OpenAI route the request was translated to for its model's server
+/// (`chat/completions`, say), when it was.
+pub const TRANSLATED_HEADER: &str = "x-modelyard-translated";
 /// Response header: the model that served the request.
 pub const MODEL_HEADER: &str = "x-modelyard-model";
 
@@ -64,6 +69,8 @@ pub struct AppState {
     /// Where each request's record goes, when `[trace] record` says.
     pub recorder: Option<Arc<Recorder>>,
     next_id: std::sync::atomic::AtomicU64,
+    /// Models whose servers answered 404 on an API's route: the host translates it for them.
+    lacking: std::sync::Mutex<std::collections::HashSet<(String, Api)>>,
 }
 
 impl AppState {
@@ -75,7 +82,20 @@ impl AppState {
             http,
             recorder: None,
             next_id: std::sync::atomic::AtomicU64::new(1),
+            lacking: std::sync::Mutex::default(),
         }
+    }
+
+    fn lacking(&self, model: &str, api: Api) -> bool {
+        let lacking = self.lacking.lock().unwrap_or_else(|e| e.into_inner());
+        !lacking.is_empty() && lacking.contains(&(model.to_string(), api))
+    }
+
+    fn lacks(&self, model: &str, api: Api) {
+        self.lacking
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert((model.to_string(), api));
     }
 }
 
@@ -91,6 +111,19 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/reranking", post(openai::rerank))
         .route("/v1/messages", post(anthropic::messages))
         .route("/v1/messages/count_tokens", post(anthropic::count_tokens))
+        .route("/api/version", get(ollama::version))
+        .route("/api/tags", get(ollama::tags))
+        .route("/api/ps", get(ollama::ps))
+        .route("/api/show", post(ollama::show))
+        .route("/api/chat", post(ollama::chat))
+        .route("/api/generate", post(ollama::generate))
+        .route("/api/embed", post(ollama::embed))
+        .route("/api/embeddings", post(ollama::embeddings))
+        .route("/api/pull", post(ollama::managed))
+        .route("/api/push", post(ollama::managed))
+        .route("/api/create", post(ollama::managed))
+        .route("/api/copy", post(ollama::managed))
+        .route("/api/delete", axum::routing::delete(ollama::managed))
         .route_layer(middleware::from_fn_with_state(state.clone(), client_auth));
     let admin = Router::new()
         .route("/admin/models", get(admin::models))

@@ -40,6 +40,9 @@ pub async fn parse(app: &AppState, req: Request, ex: &mut Exchange) -> Result<()
     check_shape(ex.route, &body)?;
     let mut body = body;
     normalize(ex.route, &mut body);
+    if ex.route.dialect() == super::dialect::Dialect::Ollama {
+        ex.keep_alive = super::translate::keep_alive(&body)?;
+    }
     ex.priority = match header_text(&headers, PRIORITY_HEADER) {
         None => key.as_ref().map_or(0, |k| k.priority),
         Some(p) => p.trim().parse().map_err(|_| {

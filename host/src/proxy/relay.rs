@@ -13,7 +13,8 @@ use tokio::time::Instant;
 use super::exchange::Exchange;
 use super::metrics::ModelLabels;
 use super::record::Answer;
-use super::{ApiError, AppState, CONTEXT_HEADER, MODEL_HEADER};
+use super::translate::Translator;
+use super::{ApiError, AppState, CONTEXT_HEADER, MODEL_HEADER, TRANSLATED_HEADER};
 use crate::engine::experiment::{Experiment, Outcome};
 use crate::scheduler::Lease;
 
@@ -48,6 +49,17 @@ pub async fn relay(
     } else {
         Box::pin(answer.bytes_stream())
     };
+    // A translated request's answer goes back in the client's API; its errors took the
+    // dialect's shape above.
+    let translated = ex.translation.as_ref().map(|t| t.upstream.name());
+    let translator = ex
+        .translation
+        .take()
+        .filter(|_| status.is_success())
+        .map(|t| {
+            content_type = Some(HeaderValue::from_static(t.content_type()));
+            t.translator(lease.load_seconds)
+        });
     if status.is_server_error() {
         lease.fail();
     }
@@ -76,6 +88,9 @@ pub async fn relay(
     if let Ok(v) = HeaderValue::from_str(&model) {
         resp = resp.header(MODEL_HEADER, v);
     }
+    if let Some(route) = translated {
+        resp = resp.header(TRANSLATED_HEADER, route);
+    }
     if let Some(v) = ex
         .fitted
         .header()
@@ -85,24 +100,57 @@ pub async fn relay(
     }
     // The state holds the finish, so the stream's end, or its drop when the client leaves,
     // records the request.
-    let stream = futures_util::stream::unfold(
-        (body, finish, lease),
-        |(mut body, mut finish, mut lease)| async move {
-            let Some(chunk) = body.next().await else {
-                finish.end();
+    let relayed = Relayed {
+        body,
+        translator,
+        finish,
+        lease,
+        done: false,
+    };
+    let stream = futures_util::stream::unfold(relayed, |mut r| async move {
+        loop {
+            if r.done {
                 return None;
-            };
-            finish.chunk(chunk.as_ref().ok().map(|b| &b[..]));
-            lease.first_token();
-            if let Err(e) = &chunk {
-                tracing::warn!(model = %lease.model(), error = %e, "the server broke off its answer");
-                lease.fail();
             }
-            Some((chunk, (body, finish, lease)))
-        },
-    );
+            let Some(chunk) = r.body.next().await else {
+                r.finish.end();
+                r.done = true;
+                let tail = r.translator.as_mut().map(|t| t.end()).unwrap_or_default();
+                return (!tail.is_empty()).then(|| (Ok(tail.into()), r));
+            };
+            r.finish.chunk(chunk.as_ref().ok().map(|b| &b[..]));
+            r.lease.first_token();
+            let bytes = match chunk {
+                Err(e) => {
+                    tracing::warn!(model = %r.lease.model(), error = %e, "the server broke off its answer");
+                    r.lease.fail();
+                    return Some((Err(e), r));
+                }
+                Ok(bytes) => bytes,
+            };
+            match &mut r.translator {
+                None => return Some((Ok(bytes), r)),
+                Some(t) => {
+                    let out = t.push(&bytes);
+                    if !out.is_empty() {
+                        return Some((Ok(out.into()), r));
+                    }
+                }
+            }
+        }
+    });
     resp.body(Body::from_stream(stream))
         .map_err(|e| ApiError::backend(format!("could not relay the answer: {e}")))
+}
+
+/// What the relayed stream holds: the server's answer, its translation, the request's
+/// records and the lease, dropped together when the stream ends or the client leaves.
+struct Relayed {
+    body: Chunks,
+    translator: Option<Translator>,
+    finish: Finish,
+    lease: Lease,
+    done: bool,
 }
 
 /// Up to [`MAX_ERROR_BODY`] bytes of an answer (an error's, which is short).

@@ -76,8 +76,7 @@ async fn expire_ttl(inner: &Arc<Inner>) {
     let now = Instant::now();
     let expired = |s: &Slot| {
         s.evictable()
-            && s.cfg
-                .ttl
+            && s.ttl()
                 .is_some_and(|ttl| s.last_active().is_some_and(|t| now - t >= ttl))
     };
     let devices: Vec<String> = inner.capacity.keys().cloned().collect();

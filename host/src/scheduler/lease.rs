@@ -125,6 +125,7 @@ impl<'a> Waiter<'a> {
                     arrived: self.arrived,
                     first_token: None,
                     failed: false,
+                    keep: None,
                 }))
             }
             ModelState::Unloaded | ModelState::Failed => {
@@ -227,6 +228,8 @@ pub struct Lease {
     pub(super) arrived: Instant,
     pub(super) first_token: Option<Instant>,
     pub(super) failed: bool,
+    /// What the request said of the model's stay, applied when it is done.
+    pub(super) keep: Option<super::KeepAlive>,
 }
 
 impl Lease {
@@ -255,6 +258,12 @@ impl Lease {
         self.first_token.get_or_insert(at);
     }
 
+    /// How long the model stays after this request ([`super::KeepAlive`]), applied when the
+    /// lease is dropped.
+    pub fn keep_alive(&mut self, keep: super::KeepAlive) {
+        self.keep = Some(keep);
+    }
+
     /// Counts the request as an error of the model.
     pub fn fail(&mut self) {
         self.failed = true;
@@ -278,8 +287,26 @@ impl Drop for Lease {
         let (idle, next) = {
             let mut st = self.inner.lock();
             let slot = &mut st.slots[self.idx];
+            if let Some(keep) = self.keep {
+                slot.keep_alive(keep);
+            }
             (slot.release(now, took, self.failed), slot.first_in_line())
         };
+        // `keep_alive: 0`: the model goes once its last request is done.
+        if idle
+            && self.keep == Some(super::KeepAlive::Unload)
+            && let Ok(rt) = tokio::runtime::Handle::try_current()
+        {
+            let scheduler = super::Scheduler {
+                inner: self.inner.clone(),
+            };
+            let id = self.model().to_string();
+            rt.spawn(async move {
+                if let Err(e) = scheduler.unload(&id).await {
+                    tracing::debug!(model = %id, error = %e, "keep_alive 0: not unloaded now");
+                }
+            });
+        }
         // Its place is free: the first in line may take it. (A draining model's queue waits
         // for its next load instead.)
         wake(next);

@@ -123,6 +123,18 @@ pub struct Demand {
     pub prompt_tokens: u32,
 }
 
+/// How long a model stays loaded after a request, as the request says (Ollama's
+/// `keep_alive`); it holds for the model's current load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeepAlive {
+    /// Unload once no request is in flight on it.
+    Unload,
+    /// Keep it until it is evicted (no idle TTL).
+    Forever,
+    /// Offer it for eviction after this long idle.
+    For(Duration),
+}
+
 /// How the scheduler runs. The default is a real machine; the simulator says otherwise.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SchedulerOptions {
@@ -373,6 +385,26 @@ impl Scheduler {
     /// Loads `model` (an id or alias) if it is not loaded, and waits until it is ready.
     pub async fn load(&self, model: &str) -> Result<(), SchedError> {
         self.acquire(model, &Demand::default()).await.map(drop)
+    }
+
+    /// Sets how long `model`'s current load stays ([`KeepAlive`]); `Unload` unloads it now
+    /// unless requests are in flight on it (then it goes when they are done).
+    pub async fn keep_alive(&self, model: &str, keep: KeepAlive) -> Result<(), SchedError> {
+        let idx = self.inner.index(model)?;
+        let idle = {
+            let mut st = self.inner.lock();
+            let slot = &mut st.slots[idx];
+            slot.keep_alive(keep);
+            slot.in_flight() == 0
+        };
+        if keep == KeepAlive::Unload && idle {
+            let id = self.inner.settings.models[idx].id.clone();
+            match self.unload(&id).await {
+                Err(SchedError::Busy { .. }) | Ok(()) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
     }
 
     /// Unloads `model` now, pinned or not, unless requests are in flight on it.

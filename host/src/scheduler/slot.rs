@@ -15,7 +15,7 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use super::{MAX_BACKOFF, SchedError};
+use super::{KeepAlive, MAX_BACKOFF, SchedError};
 use crate::backend::Instance;
 use crate::config::ModelSettings;
 use crate::engine::types::ModelState;
@@ -70,6 +70,9 @@ pub(super) struct Slot {
     stats: Stats,
     /// What it is expected to hold on its device until it is measured.
     estimate: Estimate,
+    /// This load's idle TTL when a request set one (Ollama's `keep_alive`): `Some(None)` keeps
+    /// it; cleared by the next load.
+    ttl_override: Option<Option<Duration>>,
 }
 
 /// A request's place in a model's queue: its priority, then its arrival (earlier first).
@@ -118,6 +121,7 @@ impl Slot {
             last_error: None,
             stats: Stats::default(),
             estimate,
+            ttl_override: None,
         }
     }
 
@@ -314,6 +318,21 @@ impl Slot {
     }
 
     /// When it last finished a request, or became ready if it has served none.
+    /// How long it may stay idle before it is offered for eviction: this load's
+    /// `keep_alive`, else its config's `ttl`.
+    pub fn ttl(&self) -> Option<Duration> {
+        self.ttl_override.unwrap_or(self.cfg.ttl)
+    }
+
+    /// A request's `keep_alive` for this load.
+    pub fn keep_alive(&mut self, keep: KeepAlive) {
+        self.ttl_override = Some(match keep {
+            KeepAlive::Unload => Some(Duration::ZERO),
+            KeepAlive::Forever => None,
+            KeepAlive::For(d) => Some(d),
+        });
+    }
+
     pub fn last_active(&self) -> Option<Instant> {
         self.stats.last_used.or(self.stats.loaded_at)
     }
@@ -391,6 +410,7 @@ impl Slot {
         };
         self.consecutive_failures = 0;
         self.last_error = None;
+        self.ttl_override = None;
         self.stats.loaded_at = Some(now);
         self.stats.load_count += 1;
         self.stats.load_ms_total += load_ms;

@@ -131,7 +131,7 @@ pub(super) fn model(slot: &Slot, now: Instant) -> ModelStatus {
         endpoint: slot.instance().map(|i| i.endpoint().api_base.clone()),
         pinned: slot.cfg.pinned,
         priority: slot.cfg.priority,
-        ttl_secs: slot.cfg.ttl.map(|t| t.as_secs()),
+        ttl_secs: slot.ttl().map(|t| t.as_secs()),
         in_flight: slot.in_flight(),
         queued: slot.queued(),
         idle_ms,
