@@ -310,12 +310,17 @@ async fn bad_input_on_the_new_routes_gets_each_apis_error_shape_and_reaches_no_s
                 .await
                 .unwrap();
             let status = resp.status().as_u16();
-            (status, resp.json::<Value>().await.unwrap())
+            let text = resp.text().await.unwrap();
+            let parsed = serde_json::from_str::<Value>(&text)
+                .unwrap_or_else(|e| panic!("{path} {body:.60}: {e}: {text}"));
+            (status, parsed)
         }
     };
     let big = format!(r#"{{"model":"smol","input":"{}"}}"#, "x".repeat(4096));
     let big: &'static str = Box::leak(big.into_boxed_str());
-    let cases: [(&str, &str, u16); 12] = [
+    let big_ollama = format!(r#"{{"model":"smol","prompt":"{}"}}"#, "x".repeat(4096));
+    let big_ollama: &'static str = Box::leak(big_ollama.into_boxed_str());
+    let cases: [(&str, &str, u16); 20] = [
         ("/v1/responses", "{not json", 400),
         ("/v1/responses", r#"{"model":"smol","input":7}"#, 400),
         ("/v1/responses", r#"{"model":"nope","input":"hi"}"#, 404),
@@ -340,11 +345,29 @@ async fn bad_input_on_the_new_routes_gets_each_apis_error_shape_and_reaches_no_s
         ),
         ("/v1/rerank", "[]", 400),
         ("/v1/reranking", big, 413),
+        ("/api/chat", "{not json", 400),
+        ("/api/chat", r#"{"model":"smol","messages":"hi"}"#, 400),
+        ("/api/chat", r#"{"model":"nope","messages":[]}"#, 404),
+        (
+            "/api/chat",
+            r#"{"model":"smol","messages":[],"keep_alive":"soon"}"#,
+            400,
+        ),
+        ("/api/generate", r#"{"model":"smol","prompt":7}"#, 400),
+        ("/api/generate", r#"{"model":"nope","prompt":"hi"}"#, 404),
+        ("/api/embed", big_ollama, 413),
+        (
+            "/api/embeddings",
+            r#"{"model":"smol","prompt":"hi","options":3}"#,
+            400,
+        ),
     ];
     for (path, body, status) in cases {
         let (got, err) = raw(path, body).await;
         assert_eq!(got, status, "{path} {body:.60}: {err}");
-        if path.starts_with("/v1/messages") {
+        if path.starts_with("/api/") {
+            assert!(err["error"].is_string(), "Ollama's shape: {err}");
+        } else if path.starts_with("/v1/messages") {
             assert_eq!(err["type"], "error", "Anthropic's shape: {err}");
             assert!(err["error"]["type"].is_string(), "{err}");
             assert!(err["error"]["message"].is_string(), "{err}");
@@ -490,5 +513,63 @@ async fn the_official_ollama_client_lists_chats_generates_embeds_and_unloads() {
     })
     .await;
     assert!(unloaded, "keep_alive 0 unloads: {:?}", host.status().models);
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_passes_through_to_one_models_server_loading_it_first_behind_the_key() {
+    let _serial = serial();
+    let d = demo::demo();
+    let host = TestHost::start(settings(&format!(
+        "[auth]\nkeys = [{{ key = \"sk-test\", name = \"tester\" }}]\n{}",
+        llama_model("smol", &d.smollm2, "aliases = [\"small\"]")
+    )))
+    .await;
+    let get = |path: &'static str, key: Option<&'static str>| {
+        let host = &host;
+        async move {
+            let mut req = host.http.get(host.url(path));
+            if let Some(k) = key {
+                req = req.header("x-api-key", k);
+            }
+            req.send().await.unwrap()
+        }
+    };
+    let refused = get("/upstream/smol/health", None).await;
+    assert_eq!(refused.status(), 401);
+    assert_eq!(
+        state_of(&host.status(), "smol"),
+        "unloaded",
+        "not loaded for a refusal"
+    );
+    let health = get("/upstream/small/health", Some("sk-test")).await;
+    assert_eq!(health.status(), 200);
+    assert_eq!(health.headers()["x-modelyard-model"], "smol");
+    let body: Value = health.json().await.unwrap();
+    assert_eq!(body["status"], "ok", "llama-server's own answer: {body}");
+    assert_eq!(state_of(&host.status(), "smol"), "ready", "loaded first");
+    let props: Value = get("/upstream/smol/props", Some("sk-test"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(props["default_generation_settings"].is_object(), "{props}");
+    let unknown = get("/upstream/nope/health", Some("sk-test")).await;
+    assert_eq!(unknown.status(), 404);
+    let metrics = host
+        .http
+        .get(host.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.lines().any(|l| l.contains("route=\"upstream\"")
+            && l.contains("model=\"smol\"")
+            && l.contains("status=\"200\"")),
+        "counted: {metrics}"
+    );
     host.stop().await;
 }

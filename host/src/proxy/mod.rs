@@ -24,6 +24,7 @@ mod record;
 mod relay;
 mod route;
 mod translate;
+mod upstream;
 
 use std::sync::Arc;
 
@@ -32,7 +33,7 @@ use axum::extract::{Request, State};
 use axum::http::header;
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use axum::routing::{get, post};
+use axum::routing::{any, get, post};
 use serde_json::json;
 
 use dialect::Dialect;
@@ -124,6 +125,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/create", post(ollama::managed))
         .route("/api/copy", post(ollama::managed))
         .route("/api/delete", axum::routing::delete(ollama::managed))
+        .route("/upstream/{model}", any(upstream::passthrough))
+        .route("/upstream/{model}/{*path}", any(upstream::passthrough))
         .route_layer(middleware::from_fn_with_state(state.clone(), client_auth));
     let admin = Router::new()
         .route("/admin/models", get(admin::models))

@@ -125,6 +125,23 @@ fn check_shape(route: Route, body: &Value) -> Result<(), ApiError> {
         Route::Embeddings if !text_or_list("input") => Err(wrong("input", "a string or an array")),
         Route::Rerank if !body["query"].is_string() => Err(wrong("query", "a string")),
         Route::Rerank if !is_array("documents") => Err(wrong("documents", "an array of documents")),
+        Route::OllamaChat if !is_array("messages") => {
+            Err(wrong("messages", "an array of messages"))
+        }
+        Route::OllamaGenerate | Route::OllamaEmbeddings if !body["prompt"].is_string() => {
+            Err(wrong("prompt", "a string"))
+        }
+        Route::OllamaEmbed if !text_or_list("input") => {
+            Err(wrong("input", "a string or an array of strings"))
+        }
+        Route::OllamaChat
+        | Route::OllamaGenerate
+        | Route::OllamaEmbed
+        | Route::OllamaEmbeddings
+            if !(body["options"].is_null() || body["options"].is_object()) =>
+        {
+            Err(wrong("options", "an object"))
+        }
         _ => Ok(()),
     }
 }
