@@ -573,3 +573,60 @@ async fn upstream_passes_through_to_one_models_server_loading_it_first_behind_th
     );
     host.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prompt_too_long_for_its_model_goes_to_the_context_fallback_before_compression() {
+    let _serial = serial();
+    let d = demo::demo();
+    let host = TestHost::start(settings(&format!(
+        "{}{}",
+        llama_model("tiny", &d.smollm2, "context_fallback = \"roomy\""),
+        llama_model("roomy", &d.smollm2, "")
+            .replace("context_tokens = 512", "context_tokens = 2048"),
+    )))
+    .await;
+    let ask = |words: usize, turns: usize| {
+        let mut messages: Vec<Value> = (0..turns)
+            .map(|i| {
+                json!({"role": if i % 2 == 0 { "user" } else { "assistant" },
+                    "content": "lighthouse ".repeat(words / turns)})
+            })
+            .collect();
+        messages.push(json!({"role": "user", "content": "Say hi."}));
+        json!({"model": "tiny", "max_tokens": 4, "messages": messages})
+    };
+    let header = |r: &reqwest::Response, name: &str| {
+        r.headers()
+            .get(name)
+            .map(|v| v.to_str().unwrap().to_string())
+    };
+    // Fits tiny: tiny serves it.
+    let short = post(&host, "/v1/chat/completions", ask(40, 1)).await;
+    assert_eq!(short.status(), 200);
+    assert_eq!(header(&short, "x-modelyard-model").as_deref(), Some("tiny"));
+    assert_eq!(header(&short, "x-modelyard-context"), None);
+    // Too long for tiny's 512, fits roomy's 2048: roomy serves it, uncompressed.
+    let long = post(&host, "/v1/chat/completions", ask(700, 2)).await;
+    assert_eq!(long.status(), 200);
+    assert_eq!(header(&long, "x-modelyard-model").as_deref(), Some("roomy"));
+    assert_eq!(
+        header(&long, "x-modelyard-context").as_deref(),
+        Some("fallback; from=tiny")
+    );
+    // Too long for both: compressed on tiny, as without a fallback.
+    let huge = post(&host, "/v1/chat/completions", ask(2400, 8)).await;
+    assert_eq!(huge.status(), 200);
+    assert_eq!(header(&huge, "x-modelyard-model").as_deref(), Some("tiny"));
+    let context = header(&huge, "x-modelyard-context").unwrap_or_default();
+    assert!(context.starts_with("compressed;"), "{context}");
+    // The same holds on the other front doors (here Anthropic's).
+    let mut messages = ask(700, 2);
+    messages["system"] = json!("Be brief.");
+    let via_messages = post(&host, "/v1/messages", messages).await;
+    assert_eq!(via_messages.status(), 200);
+    assert_eq!(
+        header(&via_messages, "x-modelyard-model").as_deref(),
+        Some("roomy")
+    );
+    host.stop().await;
+}

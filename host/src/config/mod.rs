@@ -244,6 +244,9 @@ pub struct ModelSettings {
     /// Front-door APIs its server lacks, which the host translates to chat completions
     /// (`translate`; a server that answers 404 on one is added at run time).
     pub translate: Vec<Api>,
+    /// The model a prompt too long for this one goes to before any compression
+    /// (`context_fallback`, an id), if it fits there.
+    pub context_fallback: Option<String>,
     pub backend: BackendSettings,
 }
 
@@ -393,6 +396,7 @@ impl ModelSettings {
                 _ => Capabilities::openai_default(),
             },
             translate: Vec::new(),
+            context_fallback: None,
             backend,
         }
     }

@@ -125,6 +125,7 @@ pub(super) struct RawModel {
     pub(super) capabilities: Option<Vec<String>>,
     #[serde(default)]
     pub(super) translate: Vec<String>,
+    pub(super) context_fallback: Option<String>,
     // command backend
     pub(super) cmd: Option<String>,
     pub(super) file: Option<String>,

@@ -131,3 +131,68 @@ fn state_dir_is_relative_to_the_config_and_empty_keeps_nothing() {
     let s = parse("state_dir = \"\"\n").expect("valid");
     assert_eq!(s.state_dir, None);
 }
+
+#[test]
+fn capabilities_translate_and_context_fallback_are_checked() {
+    let s = parse(
+        r#"
+        [models.short]
+        cmd = "llama-server --port ${PORT} --embeddings"
+        context_tokens = 512
+        context_fallback = "longer"
+        translate = ["messages"]
+        [models.long]
+        cmd = "s ${PORT}"
+        aliases = ["longer"]
+        context_tokens = 8192
+        capabilities = ["chat", "rerank"]
+        "#,
+    )
+    .expect("valid");
+    let (short, long) = (s.model("short").unwrap(), s.model("long").unwrap());
+    assert_eq!(
+        short.context_fallback.as_deref(),
+        Some("long"),
+        "an alias becomes the id"
+    );
+    assert!(
+        short.capabilities.has(Capability::Embeddings),
+        "from the flag"
+    );
+    assert_eq!(short.translate, [Api::Messages]);
+    assert!(
+        long.capabilities.has(Capability::Rerank)
+            && !long.capabilities.has(Capability::Completions)
+    );
+
+    let err = parse(
+        r#"
+        [models.a]
+        cmd = "s ${PORT}"
+        context_tokens = 4096
+        context_fallback = "b"
+        [models.b]
+        cmd = "s ${PORT}"
+        context_tokens = 2048
+        context_fallback = "nobody"
+        [models.c]
+        cmd = "s ${PORT}"
+        capabilities = ["vision"]
+        translate = ["grpc"]
+        [models.d]
+        cmd = "s ${PORT}"
+        capabilities = []
+        "#,
+    )
+    .expect_err("invalid");
+    let text = err.to_string();
+    for needle in [
+        "models.a.context_fallback: b has a window of 2048 tokens, no larger than a's 4096",
+        "models.b.context_fallback: \"nobody\" is not a configured model",
+        "models.c.capabilities: \"vision\" is not one of chat, completions, embeddings, rerank",
+        "models.c.translate: \"grpc\" is not one of responses, messages",
+        "models.d.capabilities: is empty",
+    ] {
+        assert!(text.contains(needle), "{needle:?} in {text}");
+    }
+}

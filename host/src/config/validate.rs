@@ -61,6 +61,7 @@ impl Validator<'_> {
             }
         }
         self.names_unique(&models);
+        self.fallbacks(&mut models);
         let mut experiments: Vec<ExperimentSettings> = Vec::new();
         for (i, e) in raw.experiments.into_iter().enumerate() {
             let path = format!("experiments[{i}]");
@@ -119,6 +120,39 @@ impl Validator<'_> {
             models,
             experiments,
             source: None,
+        }
+    }
+
+    /// Each `context_fallback` names another model (an alias becomes its id) with a larger
+    /// window, so a chain of them always ends.
+    fn fallbacks(&mut self, models: &mut [ModelSettings]) {
+        let windows: Vec<(String, Vec<String>, u32)> = models
+            .iter()
+            .map(|m| (m.id.clone(), m.aliases.clone(), m.context_tokens))
+            .collect();
+        for m in models.iter_mut() {
+            let Some(name) = m.context_fallback.take() else {
+                continue;
+            };
+            let path = format!("models.{}.context_fallback", m.id);
+            let Some((id, _, window)) = windows
+                .iter()
+                .find(|(id, aliases, _)| *id == name || aliases.contains(&name))
+            else {
+                self.problem(&path, format_args!("{name:?} is not a configured model"));
+                continue;
+            };
+            if *window <= m.context_tokens {
+                self.problem(
+                    &path,
+                    format_args!(
+                        "{id} has a window of {window} tokens, no larger than {}'s {}: it could take no prompt that does not fit here",
+                        m.id, m.context_tokens
+                    ),
+                );
+                continue;
+            }
+            m.context_fallback = Some(id.clone());
         }
     }
 
@@ -359,6 +393,7 @@ impl Validator<'_> {
             device,
             capabilities,
             translate,
+            context_fallback: m.context_fallback,
             backend,
         })
     }

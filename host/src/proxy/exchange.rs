@@ -165,6 +165,9 @@ pub struct Exchange {
     pub translation: Option<Translation>,
     /// What the request said of the model's stay (Ollama's `keep_alive`).
     pub keep_alive: Option<KeepAlive>,
+    /// The model first chosen, when the prompt did not fit it and went to its
+    /// `context_fallback`.
+    pub fell_back_from: Option<String>,
 }
 
 impl Exchange {
@@ -189,6 +192,7 @@ impl Exchange {
             passed_headers: Vec::new(),
             translation: None,
             keep_alive: None,
+            fell_back_from: None,
         }
     }
 
@@ -235,21 +239,31 @@ async fn serve(
 ) -> Result<Response, super::ApiError> {
     parse::parse(app, req, ex).await?;
     ex.stage = Stage::Route;
-    let target = route::select(app, ex).await?;
-    ex.stage = Stage::Acquire;
-    let mut lease = acquire::acquire(app, ex, &target).await?;
-    ex.leased = Some((Instant::now(), lease.ready_on_arrival));
-    if let Some(keep) = ex.keep_alive {
-        lease.keep_alive(keep);
-    }
-    ex.stage = Stage::Fit;
-    if translate::wanted(app, ex.route, &target.id) {
-        if ex.route == Route::CountTokens {
-            return translate::count_tokens(ex, &lease).await;
+    let mut target = route::select(app, ex).await?;
+    let mut lease = loop {
+        ex.stage = Stage::Acquire;
+        let mut lease = acquire::acquire(app, ex, &target).await?;
+        ex.leased = Some((Instant::now(), lease.ready_on_arrival));
+        if let Some(keep) = ex.keep_alive {
+            lease.keep_alive(keep);
         }
-        translate::begin(ex)?;
-    }
-    fit::fit(app, ex, &target, &lease).await?;
+        ex.stage = Stage::Fit;
+        if ex.translation.is_none() && translate::wanted(app, ex.route, &target.id) {
+            if ex.route == Route::CountTokens {
+                return translate::count_tokens(ex, &lease).await;
+            }
+            translate::begin(ex)?;
+        }
+        fit::fit(app, ex, &target, &lease).await?;
+        // A prompt too long for the model goes to its `context_fallback` before any
+        // compression (each fallback has a larger window, so this ends).
+        let Some(to) = ex.fitted.fallback.take() else {
+            break lease;
+        };
+        drop(lease);
+        ex.fell_back_from.get_or_insert_with(|| target.id.clone());
+        target = route::fall_back(app, ex, &to)?;
+    };
     ex.stage = Stage::Forward;
     let mut answer = forward::forward(app, ex, &mut lease).await?;
     // A server without the route (an older one, or another kind): the host translates from

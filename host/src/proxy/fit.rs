@@ -39,6 +39,8 @@ pub struct Fitted {
     pub prompt_tokens: u32,
     /// Counted with [`tokens::upper_bound`]: the server's tokenizer did not answer.
     pub upper_bound: bool,
+    /// The prompt does not fit, and goes to this model (the `context_fallback`) instead.
+    pub fallback: Option<String>,
 }
 
 impl Fitted {
@@ -47,6 +49,7 @@ impl Fitted {
             compressed: None,
             prompt_tokens,
             upper_bound,
+            fallback: None,
         }
     }
 
@@ -86,46 +89,32 @@ pub async fn fit(
     lease: &Lease,
 ) -> Result<(), ApiError> {
     let key = ex.key_for(Hook::CompressContext).to_string();
-    let hooks = app.scheduler.hooks();
+    let f = Fitting {
+        key: &key,
+        hooks: app.scheduler.hooks(),
+        lease,
+        model: target,
+        fallback: fallback(app, target, &ex.body),
+    };
     ex.fitted = match ex.upstream() {
-        Route::Chat => {
-            fit_turns(&key, hooks, lease, target, &mut ex.body, "messages", None).await?
-        }
+        Route::Chat => f.turns(&mut ex.body, "messages", None).await?,
         // Anthropic's system prompt and the Responses API's instructions sit beside the turns:
         // counted, never compressed.
         Route::Messages => {
             let system = text_of(&ex.body["system"]);
-            fit_turns(
-                &key,
-                hooks,
-                lease,
-                target,
-                &mut ex.body,
-                "messages",
-                Some(system),
-            )
-            .await?
+            f.turns(&mut ex.body, "messages", Some(system)).await?
         }
         Route::Responses if ex.body["input"].is_array() => {
             let instructions = text_of(&ex.body["instructions"]);
-            fit_turns(
-                &key,
-                hooks,
-                lease,
-                target,
-                &mut ex.body,
-                "input",
-                Some(instructions),
-            )
-            .await?
+            f.turns(&mut ex.body, "input", Some(instructions)).await?
         }
         Route::Responses => {
             let text = [&ex.body["instructions"], &ex.body["input"]]
                 .map(text_of)
                 .join("\n");
-            check_text(lease, target, &ex.body, text).await?
+            f.text(&ex.body, text).await?
         }
-        Route::Completions => check_prompt(lease, target, &ex.body).await?,
+        Route::Completions => f.prompt(&ex.body).await?,
         Route::Embeddings | Route::Rerank | Route::CountTokens => {
             Fitted::new(ex.estimated_tokens, false)
         }
@@ -135,6 +124,9 @@ pub async fn fit(
         | Route::OllamaEmbed
         | Route::OllamaEmbeddings => Fitted::new(ex.estimated_tokens, false),
     };
+    if ex.fitted.fallback.is_some() {
+        return Ok(());
+    }
     let labels = ModelLabels {
         model: target.id.clone(),
     };
@@ -213,78 +205,156 @@ fn budget(body: &Value, model: &Model) -> Result<u32, ApiError> {
     Ok(window - output)
 }
 
-/// Fits the turns in `body[field]` (chat's `messages`, say) into `model`'s window, through
-/// `compress-context` if needed; `fixed` is text beside the turns (a system prompt) that
-/// takes its share of the window and is never compressed.
-async fn fit_turns(
-    key: &str,
-    hooks: &std::sync::Arc<Hooks>,
-    lease: &Lease,
-    model: &Model,
-    body: &mut Value,
-    field: &str,
-    fixed: Option<String>,
-) -> Result<Fitted, ApiError> {
-    let Some(originals) = body.get(field).and_then(Value::as_array).cloned() else {
-        return Err(ApiError::bad_request(
-            "invalid_messages",
-            format!("\"{field}\" must be an array"),
-        ));
-    };
-    let window = budget(body, model)?;
-    let mut texts: Vec<String> = originals.iter().map(|m| text_of(&m["content"])).collect();
-    // The fixed text rides last in the count and is split off again.
-    let fixed = fixed.filter(|f| !f.is_empty());
-    texts.extend(fixed.clone());
-    let estimated: u32 = texts.iter().map(|t| tokens::estimate_message(t)).sum();
-    if f64::from(estimated) <= f64::from(window) * EXACT_COUNT_ABOVE {
-        return Ok(Fitted::new(estimated, false));
-    }
-    let (counts, upper_bound) = count(lease, &texts).await;
-    let mut counts: Vec<u32> = counts
-        .into_iter()
-        .map(|n| n.saturating_add(PER_MESSAGE_OVERHEAD))
-        .collect();
-    let fixed_tokens = if fixed.is_some() {
-        texts.pop();
-        counts.pop().unwrap_or_default()
-    } else {
-        0
-    };
-    if fixed_tokens >= window {
-        return Err(too_long(format!(
-            "the system prompt alone has {fixed_tokens} tokens; {} takes {window} besides the requested output",
-            model.id
-        )));
-    }
-    let budget = window - fixed_tokens;
-    let before: u32 = counts.iter().sum();
-    if before <= budget {
-        return Ok(Fitted::new(before + fixed_tokens, upper_bound));
-    }
-    let messages: Vec<Message> = originals
-        .iter()
-        .zip(&texts)
-        .zip(&counts)
-        .map(|((m, text), n)| Message {
-            role: m["role"].as_str().unwrap_or("user").to_string(),
-            content: text.clone(),
-            tokens: *n,
+/// What fitting one request into one model needs.
+struct Fitting<'a> {
+    /// The request's sticky key for an experiment on `compress-context`.
+    key: &'a str,
+    hooks: &'a std::sync::Arc<Hooks>,
+    lease: &'a Lease,
+    model: &'a Model,
+    /// The model's `context_fallback` and that model's prompt budget for this request.
+    fallback: Option<(String, u32)>,
+}
+
+/// `target`'s `context_fallback`, with its prompt budget for `body`.
+fn fallback(app: &AppState, target: &Model, body: &Value) -> Option<(String, u32)> {
+    let settings = app.scheduler.settings();
+    let to = settings.model(&target.id)?.context_fallback.as_ref()?;
+    let window = settings.model(to)?.context_tokens;
+    let output = requested_output(body).unwrap_or(DEFAULT_OUTPUT_RESERVE.min(window / 4));
+    Some((to.clone(), window.checked_sub(output)?))
+}
+
+impl Fitting<'_> {
+    /// A prompt of `tokens` that does not fit here goes to the fallback, if it fits there.
+    fn fall_back(&self, tokens: u32, upper_bound: bool) -> Option<Fitted> {
+        let (to, budget) = self.fallback.as_ref()?;
+        (tokens <= *budget).then(|| Fitted {
+            fallback: Some(to.clone()),
+            ..Fitted::new(tokens, upper_bound)
         })
-        .collect();
-    let kept = compress(key, hooks, model, &messages, budget).await?;
-    let (rebuilt, dropped_messages) = rebuild(&originals, &messages, &kept);
-    let after: u32 = kept.iter().map(|m| m.tokens).sum();
-    body[field] = Value::Array(rebuilt);
-    Ok(Fitted {
-        compressed: Some(Compressed {
-            before: before + fixed_tokens,
-            after: after + fixed_tokens,
-            dropped_messages,
-        }),
-        prompt_tokens: after + fixed_tokens,
-        upper_bound,
-    })
+    }
+
+    /// Fits the turns in `body[field]` (chat's `messages`, say) into the model's window, by
+    /// its `context_fallback` or through `compress-context` if needed; `fixed` is text beside
+    /// the turns (a system prompt) that takes its share of the window and is never
+    /// compressed.
+    async fn turns(
+        &self,
+        body: &mut Value,
+        field: &str,
+        fixed: Option<String>,
+    ) -> Result<Fitted, ApiError> {
+        let model = self.model;
+        let Some(originals) = body.get(field).and_then(Value::as_array).cloned() else {
+            return Err(ApiError::bad_request(
+                "invalid_messages",
+                format!("\"{field}\" must be an array"),
+            ));
+        };
+        let window = budget(body, model)?;
+        let mut texts: Vec<String> = originals.iter().map(|m| text_of(&m["content"])).collect();
+        // The fixed text rides last in the count and is split off again.
+        let fixed = fixed.filter(|f| !f.is_empty());
+        texts.extend(fixed.clone());
+        let estimated: u32 = texts.iter().map(|t| tokens::estimate_message(t)).sum();
+        if f64::from(estimated) <= f64::from(window) * EXACT_COUNT_ABOVE {
+            return Ok(Fitted::new(estimated, false));
+        }
+        let (counts, upper_bound) = count(self.lease, &texts).await;
+        let mut counts: Vec<u32> = counts
+            .into_iter()
+            .map(|n| n.saturating_add(PER_MESSAGE_OVERHEAD))
+            .collect();
+        let fixed_tokens = if fixed.is_some() {
+            texts.pop();
+            counts.pop().unwrap_or_default()
+        } else {
+            0
+        };
+        let before: u32 = counts.iter().sum();
+        if before + fixed_tokens > window
+            && let Some(moved) = self.fall_back(before + fixed_tokens, upper_bound)
+        {
+            return Ok(moved);
+        }
+        if fixed_tokens >= window {
+            return Err(too_long(format!(
+                "the system prompt alone has {fixed_tokens} tokens; {} takes {window} besides the requested output",
+                model.id
+            )));
+        }
+        let budget = window - fixed_tokens;
+        if before <= budget {
+            return Ok(Fitted::new(before + fixed_tokens, upper_bound));
+        }
+        let messages: Vec<Message> = originals
+            .iter()
+            .zip(&texts)
+            .zip(&counts)
+            .map(|((m, text), n)| Message {
+                role: m["role"].as_str().unwrap_or("user").to_string(),
+                content: text.clone(),
+                tokens: *n,
+            })
+            .collect();
+        let kept = compress(self.key, self.hooks, model, &messages, budget).await?;
+        let (rebuilt, dropped_messages) = rebuild(&originals, &messages, &kept);
+        let after: u32 = kept.iter().map(|m| m.tokens).sum();
+        body[field] = Value::Array(rebuilt);
+        Ok(Fitted {
+            compressed: Some(Compressed {
+                before: before + fixed_tokens,
+                after: after + fixed_tokens,
+                dropped_messages,
+            }),
+            prompt_tokens: after + fixed_tokens,
+            upper_bound,
+            fallback: None,
+        })
+    }
+
+    /// Refuses a completion prompt that does not fit (a bare prompt has no turns to
+    /// compress), unless it fits the fallback.
+    async fn prompt(&self, body: &Value) -> Result<Fitted, ApiError> {
+        let text = match &body["prompt"] {
+            Value::String(s) => s.clone(),
+            Value::Array(a) => a
+                .iter()
+                .filter_map(Value::as_str)
+                .collect::<Vec<_>>()
+                .join("\n"),
+            _ => {
+                return Err(ApiError::bad_request(
+                    "invalid_prompt",
+                    "\"prompt\" must be a string or an array of strings",
+                ));
+            }
+        };
+        self.text(body, text).await
+    }
+
+    /// Refuses a prompt `text` that does not fit, unless it fits the fallback.
+    async fn text(&self, body: &Value, text: String) -> Result<Fitted, ApiError> {
+        let model = self.model;
+        let budget = budget(body, model)?;
+        let estimated = tokens::estimate(&text);
+        if f64::from(estimated) <= f64::from(budget) * EXACT_COUNT_ABOVE {
+            return Ok(Fitted::new(estimated, false));
+        }
+        let (counts, upper_bound) = count(self.lease, std::slice::from_ref(&text)).await;
+        let count = counts.first().copied().unwrap_or_default();
+        if count > budget {
+            if let Some(moved) = self.fall_back(count, upper_bound) {
+                return Ok(moved);
+            }
+            return Err(too_long(format!(
+                "the prompt has {count} tokens; {} takes {budget} besides the requested output",
+                model.id
+            )));
+        }
+        Ok(Fitted::new(count, upper_bound))
+    }
 }
 
 /// Asks `compress-context` (off the async threads: a guest may run to its deadline) to fit
@@ -342,48 +412,6 @@ fn rebuild(originals: &[Value], messages: &[Message], kept: &[Message]) -> (Vec<
     (rebuilt, used.iter().filter(|u| !**u).count())
 }
 
-/// Refuses a completion prompt that does not fit (a bare prompt has no turns to compress).
-async fn check_prompt(lease: &Lease, model: &Model, body: &Value) -> Result<Fitted, ApiError> {
-    let text = match &body["prompt"] {
-        Value::String(s) => s.clone(),
-        Value::Array(a) => a
-            .iter()
-            .filter_map(Value::as_str)
-            .collect::<Vec<_>>()
-            .join("\n"),
-        _ => {
-            return Err(ApiError::bad_request(
-                "invalid_prompt",
-                "\"prompt\" must be a string or an array of strings",
-            ));
-        }
-    };
-    check_text(lease, model, body, text).await
-}
-
-/// Refuses a prompt `text` that does not fit.
-async fn check_text(
-    lease: &Lease,
-    model: &Model,
-    body: &Value,
-    text: String,
-) -> Result<Fitted, ApiError> {
-    let budget = budget(body, model)?;
-    let estimated = tokens::estimate(&text);
-    if f64::from(estimated) <= f64::from(budget) * EXACT_COUNT_ABOVE {
-        return Ok(Fitted::new(estimated, false));
-    }
-    let (counts, upper_bound) = count(lease, std::slice::from_ref(&text)).await;
-    let count = counts.first().copied().unwrap_or_default();
-    if count > budget {
-        return Err(too_long(format!(
-            "the prompt has {count} tokens; {} takes {budget} besides the requested output",
-            model.id
-        )));
-    }
-    Ok(Fitted::new(count, upper_bound))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -423,6 +451,7 @@ mod tests {
             }),
             prompt_tokens: 400,
             upper_bound: true,
+            fallback: None,
         };
         assert_eq!(
             compressed.header().as_deref(),

@@ -91,11 +91,12 @@ pub async fn relay(
     if let Some(route) = translated {
         resp = resp.header(TRANSLATED_HEADER, route);
     }
-    if let Some(v) = ex
-        .fitted
-        .header()
-        .and_then(|h| HeaderValue::from_str(&h).ok())
-    {
+    let context = match (&ex.fell_back_from, ex.fitted.header()) {
+        (Some(from), None) => Some(format!("fallback; from={from}")),
+        (Some(from), Some(h)) => Some(format!("fallback; from={from}; {h}")),
+        (None, h) => h,
+    };
+    if let Some(v) = context.and_then(|h| HeaderValue::from_str(&h).ok()) {
         resp = resp.header(CONTEXT_HEADER, v);
     }
     // The state holds the finish, so the stream's end, or its drop when the client leaves,

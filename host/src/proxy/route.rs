@@ -59,6 +59,23 @@ pub async fn select(app: &AppState, ex: &mut Exchange) -> Result<Model, ApiError
         .ok_or_else(|| ApiError::backend("select-model chose a model that vanished"))
 }
 
+/// The model a prompt too long for the chosen one goes to (its `context_fallback`), when it
+/// serves the route.
+pub fn fall_back(app: &AppState, ex: &mut Exchange, to: &str) -> Result<Model, ApiError> {
+    capable(app, ex.route, to)?;
+    let model = app
+        .scheduler
+        .named_view(to)
+        .ok_or_else(|| ApiError::backend(format!("the context_fallback {to} vanished")))?;
+    tracing::info!(
+        from = ex.model.as_deref().unwrap_or_default(),
+        to,
+        "the prompt does not fit: its context_fallback serves it"
+    );
+    ex.model = Some(model.id.clone());
+    Ok(model)
+}
+
 /// Refuses `route` on model `id` when the model does not serve it, naming those that do.
 fn capable(app: &AppState, route: Route, id: &str) -> Result<(), ApiError> {
     let needs = route.capability();
