@@ -149,7 +149,10 @@ fn capabilities_translate_and_context_fallback_are_checked() {
         "#,
     )
     .expect("valid");
-    let (short, long) = (s.model("short").unwrap(), s.model("long").unwrap());
+    let (short, long) = (
+        s.model("short").expect("short"),
+        s.model("long").expect("long"),
+    );
     assert_eq!(
         short.context_fallback.as_deref(),
         Some("long"),
