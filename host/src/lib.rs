@@ -9,10 +9,13 @@
 //!
 //! # A tour: one request, from socket to model server and back
 //!
-//! 1. **The route.** `proxy/mod.rs` builds the axum router: `/v1/*` behind the client-key
-//!    middleware, `/admin/*` behind the admin key, `/metrics`, `/health`. The OpenAI routes in
-//!    `proxy/openai.rs` hand each request to `proxy/exchange.rs`, which runs the stages below
-//!    over one `Exchange` (what the request has become so far) and counts the answer.
+//! 1. **The route.** `proxy/mod.rs` builds the axum router: `/v1/*`, `/api/*` and
+//!    `/upstream/*` behind the client-key middleware, `/admin/*` behind the admin key,
+//!    `/metrics`, `/health`. Every front door (`proxy/openai.rs`, `proxy/anthropic.rs`,
+//!    `proxy/ollama.rs`) hands each request to `proxy/exchange.rs`, which runs the stages below
+//!    over one `Exchange` (what the request has become so far) and counts the answer; errors
+//!    take the route's own API shape (`proxy/dialect.rs`). `proxy/upstream.rs` is the raw
+//!    passthrough, beside the stages.
 //! 2. **Parse** (`proxy/parse.rs`): the body within `server.max_body`, the model asked for,
 //!    the task and priority from headers or the API key, the client's hash, the sticky key of
 //!    each running experiment.
@@ -35,11 +38,15 @@
 //!    the backend's launcher (`backend/command.rs` spawns llama-server; `backend/openai.rs`
 //!    uses a server that already runs). The request leaves with a `Lease`
 //!    (`scheduler/lease.rs`): while it lives, the model is never evicted.
-//! 5. **Fit** (`proxy/fit.rs`): the prompt is counted with the server's own tokenizer through
-//!    the lease (`backend/tokenize.rs`) and, when it does not fit the window less the requested
-//!    output, `compress-context` (`engine/hooks/compression.rs`) shortens it.
+//! 5. **Fit** (`proxy/fit.rs`): a request the model's server cannot take as it is (Ollama's
+//!    API always; Responses or Messages for a server without them) is first rewritten to chat
+//!    completions (`proxy/translate/`). The prompt is counted with the server's own tokenizer
+//!    through the lease (`backend/tokenize.rs`) and, when it does not fit the window less the
+//!    requested output, goes to the model's `context_fallback` (back to acquire) or
+//!    `compress-context` (`engine/hooks/compression.rs`) shortens it.
 //! 6. **Forward** (`proxy/forward.rs`) to the leased server, with the model name it expects.
-//! 7. **Relay** (`proxy/relay.rs`): the answer streams back chunk by chunk; the lease and the
+//! 7. **Relay** (`proxy/relay.rs`): the answer streams back chunk by chunk (translated back,
+//!    when it was, by `proxy/translate/`'s `Translator`); the lease and the
 //!    request's timers live in the stream, so the end of the answer (or the client leaving)
 //!    releases the model and records latency, time to first token and each experiment's arm.
 //!    A request that fails at any stage, and every answer when it ends, becomes a line of the
@@ -63,7 +70,9 @@
 //!   `Instance` (and a tokenizer if the server has one), and its arms in `backend/mod.rs`'s
 //!   launcher and `scheduler/status.rs`.
 //! - **A route**: the line in `proxy/mod.rs`; for one that takes the request path, a `Route`
-//!   variant in `proxy/exchange.rs` and its arms in the fit stage; the stages do the rest.
+//!   variant in `proxy/exchange.rs` (its name, upstream path, dialect and capability), its
+//!   field checks in the parse stage and its arms in the fit stage; for another API, a
+//!   `Front` and a file in `proxy/translate/`; the stages do the rest.
 //! - **A trace format**: a `Format` variant and its reader in `sim/trace.rs`.
 //!
 //! The commands (`serve`, `models`, `policy`, `setup`, `simulate`) sit beside the runtime in
