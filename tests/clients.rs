@@ -4,9 +4,7 @@
 
 use serde_json::{Value, json};
 
-use crate::demo::{
-    self, TestHost, eventually, llama_model, python_json, serial, settings, state_of,
-};
+use crate::demo::{self, TestHost, eventually, llama_model, serial, settings, state_of};
 
 /// A chat model, an embedding model and a model in llama-server's reranking mode (SmolLM2 has
 /// no reranking head, so its scores mean little; the route and its shape are what is tested).
@@ -118,10 +116,7 @@ async fn check_responses(config: String) {
     let via = translated_to(&host, "/v1/responses", body).await;
     let translated = config.contains("translate");
     assert_eq!(via.as_deref(), translated.then_some("chat/completions"));
-    let base = host.url("/v1");
-    let out = tokio::task::spawn_blocking(move || python_json(RESPONSES_SCRIPT, &base))
-        .await
-        .unwrap();
+    let out = host.python(RESPONSES_SCRIPT).await;
     assert!(
         !out["text"].as_str().unwrap_or_default().is_empty(),
         "{out}"
@@ -167,10 +162,7 @@ async fn check_messages(config: String) {
     let via = translated_to(&host, "/v1/messages", body).await;
     let translated = config.contains("translate");
     assert_eq!(via.as_deref(), translated.then_some("chat/completions"));
-    let base = host.url("/v1");
-    let out = tokio::task::spawn_blocking(move || python_json(MESSAGES_SCRIPT, &base))
-        .await
-        .unwrap();
+    let out = host.python(MESSAGES_SCRIPT).await;
     assert!(
         !out["text"].as_str().unwrap_or_default().is_empty(),
         "{out}"
@@ -434,10 +426,7 @@ print(json.dumps(out))
 async fn the_official_ollama_client_lists_chats_generates_embeds_and_unloads() {
     let _serial = serial();
     let host = TestHost::start(settings(&three_kinds())).await;
-    let base = host.url("/v1");
-    let out = tokio::task::spawn_blocking(move || python_json(OLLAMA_SCRIPT, &base))
-        .await
-        .unwrap();
+    let out = host.python(OLLAMA_SCRIPT).await;
     assert_eq!(out["load"], "load", "{out}");
     assert_eq!(out["list"], json!(["embed", "ranker", "smol"]), "{out}");
     assert_eq!(out["chat"][0], "assistant", "{out}");
@@ -501,10 +490,7 @@ async fn the_official_ollama_client_lists_chats_generates_embeds_and_unloads() {
         .unwrap();
     assert_eq!(embed["ttl_secs"], 420, "{embed}");
 
-    let base = host.url("/v1");
-    let out = tokio::task::spawn_blocking(move || python_json(OLLAMA_UNLOAD_SCRIPT, &base))
-        .await
-        .unwrap();
+    let out = host.python(OLLAMA_UNLOAD_SCRIPT).await;
     assert_eq!(out["chat"], true, "{out}");
     assert_eq!(out["unload"], "unload", "{out}");
     let unloaded = eventually(std::time::Duration::from_secs(10), || {
@@ -556,15 +542,7 @@ async fn upstream_passes_through_to_one_models_server_loading_it_first_behind_th
     assert!(props["default_generation_settings"].is_object(), "{props}");
     let unknown = get("/upstream/nope/health", Some("sk-test")).await;
     assert_eq!(unknown.status(), 404);
-    let metrics = host
-        .http
-        .get(host.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = host.get_text("/metrics").await;
     assert!(
         metrics.lines().any(|l| l.contains("route=\"upstream\"")
             && l.contains("model=\"smol\"")

@@ -106,6 +106,27 @@ impl TestHost {
         resp.json().await.expect("a JSON body")
     }
 
+    /// The text of a GET answered 200.
+    pub async fn get_text(&self, path: &str) -> String {
+        let resp = self
+            .http
+            .get(self.url(path))
+            .send()
+            .await
+            .expect("the host answers");
+        assert_eq!(resp.status(), 200, "GET {path}");
+        resp.text().await.expect("a text body")
+    }
+
+    /// Runs a Python script with the demo's clients against this host (`OPENAI_BASE_URL` is
+    /// its `/v1`), off the async threads; returns what it printed as JSON.
+    pub async fn python(&self, script: &'static str) -> Value {
+        let base = self.url("/v1");
+        tokio::task::spawn_blocking(move || python_json(script, &base))
+            .await
+            .unwrap()
+    }
+
     /// A short chat completion; returns the status and the JSON body.
     pub async fn chat(&self, model: &str, max_tokens: u32) -> (u16, Value) {
         let resp = self
