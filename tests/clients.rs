@@ -608,3 +608,57 @@ async fn a_prompt_too_long_for_its_model_goes_to_the_context_fallback_before_com
     );
     host.stop().await;
 }
+
+/// A stand-in server with chat completions only (a unit-level check: no real server here
+/// lacks the routes).
+async fn chat_only_stub() -> String {
+    use axum::routing::{get, post};
+    let app = axum::Router::new()
+        .route(
+            "/v1/models",
+            get(|| async { axum::Json(json!({"object": "list", "data": [{"id": "stub"}]})) }),
+        )
+        .route(
+            "/v1/chat/completions",
+            post(|| async {
+                axum::Json(json!({"id": "chatcmpl-9", "object": "chat.completion",
+                    "created": 0, "model": "stub",
+                    "choices": [{"index": 0, "finish_reason": "stop",
+                        "message": {"role": "assistant", "content": "Hello!"}}],
+                    "usage": {"prompt_tokens": 3, "completion_tokens": 2}}))
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    format!("http://{addr}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_answers_404_on_an_api_gets_it_translated_from_then_on() {
+    let stub = chat_only_stub().await;
+    let host = TestHost::start(settings(&format!(
+        "[models.bare]\nurl = \"{stub}/v1\"\nsize = \"1MiB\"\n"
+    )))
+    .await;
+    for _ in 0..2 {
+        let body = json!({"model": "bare", "input": "hi", "max_output_tokens": 4});
+        let resp = post(&host, "/v1/responses", body).await;
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.headers()["x-modelyard-translated"], "chat/completions");
+        let out: Value = resp.json().await.unwrap();
+        assert_eq!(out["output"][0]["content"][0]["text"], "Hello!", "{out}");
+        assert_eq!(out["id"], "resp_9", "{out}");
+    }
+    let body =
+        json!({"model": "bare", "max_tokens": 4, "messages": [{"role": "user", "content": "hi"}]});
+    let out: Value = post(&host, "/v1/messages", body)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(out["type"], "message", "{out}");
+    assert_eq!(out["content"][0]["text"], "Hello!", "{out}");
+    assert_eq!(out["stop_reason"], "end_turn", "{out}");
+    host.stop().await;
+}
