@@ -96,14 +96,7 @@ impl TestHost {
 
     /// GETs `path` (an unauthenticated admin or info endpoint) and returns its JSON body.
     pub async fn get_json(&self, path: &str) -> Value {
-        let resp = self
-            .http
-            .get(self.url(path))
-            .send()
-            .await
-            .expect("the host answers");
-        assert_eq!(resp.status(), 200, "GET {path}");
-        resp.json().await.expect("a JSON body")
+        serde_json::from_str(&self.get_text(path).await).expect("a JSON body")
     }
 
     /// The text of a GET answered 200.

@@ -60,6 +60,29 @@ impl ApiError {
         )
     }
 
+    /// A body over `server.max_body` (`limit` bytes).
+    pub fn too_large(limit: u64) -> Self {
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "invalid_request_error",
+            "request_too_large",
+            format!("the body is over the limit of {limit} bytes (server.max_body)"),
+        )
+    }
+
+    /// `model`'s server did not start answering within `server.upstream_timeout`.
+    pub fn upstream_timeout(model: &str, timeout: Duration) -> Self {
+        Self::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            "api_error",
+            "backend_timeout",
+            format!(
+                "the server for {model} did not start answering within {}s (server.upstream_timeout)",
+                timeout.as_secs()
+            ),
+        )
+    }
+
     pub fn not_found(message: impl Into<String>) -> Self {
         Self::new(
             StatusCode::NOT_FOUND,

@@ -2,7 +2,6 @@
 //! to the leased model's server; its answer's head comes back within
 //! `server.upstream_timeout`.
 
-use axum::http::StatusCode;
 use serde_json::Value;
 
 use super::exchange::Exchange;
@@ -45,15 +44,7 @@ pub async fn forward(
     match sent {
         Err(_) => {
             lease.fail();
-            Err(ApiError::new(
-                StatusCode::GATEWAY_TIMEOUT,
-                "api_error",
-                "backend_timeout",
-                format!(
-                    "the server for {model} did not start answering within {}s (server.upstream_timeout)",
-                    timeout.as_secs()
-                ),
-            ))
+            Err(ApiError::upstream_timeout(&model, timeout))
         }
         Ok(Err(e)) => {
             lease.backend_failed().await;

@@ -46,15 +46,14 @@ fn rfc3339(t: SystemTime) -> String {
 /// host never reads whole).
 fn digest(m: &ModelSettings) -> String {
     use sha2::{Digest, Sha256};
-    let file = match &m.backend {
-        crate::config::BackendSettings::Command(c) => {
-            c.file.as_ref().map(|f| f.display().to_string())
-        }
-        _ => None,
-    };
     let mut h = Sha256::new();
     h.update(m.id.as_bytes());
-    h.update(file.unwrap_or_default().as_bytes());
+    h.update(
+        file_of(m)
+            .map(|f| f.display().to_string())
+            .unwrap_or_default()
+            .as_bytes(),
+    );
     h.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 
@@ -210,16 +209,9 @@ pub async fn managed(State(app): State<Arc<AppState>>, req: Request) -> Response
 
 /// Reads the body within `server.max_body` and hands the request on, rebuilt.
 async fn buffered(app: &AppState, req: Request) -> Result<(Request, Value), Response> {
-    let limit = app.scheduler.settings().server.max_body;
-    let (parts, body) = req.into_parts();
-    let bytes = axum::body::to_bytes(body, usize::try_from(limit).unwrap_or(usize::MAX))
+    let (parts, bytes) = super::parse::read_within(app, req)
         .await
-        .map_err(|_| {
-            error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!("the body is over the limit of {limit} bytes (server.max_body)"),
-            )
-        })?;
+        .map_err(|e| e.render(Dialect::Ollama))?;
     let value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
     Ok((Request::from_parts(parts, Body::from(bytes)), value))
 }

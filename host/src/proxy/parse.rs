@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 
 use axum::body::Bytes;
 use axum::extract::Request;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, header};
 use serde_json::Value;
 
 use super::exchange::{Arm, Exchange, Route};
@@ -187,29 +187,31 @@ async fn read_body(
     app: &AppState,
     req: Request,
 ) -> Result<(HeaderMap, Option<ApiKey>, Bytes), ApiError> {
+    let key = req.extensions().get::<ApiKey>().cloned();
+    let (parts, bytes) = read_within(app, req).await?;
+    Ok((parts.headers, key, bytes))
+}
+
+/// A request's head and its body within `server.max_body`: one declared over it is refused
+/// before any of it is read. Every route that reads a body reads it here.
+pub async fn read_within(
+    app: &AppState,
+    req: Request,
+) -> Result<(axum::http::request::Parts, Bytes), ApiError> {
     let limit = app.scheduler.settings().server.max_body;
-    let too_large = || {
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "invalid_request_error",
-            "request_too_large",
-            format!("the body is over the limit of {limit} bytes (server.max_body)"),
-        )
-    };
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit) {
-        return Err(too_large());
+        return Err(ApiError::too_large(limit));
     }
-    let key = req.extensions().get::<ApiKey>().cloned();
     let (parts, body) = req.into_parts();
     let bytes = axum::body::to_bytes(body, usize::try_from(limit).unwrap_or(usize::MAX))
         .await
-        .map_err(|_| too_large())?;
-    Ok((parts.headers, key, bytes))
+        .map_err(|_| ApiError::too_large(limit))?;
+    Ok((parts, bytes))
 }
 
 fn header_text(headers: &HeaderMap, name: &str) -> Option<String> {

@@ -25,8 +25,9 @@ pub async fn select(app: &AppState, ex: &mut Exchange) -> Result<Model, ApiError
     }
     let (mut candidates, telemetry) = app.scheduler.selection_view();
     let needs = ex.route.capability();
-    if ex.asked == "auto" {
-        let settings = app.scheduler.settings();
+    let settings = app.scheduler.settings();
+    // Most hosts' models all serve the route: then there is nothing to filter.
+    if ex.asked == "auto" && !settings.models.iter().all(|m| m.capabilities.has(needs)) {
         candidates.retain(|m| {
             settings
                 .model(&m.id)

@@ -83,18 +83,7 @@ async fn forward(
         .and_then(|v| v.trim().parse().ok())
         .or(key.as_ref().map(|k| k.priority))
         .unwrap_or(0);
-    let limit = app.scheduler.settings().server.max_body;
-    let (parts, body) = req.into_parts();
-    let body = axum::body::to_bytes(body, usize::try_from(limit).unwrap_or(usize::MAX))
-        .await
-        .map_err(|_| {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "invalid_request_error",
-                "request_too_large",
-                format!("the body is over the limit of {limit} bytes (server.max_body)"),
-            )
-        })?;
+    let (parts, body) = super::parse::read_within(app, req).await?;
     let demand = Demand {
         priority,
         key: format!("upstream-{name}"),
@@ -135,16 +124,7 @@ async fn forward(
         }
         Err(_) => {
             lease.fail();
-            return Err(ApiError::new(
-                StatusCode::GATEWAY_TIMEOUT,
-                "api_error",
-                "backend_timeout",
-                format!(
-                    "the server for {} did not start answering within {}s (server.upstream_timeout)",
-                    model.id,
-                    timeout.as_secs()
-                ),
-            ));
+            return Err(ApiError::upstream_timeout(&model.id, timeout));
         }
     };
     let status = StatusCode::from_u16(answer.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
