@@ -1,5 +1,5 @@
 //! The real set-up for end-to-end tests: llama-server and real small models, provisioned by
-//! `modelyard setup` into `target/demo` (once; later runs find it there), hosts started on a
+//! `modelyard setup --from-source` into `target/demo` (once; later runs find it there), hosts started on a
 //! free port, and plain HTTP clients.
 //!
 //! End-to-end tests take [`serial`] first: each starts real model servers, and a 2-core
@@ -10,7 +10,7 @@ use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 use modelyard::cli::serve::{self, Host};
-use modelyard::cli::setup::{self, Demo};
+use modelyard::cli::setup::{self, Demo, ServerKind};
 use modelyard::config::Settings;
 use modelyard::scheduler::Status;
 use serde_json::{Value, json};
@@ -29,11 +29,12 @@ pub fn demo() -> &'static Demo {
             },
             PathBuf::from,
         );
+        // Router mode and every llama-server flag need the source build, whichever one the
+        // demo's user chose.
         match Demo::read(&dir) {
-            Ok(d) if d.llama_server.is_file() => d,
-            _ => {
-                setup::setup(&dir).unwrap_or_else(|e| panic!("provisioning the demo failed: {e:#}"))
-            }
+            Ok(d) if d.llama_server.is_file() && d.server == ServerKind::Source => d,
+            _ => setup::setup(&dir, &setup::Server::FromSource)
+                .unwrap_or_else(|e| panic!("provisioning the demo failed: {e:#}")),
         }
     })
 }
@@ -99,6 +100,15 @@ impl TestHost {
         serde_json::from_str(&self.get_text(path).await).expect("a JSON body")
     }
 
+    /// GETs `path` with `Authorization: Bearer key` and returns its JSON body (answered 200).
+    pub async fn get_json_with_key(&self, path: &str, key: &str) -> Value {
+        let resp = (self.http.get(self.url(path)).bearer_auth(key).send())
+            .await
+            .expect("the host answers");
+        assert_eq!(resp.status(), 200, "GET {path}");
+        resp.json().await.expect("a JSON body")
+    }
+
     /// The text of a GET answered 200.
     pub async fn get_text(&self, path: &str) -> String {
         let resp = self
@@ -138,6 +148,20 @@ impl TestHost {
         (status, resp.json().await.unwrap_or(Value::Null))
     }
 
+    /// Signals the host to shut down, as SIGTERM does, without waiting for it.
+    pub fn begin_stop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+    }
+
+    /// Waits for the host to finish shutting down (after [`TestHost::begin_stop`]).
+    pub async fn finished(mut self) {
+        if let Some(task) = self.task.take() {
+            task.await.expect("join").expect("host ran");
+        }
+    }
+
     pub async fn stop(mut self) {
         if let Some(tx) = self.stop.take() {
             let _ = tx.send(());
@@ -156,6 +180,26 @@ impl Drop for TestHost {
             let _ = tx.send(());
         }
     }
+}
+
+/// A loopback port nothing listens on (for a process the test starts itself).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// Polls `GET url` every 100 ms until anything answers, for up to `within`.
+pub async fn answers(http: &reqwest::Client, url: &str, within: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + within;
+    while tokio::time::Instant::now() < deadline {
+        if http.get(url).send().await.is_ok() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
 }
 
 /// The state of `model` in a status.

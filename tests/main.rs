@@ -29,8 +29,27 @@ mod contract;
 // `modelyard policy check|list` on built-ins, a non-wasm file, a core module, a foreign contract.
 mod policy_cli;
 
+// `modelyard import llama-swap` on llama-swap's own example configs, as a user runs it.
+mod import_cli;
+
+// Every shell block of the README and the SDK pages, run as written (offline, or against the
+// demo served on :8080), unless the page says why not.
+mod docs;
+
+// Keys compared whole; a reachable address refused without keys unless --allow-open.
+mod security;
+
+// Faults between the host and its model servers, reproduced on loopback.
+mod faults;
+
+// The dashboard in headless Chromium: live state, unload, a shadow experiment, the playground.
+mod dashboard;
+
 // The real demo set-up (llama-server, real models) and a host harness for end-to-end tests.
 mod demo;
+
+// What a new user meets first: a model on the prebuilt llama-server, the demo's config swapping.
+mod first_start;
 
 // Serving end to end: eviction through a wasm policy, single flight, in-flight safety, pinned
 // models under pressure, TTL, a backend killed mid-request, footprints, no orphans.

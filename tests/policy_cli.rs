@@ -190,3 +190,54 @@ fn test_replays_a_trace_through_one_0_2_policy() {
     let table = run(&[]);
     assert!(table.contains("modelyard_policy_stateful"), "{table}");
 }
+
+/// Regressions from the front-door issue: `policy list` listed the built-ins' source folder
+/// (always "(no .wasm files)"), and `policy list | head` panicked on the closed pipe.
+#[test]
+fn policy_list_shows_the_configs_folder_and_ends_quietly_on_a_closed_pipe() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("mine")).unwrap();
+    std::fs::copy(
+        guest_path("modelyard-policy-lru"),
+        dir.path().join("mine/lru-copy.wasm"),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("modelyard.toml"),
+        "[policies]\ndir = \"mine\"\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_modelyard"))
+        .args(["policy", "list"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("lru-copy.wasm"), "{text}");
+
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "{} policy list --config modelyard.toml | head -1",
+            env!("CARGO_BIN_EXE_modelyard")
+        ))
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "built-in:\n");
+
+    let out = Command::new(env!("CARGO_BIN_EXE_modelyard"))
+        .args(["policy", "list", "--config", "missing.toml"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--dir"));
+}

@@ -15,7 +15,8 @@
 //!    `proxy/ollama.rs`) hands each request to `proxy/exchange.rs`, which runs the stages below
 //!    over one `Exchange` (what the request has become so far) and counts the answer; errors
 //!    take the route's own API shape (`proxy/dialect.rs`). `proxy/upstream.rs` is the raw
-//!    passthrough, beside the stages.
+//!    passthrough, beside the stages; `proxy/dashboard.rs` serves `/ui` (the page in
+//!    `proxy/ui/`, compiled in) and its event stream, `/admin/events`.
 //! 2. **Parse** (`proxy/parse.rs`): the body within `server.max_body`, the model asked for,
 //!    the task and priority from headers or the API key, the client's hash, the sticky key of
 //!    each running experiment.
@@ -75,7 +76,7 @@
 //!   `Front` and a file in `proxy/translate/`; the stages do the rest.
 //! - **A trace format**: a `Format` variant and its reader in `sim/trace.rs`.
 //!
-//! The commands (`serve`, `models`, `policy`, `setup`, `simulate`) sit beside the runtime in
+//! The commands (`serve`, `models`, `policy`, `setup`, `simulate`, `import`) sit beside the runtime in
 //! [`cli`], one file each; `main.rs` only parses the command line and dispatches.
 
 pub mod backend;

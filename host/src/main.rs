@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use modelyard::cli::{self, models, policy, sdk, serve, setup};
+use modelyard::cli::{self, import, models, policy, sdk, serve, setup};
 use modelyard::sim::{report, trace};
 
 #[derive(Debug, Parser)]
@@ -32,6 +32,11 @@ enum Command {
         /// Where --demo provisions.
         #[arg(long, default_value = setup::DEFAULT_DEMO_DIR)]
         demo_dir: PathBuf,
+        #[command(flatten)]
+        server: ServerFlags,
+        /// Serve a non-loopback `listen` address without `[auth] keys` and `admin_key`.
+        #[arg(long)]
+        allow_open: bool,
     },
     /// Print the models of a running host: state, measured memory, in-flight, idle time, and
     /// device totals.
@@ -56,10 +61,19 @@ enum Command {
         /// Install the policy build tools for these languages (repeatable; `all` for every one).
         #[arg(long, value_name = "LANG")]
         sdk: Vec<SdkChoice>,
+        /// Install only Debian's Chromium and ChromeDriver, for the dashboard's browser tests
+        /// (apt-get, as root).
+        #[arg(long, conflicts_with = "sdk")]
+        browser: bool,
+        #[command(flatten)]
+        server: ServerFlags,
     },
     /// Inspect and check policy components.
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// Write a modelyard config equivalent to another tool's.
+    #[command(subcommand)]
+    Import(ImportCommand),
     /// Replay a request trace through the scheduler with each policy on a virtual clock, and
     /// report what users feel (failed requests, time to first token, goodput) and the swap
     /// cost, with the offline bounds.
@@ -117,6 +131,54 @@ enum Command {
 
 /// Rounds of the Lagrangian lower bound, unless `--bound-rounds` says otherwise.
 const DEFAULT_BOUND_ROUNDS: usize = 300;
+
+#[derive(Debug, Subcommand)]
+enum ImportCommand {
+    /// A llama-swap YAML config: models, macros, groups, hooks, peers and API keys; what does
+    /// not carry over is listed (and written at the top of the output), never dropped.
+    LlamaSwap {
+        /// llama-swap's config (e.g. config.yaml).
+        file: PathBuf,
+        /// Where to write the modelyard config.
+        #[arg(long, short, default_value = "modelyard.toml")]
+        output: PathBuf,
+        /// Overwrite the output if it exists.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+/// Which llama-server the demo runs (by default: the one set up before, else one already on
+/// the machine, else the prebuilt, else a source build).
+#[derive(Debug, clap::Args)]
+struct ServerFlags {
+    /// Run this llama-server.
+    #[arg(long, value_name = "PATH", conflicts_with_all = ["from_source", "prebuilt"])]
+    llama_server: Option<PathBuf>,
+    /// Build llama.cpp's llama-server from source (about 15 minutes on 2 cores; router mode
+    /// and the flags the prebuilt launcher lacks need it).
+    #[arg(long, conflicts_with = "prebuilt")]
+    from_source: bool,
+    /// Run llama.cpp's prebuilt server (the `xllamacpp` wheel) even when another is there.
+    #[arg(long)]
+    prebuilt: bool,
+}
+
+impl ServerFlags {
+    fn choice(self) -> setup::Server {
+        match self {
+            ServerFlags {
+                llama_server: Some(path),
+                ..
+            } => setup::Server::Given(path),
+            ServerFlags {
+                from_source: true, ..
+            } => setup::Server::FromSource,
+            ServerFlags { prebuilt: true, .. } => setup::Server::Prebuilt,
+            _ => setup::Server::Auto,
+        }
+    }
+}
 
 /// A language for `setup --sdk`, or all of them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -180,14 +242,31 @@ enum PolicyCommand {
     },
     /// List the built-in policies and the components in a policies folder.
     List {
-        /// The folder users drop `.wasm` policies into.
-        #[arg(long, default_value = policy::DEFAULT_POLICY_DIR)]
-        dir: PathBuf,
+        /// The folder users drop `.wasm` policies into (default: the config's `[policies] dir`).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// The config whose policies folder to list (the demo's when this one is not there).
+        #[arg(long, default_value = policy::DEFAULT_CONFIG)]
+        config: PathBuf,
     },
+}
+
+/// Commands that print end quietly when their reader goes (`policy list | head`), as Unix
+/// tools do: Rust ignores SIGPIPE, so `println!` panicked instead. `serve` keeps ignoring it:
+/// a client that hangs up must never kill the host.
+#[allow(unsafe_code)]
+fn end_on_closed_pipe() {
+    use nix::sys::signal::{SigHandler, Signal, signal};
+    // SAFETY: called first thing in main, before any thread starts; the default action
+    // installs no handler code.
+    let _ = unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) };
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Serve { .. }) {
+        end_on_closed_pipe();
+    }
     // A replay's every load and eviction would drown its table.
     let quiet = matches!(cli.command, Command::Simulate { .. });
     tracing_subscriber::fmt()
@@ -203,15 +282,17 @@ fn main() -> ExitCode {
             config,
             demo,
             demo_dir,
+            server,
+            allow_open,
         } => {
             let config = if demo {
-                setup::setup(&demo_dir).map(|d| d.config)
+                setup::setup(&demo_dir, &server.choice()).map(|d| d.config)
             } else {
                 Ok(config)
             };
             config.and_then(|c| {
                 runtime()
-                    .block_on(serve::serve(&c))
+                    .block_on(serve::serve(&c, allow_open))
                     .map(|()| ExitCode::SUCCESS)
             })
         }
@@ -229,7 +310,10 @@ fn main() -> ExitCode {
                 },
             ))
             .map(|()| ExitCode::SUCCESS),
-        Command::Setup { dir, sdk } if !sdk.is_empty() => {
+        Command::Setup { browser: true, .. } => {
+            setup::install_browser().map(|()| ExitCode::SUCCESS)
+        }
+        Command::Setup { dir, sdk, .. } if !sdk.is_empty() => {
             let langs: Vec<sdk::Lang> = if sdk.contains(&SdkChoice::All) {
                 sdk::Lang::ALL.to_vec()
             } else {
@@ -240,7 +324,7 @@ fn main() -> ExitCode {
                 .try_for_each(|lang| sdk::install(&dir, lang).map(drop))
                 .map(|()| ExitCode::SUCCESS)
         }
-        Command::Setup { dir, .. } => setup::setup(&dir).map(|d| {
+        Command::Setup { dir, server, .. } => setup::setup(&dir, &server.choice()).map(|d| {
             println!("{}", d.config.display());
             ExitCode::SUCCESS
         }),
@@ -292,8 +376,15 @@ fn main() -> ExitCode {
             json,
             &plot,
         ),
+        Command::Import(ImportCommand::LlamaSwap {
+            file,
+            output,
+            force,
+        }) => import::run(&file, &output, force),
         Command::Policy(PolicyCommand::Check { file }) => policy::check(&file),
-        Command::Policy(PolicyCommand::List { dir }) => policy::list(&dir),
+        Command::Policy(PolicyCommand::List { dir, config }) => {
+            policy::folder_to_list(dir.as_deref(), &config).and_then(|d| policy::list(d.as_deref()))
+        }
         Command::Policy(PolicyCommand::New { name, lang, dir }) => policy::new(&name, lang, &dir),
         Command::Policy(PolicyCommand::Test {
             file,

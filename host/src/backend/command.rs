@@ -98,7 +98,7 @@ pub async fn start(
         endpoint: Endpoint {
             api_base,
             api_key: None,
-            model_name: model.id.clone(),
+            model_name: c.model_name.clone().unwrap_or_else(|| model.id.clone()),
         },
         pid,
         exit,
@@ -356,6 +356,7 @@ mod tests {
             health_path: "/health".into(),
             start_timeout: std::time::Duration::from_secs(1),
             stop_timeout: std::time::Duration::from_secs(1),
+            model_name: None,
         }
     }
 
@@ -397,6 +398,7 @@ mod tests {
             health_path: "/health".into(),
             start_timeout: std::time::Duration::from_secs(1),
             stop_timeout: std::time::Duration::from_secs(1),
+            model_name: None,
         };
         let model = ModelSettings {
             context_tokens: 512,

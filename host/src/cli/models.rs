@@ -138,6 +138,9 @@ pub fn render(s: &Status) -> String {
         "\neviction policy {}: {} decisions, {} evictions, {} fallbacks ({} refused)\n",
         e.policy, e.decisions, e.evictions, e.fallbacks, e.refused
     ));
+    if !s.events.is_empty() {
+        out.push_str("latest events, newest first (seconds since the host started):\n");
+    }
     for ev in s.events.iter().rev().take(5) {
         out.push_str(&format!(
             "  {:>8.1}s {} {}: {}\n",

@@ -1,19 +1,20 @@
 //! `modelyard policy check|list|new`: what a policy author runs before dropping a component
 //! into `policies/`. The templates `new` writes belong to the SDKs (`cli/sdk/template.rs`).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::Context as _;
 
 use super::sdk::{self, Lang};
+use crate::config::Settings;
 use crate::engine::{
     DEFAULT_HOOK_DEADLINE, EngineSettings, LoadError, Policy, PolicyEngine, PolicySource, builtin,
 };
 
-/// Where users drop their policies.
-pub const DEFAULT_POLICY_DIR: &str = "policies";
+/// The config `policy list` reads its policies folder from, unless given `--dir`.
+pub const DEFAULT_CONFIG: &str = "modelyard.toml";
 
 /// The deadline of `check`'s sample calls.
 const CHECK_DEADLINE: std::time::Duration = std::time::Duration::from_millis(500);
@@ -79,8 +80,30 @@ pub fn check(file: &Path) -> anyhow::Result<ExitCode> {
     })
 }
 
+/// The folder `policy list` shows: `dir` when given, else the `[policies] dir` of `config`
+/// (of the demo's config when `config` is the default and not there). `None`: the config
+/// names no folder.
+pub fn folder_to_list(dir: Option<&Path>, config: &Path) -> anyhow::Result<Option<PathBuf>> {
+    if let Some(d) = dir {
+        return Ok(Some(d.to_path_buf()));
+    }
+    let demo = Path::new(super::setup::DEFAULT_DEMO_DIR).join("modelyard.toml");
+    let config = if !config.exists() && config == Path::new(DEFAULT_CONFIG) && demo.is_file() {
+        demo
+    } else {
+        config.to_path_buf()
+    };
+    if !config.exists() {
+        anyhow::bail!(
+            "{} does not exist: give --config FILE (the folder is its `[policies] dir`) or --dir DIR",
+            config.display()
+        );
+    }
+    Ok(Settings::from_file(&config)?.policies.dir)
+}
+
 /// Prints the built-in policies and every `.wasm` in `dir` with its hooks or why it is refused.
-pub fn list(dir: &Path) -> anyhow::Result<ExitCode> {
+pub fn list(dir: Option<&Path>) -> anyhow::Result<ExitCode> {
     let engine = PolicyEngine::new(EngineSettings::default())?;
     println!("built-in:");
     for name in builtin::NAMES {
@@ -90,6 +113,10 @@ pub fn list(dir: &Path) -> anyhow::Result<ExitCode> {
             None => {}
         }
     }
+    let Some(dir) = dir else {
+        println!("(the config sets no policies folder: `[policies] dir`)");
+        return Ok(ExitCode::SUCCESS);
+    };
     println!("{}:", dir.display());
     let mut files: Vec<_> = match std::fs::read_dir(dir) {
         Ok(entries) => entries

@@ -6,7 +6,6 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use axum::serve::ListenerExt as _;
 
 use crate::backend::RealLauncher;
 use crate::config::{PolicyRef, Settings};
@@ -15,6 +14,11 @@ use crate::engine::{EngineSettings, Hook, HookMap, Hooks, Policy, PolicyEngine, 
 use crate::proxy::{self, AppState};
 use crate::recorder::Recorder;
 use crate::scheduler::Scheduler;
+
+/// How long an idle connection to a model server is kept for reuse: below llama-server's 5 s
+/// keep-alive (and most servers'), so that a request never goes out on a connection the
+/// server is closing, which fails it with "connection closed before message completed".
+pub const UPSTREAM_POOL_IDLE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// A running host: its scheduler and the address it listens on.
 #[derive(Debug)]
@@ -69,6 +73,7 @@ pub async fn start(
     settings: Settings,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<(Host, tokio::task::JoinHandle<anyhow::Result<()>>)> {
+    refuse_open(&settings)?;
     let engine = PolicyEngine::new(EngineSettings {
         hook_deadline: settings.policies.hook_deadline,
         cache_dir: settings.policies.cache_dir.clone(),
@@ -106,6 +111,7 @@ pub async fn start(
         );
     }
     let http = reqwest::Client::builder()
+        .pool_idle_timeout(UPSTREAM_POOL_IDLE)
         .build()
         .context("building the HTTP client")?;
     let listen = settings.listen;
@@ -125,26 +131,38 @@ pub async fn start(
         .await
         .with_context(|| format!("listening on {listen}"))?;
     let addr = listener.local_addr()?;
-    // Each chunk of a streamed answer goes out as it comes: without TCP_NODELAY a small chunk
-    // waits for the client's delayed acknowledgement of the one before it.
-    let listener = listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "could not set TCP_NODELAY");
-        }
-    });
     let mut state = AppState::new(scheduler.clone(), policies.clone(), http);
     state.recorder = recorder;
-    let app = proxy::router(Arc::new(state));
+    let state = Arc::new(state);
+    let app = proxy::router(state.clone());
     let sched = scheduler.clone();
+    let grace = scheduler.settings().server.shutdown_grace;
     let task = tokio::spawn(async move {
-        let served = axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await;
+        let (close, closed) = tokio::sync::oneshot::channel::<()>();
+        let mut server = std::pin::pin!(proxy::listen::serve(listener, app, async move {
+            let _ = closed.await;
+        }));
+        tokio::select! {
+            () = &mut server => {}
+            () = shutdown => {
+                // New requests get 503 while those in flight finish, for the grace at most.
+                state.close();
+                tokio::select! {
+                    () = &mut server => {}
+                    () = drain(&sched, grace) => {
+                        let _ = close.send(());
+                        // Idle connections close now; a stream past the grace is cut.
+                        let _ = tokio::time::timeout(DRAIN_CUT, &mut server).await;
+                    }
+                }
+            }
+        }
         drop(watcher);
         sched.shutdown().await;
-        served.context("serving HTTP")
+        Ok(())
     });
     tracing::info!(%addr, "listening");
+    preload(&scheduler);
     Ok((
         Host {
             scheduler,
@@ -155,9 +173,85 @@ pub async fn start(
     ))
 }
 
-/// `modelyard serve`: serves until SIGINT or SIGTERM.
-pub async fn serve(config: &Path) -> anyhow::Result<()> {
-    let settings = Settings::from_file(config)?;
+/// How long, after the drain, the last connections get to close before they are cut.
+const DRAIN_CUT: std::time::Duration = std::time::Duration::from_millis(500);
+/// How often the drain looks at what is still in flight.
+const DRAIN_CHECK_EVERY: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// Returns once no request holds or waits for a model, or `grace` has passed.
+async fn drain(scheduler: &Scheduler, grace: std::time::Duration) {
+    let deadline = tokio::time::Instant::now() + grace;
+    loop {
+        let busy: u32 = (scheduler.status().models.iter())
+            .map(|m| m.in_flight + m.queued)
+            .sum();
+        if busy == 0 {
+            tracing::info!("drained: no request in flight");
+            return;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            tracing::warn!(
+                in_flight = busy,
+                ?grace,
+                "shutdown grace over: cutting requests still in flight"
+            );
+            return;
+        }
+        tokio::time::sleep(DRAIN_CHECK_EVERY).await;
+    }
+}
+
+/// A host on an address others can reach serves only with client keys and an admin key
+/// (anyone who reaches `/admin` can unload models and load policy files), unless told to with
+/// `--allow-open`.
+fn refuse_open(settings: &Settings) -> anyhow::Result<()> {
+    if settings.listen.ip().is_loopback() || settings.server.allow_open {
+        return Ok(());
+    }
+    let mut missing = Vec::new();
+    if settings.auth.keys.is_empty() {
+        missing.push("[auth] keys (for /v1 and /api)");
+    }
+    if settings.auth.admin_key.is_none() {
+        missing.push("[auth] admin_key (for /admin and /ui)");
+    }
+    if missing.is_empty() {
+        return Ok(());
+    }
+    anyhow::bail!(
+        "refusing to serve {} without {}: set them, listen on 127.0.0.1, or pass --allow-open",
+        settings.listen,
+        missing.join(" or ")
+    )
+}
+
+/// Loads the models marked `preload`, one after another in config order, off the caller's
+/// path: requests are served meanwhile, and a load that fails is logged, never fatal.
+fn preload(scheduler: &Scheduler) {
+    let ids: Vec<String> = (scheduler.settings().models.iter())
+        .filter(|m| m.preload)
+        .map(|m| m.id.clone())
+        .collect();
+    if ids.is_empty() {
+        return;
+    }
+    let scheduler = scheduler.clone();
+    tokio::spawn(async move {
+        for id in ids {
+            match scheduler.load(&id).await {
+                Ok(()) => tracing::info!(model = %id, "preloaded"),
+                Err(e) => tracing::warn!(model = %id, error = %e, "preload failed"),
+            }
+        }
+    });
+}
+
+/// `modelyard serve`: serves until SIGINT or SIGTERM, then drains for `[server]
+/// shutdown_grace`; a second signal stops at once (the kernel stops every model server with
+/// the host). `allow_open` is `--allow-open`.
+pub async fn serve(config: &Path, allow_open: bool) -> anyhow::Result<()> {
+    let mut settings = Settings::from_file(config)?;
+    settings.server.allow_open = allow_open;
     let (host, task) = start(settings, shutdown_signal()).await?;
     eprintln!("modelyard: serving on http://{}/v1", host.addr);
     task.await.context("the server task failed")?
@@ -172,5 +266,13 @@ async fn shutdown_signal() {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
     }
-    tracing::info!("shutting down: stopping model servers");
+    tracing::info!("shutting down: draining requests in flight (a second signal stops at once)");
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        tracing::warn!("a second signal: stopping at once");
+        std::process::exit(130);
+    });
 }

@@ -88,6 +88,8 @@ pub const DEFAULT_COMPRESSION_POLICY: &str = "lru";
 pub const DEFAULT_MAX_BODY: u64 = 8 << 20;
 /// How long a backend may take to start answering (the first byte; streams then run freely).
 pub const DEFAULT_UPSTREAM_TIMEOUT: Duration = Duration::from_secs(600);
+/// How long a shutdown waits for requests in flight (Kubernetes' default termination grace).
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
 /// The name of the host's RAM as a device.
 pub const CPU_DEVICE: &str = "cpu";
@@ -128,6 +130,12 @@ pub struct ExperimentSettings {
 pub struct ServerSettings {
     pub max_body: u64,
     pub upstream_timeout: Duration,
+    /// Serve a non-loopback address without client and admin keys (`serve --allow-open`);
+    /// otherwise the host refuses to start there.
+    pub allow_open: bool,
+    /// On SIGTERM, how long requests in flight may finish while new ones get 503
+    /// (`shutdown_grace`); then the rest are cut and every server stops.
+    pub shutdown_grace: Duration,
 }
 
 /// Who may call the host. With no keys, `/v1` is open; with no admin key, `/admin` is open
@@ -230,6 +238,8 @@ pub struct ModelSettings {
     pub tags: Vec<String>,
     pub priority: i32,
     pub pinned: bool,
+    /// Loaded when the host starts (`preload`; llama-swap's `hooks.on_startup.preload`).
+    pub preload: bool,
     /// Unload after this long idle; `None` keeps the model until it is evicted.
     pub ttl: Option<Duration>,
     pub context_tokens: u32,
@@ -272,6 +282,9 @@ pub struct CommandSettings {
     pub health_path: String,
     pub start_timeout: Duration,
     pub stop_timeout: Duration,
+    /// The model name sent to the server (`use_model_name`; llama-swap's `useModelName`),
+    /// else the id.
+    pub model_name: Option<String>,
 }
 
 /// An OpenAI-compatible server that already runs.
@@ -371,6 +384,8 @@ impl Default for ServerSettings {
         ServerSettings {
             max_body: DEFAULT_MAX_BODY,
             upstream_timeout: DEFAULT_UPSTREAM_TIMEOUT,
+            allow_open: false,
+            shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
         }
     }
 }
@@ -386,6 +401,7 @@ impl ModelSettings {
             tags: Vec::new(),
             priority: 0,
             pinned: false,
+            preload: false,
             ttl: None,
             context_tokens: DEFAULT_CONTEXT_TOKENS,
             parallel: DEFAULT_PARALLEL,

@@ -45,6 +45,7 @@ pub(super) struct RawExperiment {
 pub(super) struct RawServer {
     pub(super) max_body: Option<RawSize>,
     pub(super) upstream_timeout: Option<RawDuration>,
+    pub(super) shutdown_grace: Option<RawDuration>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -117,6 +118,8 @@ pub(super) struct RawModel {
     pub(super) priority: i32,
     #[serde(default)]
     pub(super) pinned: bool,
+    #[serde(default)]
+    pub(super) preload: bool,
     pub(super) ttl: Option<RawDuration>,
     pub(super) context_tokens: Option<u32>,
     pub(super) parallel: Option<u32>,

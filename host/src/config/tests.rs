@@ -199,3 +199,26 @@ fn capabilities_translate_and_context_fallback_are_checked() {
         assert!(text.contains(needle), "{needle:?} in {text}");
     }
 }
+
+/// llama-swap's `useModelName` and `hooks.on_startup.preload`, as `import llama-swap` writes
+/// them: a started server may be sent another model name; `api_key` still needs `url`.
+#[test]
+fn a_started_server_takes_use_model_name_and_preload_but_not_api_key() {
+    let s = parse(
+        "[models.a]\ncmd = \"s --port ${PORT}\"\nuse_model_name = \"org/a\"\npreload = true\n\
+         [models.b]\ncmd = \"s --port ${PORT}\"\n",
+    )
+    .expect("valid");
+    let BackendSettings::Command(a) = &s.models[0].backend else {
+        panic!("a command model")
+    };
+    assert_eq!(a.model_name.as_deref(), Some("org/a"));
+    assert!(s.models[0].preload && !s.models[1].preload);
+    let BackendSettings::Command(b) = &s.models[1].backend else {
+        panic!("a command model")
+    };
+    assert_eq!(b.model_name, None);
+    let e = parse("[models.a]\ncmd = \"s --port ${PORT}\"\napi_key = \"k\"\n")
+        .expect_err("api_key on a started server");
+    assert!(e.to_string().contains("models.a.api_key"), "{e}");
+}

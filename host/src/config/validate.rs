@@ -45,6 +45,10 @@ impl Validator<'_> {
             upstream_timeout: self
                 .duration("server.upstream_timeout", raw.server.upstream_timeout)
                 .unwrap_or(DEFAULT_UPSTREAM_TIMEOUT),
+            allow_open: false,
+            shutdown_grace: self
+                .duration("server.shutdown_grace", raw.server.shutdown_grace)
+                .unwrap_or(DEFAULT_SHUTDOWN_GRACE),
         };
         let auth = self.auth(raw.auth);
         let trace = self.trace(raw.trace);
@@ -329,7 +333,6 @@ impl Validator<'_> {
             (Some(cmd), None) => {
                 for (key, set) in [
                     ("api_key", m.api_key.is_some()),
-                    ("use_model_name", m.use_model_name.is_some()),
                     ("control", m.control.is_some()),
                 ] {
                     if set {
@@ -345,7 +348,12 @@ impl Validator<'_> {
                     m.start_timeout,
                     m.stop_timeout,
                 )
-                .map(BackendSettings::Command)
+                .map(|c| {
+                    BackendSettings::Command(CommandSettings {
+                        model_name: m.use_model_name,
+                        ..c
+                    })
+                })
             }
             (None, Some(url)) => {
                 for (key, set) in [
@@ -386,6 +394,7 @@ impl Validator<'_> {
             tags: m.tags,
             priority: m.priority,
             pinned: m.pinned,
+            preload: m.preload,
             ttl,
             context_tokens: m.context_tokens.unwrap_or(DEFAULT_CONTEXT_TOKENS),
             parallel,
@@ -505,6 +514,7 @@ impl Validator<'_> {
             stop_timeout: self
                 .duration(&format!("{path}.stop_timeout"), stop_timeout)
                 .unwrap_or(DEFAULT_STOP_TIMEOUT),
+            model_name: None,
         })
     }
 

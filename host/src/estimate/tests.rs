@@ -37,6 +37,7 @@ fn model(id: &str, file: &Path, cmd: &str) -> ModelSettings {
                 health_path: "/health".into(),
                 start_timeout: Duration::from_secs(1),
                 stop_timeout: Duration::from_secs(1),
+                model_name: None,
             }),
         )
     }

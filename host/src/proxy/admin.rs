@@ -38,6 +38,11 @@ pub async fn unload(
 
 /// `GET /admin/policies`: which component serves each hook, its exports and its counters.
 pub async fn policies(State(app): State<Arc<AppState>>) -> impl IntoResponse {
+    axum::Json(policies_report(&app))
+}
+
+/// What `/admin/policies` says.
+pub(super) fn policies_report(app: &AppState) -> Value {
     let hooks = app.scheduler.hooks();
     let deadline_us = u64::try_from(app.scheduler.settings().policies.hook_deadline.as_micros())
         .unwrap_or(u64::MAX);
@@ -74,13 +79,13 @@ pub async fn policies(State(app): State<Arc<AppState>>) -> impl IntoResponse {
         })
         .collect();
     let (compiled, cached) = app.policies.engine().compile_counts();
-    axum::Json(json!({
+    json!({
         "hook_deadline_us": deadline_us,
         "hooks": rows,
         "files": app.policies.report(),
         "reloads": app.policies.events(),
         "compiles": {"compiled": compiled, "from_cache": cached},
-    }))
+    })
 }
 
 /// `GET /metrics`: Prometheus text.
@@ -96,13 +101,18 @@ pub async fn metrics(State(app): State<Arc<AppState>>) -> impl IntoResponse {
 
 /// `GET /admin/experiments`: every running experiment and its per-arm results.
 pub async fn experiments(State(app): State<Arc<AppState>>) -> impl IntoResponse {
+    axum::Json(experiments_report(&app))
+}
+
+/// What `/admin/experiments` says.
+pub(super) fn experiments_report(app: &AppState) -> Value {
     let hooks = app.scheduler.hooks();
     let list: Vec<_> = Hook::ALL
         .into_iter()
         .filter_map(|h| hooks.experiment(h))
         .map(|e| e.report())
         .collect();
-    axum::Json(json!({"experiments": list}))
+    json!({"experiments": list})
 }
 
 #[derive(Debug, serde::Deserialize)]

@@ -218,6 +218,17 @@ pub async fn handle(app: Arc<AppState>, req: Request, route: Route) -> Response 
         Ok(resp) => resp,
         Err(e) => {
             record::failed(&app, &ex, &e);
+            // The host's own failures are the operator's to see; a client's mistakes are not.
+            if e.status.is_server_error() {
+                tracing::warn!(
+                    route = route.name(),
+                    model = ex.model.as_deref().unwrap_or(&ex.asked),
+                    status = e.status.as_u16(),
+                    code = e.code,
+                    cause = %e.message,
+                    "answered with a server error"
+                );
+            }
             e.render(route.dialect())
         }
     };

@@ -1,21 +1,25 @@
-//! The HTTP face: OpenAI-compatible routes under `/v1`, the admin routes under `/admin`,
-//! `/metrics` and `/health`.
+//! The HTTP face: OpenAI-compatible routes under `/v1` (with Anthropic's Messages), Ollama's
+//! under `/api`, the raw `/upstream/{model}/…`, the admin routes under `/admin` and the
+//! dashboard at `/ui` (both behind the admin key), `/metrics` and `/health`; served by
+//! [`listen`]'s accept loop, and answered 503 by every route once the host begins to shut down.
 //!
 //! A request flows one way, as stages over one exchange ([`exchange`] names them): parse →
 //! route (`select-model`) → acquire (the scheduler's [`Lease`](crate::scheduler::Lease)) → fit
 //! (`compress-context` when the prompt does not fit) → forward → relay the answer chunk by
 //! chunk. The lease lives in the relayed stream, so a model is never evicted under a request,
 //! and a client that goes away drops the stream, which drops the lease and the upstream
-//! request. Every error is OpenAI-shaped JSON with the right status.
+//! request. Every error takes its route's API shape (`dialect`) with the right status.
 
 mod acquire;
 mod admin;
 mod anthropic;
+mod dashboard;
 mod dialect;
 mod error;
 mod exchange;
 mod fit;
 mod forward;
+pub mod listen;
 mod metrics;
 mod ollama;
 mod openai;
@@ -72,6 +76,9 @@ pub struct AppState {
     next_id: std::sync::atomic::AtomicU64,
     /// Models whose servers answered 404 on an API's route: the host translates it for them.
     lacking: std::sync::Mutex<std::collections::HashSet<(String, Api)>>,
+    /// Turns true when the host begins to shut down: streams that never end by themselves
+    /// (the dashboard's events) end then, so that the graceful shutdown does not wait on them.
+    closing: tokio::sync::watch::Sender<bool>,
 }
 
 impl AppState {
@@ -84,7 +91,18 @@ impl AppState {
             recorder: None,
             next_id: std::sync::atomic::AtomicU64::new(1),
             lacking: std::sync::Mutex::default(),
+            closing: tokio::sync::watch::Sender::new(false),
         }
+    }
+
+    /// Says the host is shutting down: new requests get 503, endless streams end.
+    pub fn close(&self) {
+        self.closing.send_replace(true);
+    }
+
+    /// Whether the host is shutting down.
+    pub fn is_closing(&self) -> bool {
+        *self.closing.borrow()
     }
 
     fn lacking(&self, model: &str, api: Api) -> bool {
@@ -144,6 +162,11 @@ pub fn router(state: Arc<AppState>) -> Router {
             post(admin::stop_experiment),
         )
         .route("/admin/experiments/{hook}/promote", post(admin::promote))
+        .route("/admin/events", get(dashboard::events))
+        .route("/ui", get(dashboard::index))
+        .route("/ui/", get(dashboard::index))
+        .route("/ui/app.js", get(dashboard::script))
+        .route("/ui/app.css", get(dashboard::style))
         .route_layer(middleware::from_fn_with_state(state.clone(), admin_auth));
     Router::new()
         .merge(v1)
@@ -154,8 +177,28 @@ pub fn router(state: Arc<AppState>) -> Router {
             get(|| async { axum::Json(json!({"status": "ok"})) }),
         )
         .fallback(|| async { ApiError::not_found("no such route") })
+        .layer(middleware::from_fn_with_state(state.clone(), closing_gate))
         .with_state(state)
 }
+
+/// While the host shuts down, every new request gets a 503 in its route's shape (so that a
+/// client retries elsewhere or later), and the requests already in flight finish.
+async fn closing_gate(State(app): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    if !app.is_closing() {
+        return next.run(req).await;
+    }
+    let mut e = ApiError::new(
+        axum::http::StatusCode::SERVICE_UNAVAILABLE,
+        "server_error",
+        "shutting_down",
+        "the host is shutting down; retry on another host or after it restarts",
+    );
+    e.retry_after = Some(CLOSING_RETRY_AFTER);
+    e.render(Dialect::of_path(req.uri().path()))
+}
+
+/// The `Retry-After` of a request refused while the host shuts down.
+const CLOSING_RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The key a client sent: `Authorization: Bearer <key>`, or Anthropic's `x-api-key`.
 fn bearer(req: &Request) -> Option<&str> {
@@ -184,8 +227,18 @@ async fn client_auth(State(app): State<Arc<AppState>>, mut req: Request, next: N
     if keys.is_empty() {
         return next.run(req).await;
     }
-    let found: Option<ApiKey> =
-        bearer(&req).and_then(|k| keys.iter().find(|c| c.key == k).cloned());
+    // Every key is compared, each in the same time, so that timing tells nothing of them.
+    let found: Option<ApiKey> = bearer(&req).and_then(|sent| {
+        keys.iter()
+            .fold(None, |found, c| {
+                if same_key(sent, &c.key) {
+                    Some(c)
+                } else {
+                    found
+                }
+            })
+            .cloned()
+    });
     match found {
         Some(key) => {
             req.extensions_mut().insert(key);
@@ -195,12 +248,59 @@ async fn client_auth(State(app): State<Arc<AppState>>, mut req: Request, next: N
     }
 }
 
-/// With an admin key configured, `/admin` needs it.
+/// Whether a key sent is the key configured, in time that depends on neither: their SHA-256
+/// digests are compared, every byte of them.
+fn same_key(sent: &str, key: &str) -> bool {
+    use sha2::{Digest as _, Sha256};
+    let (a, b) = (
+        Sha256::digest(sent.as_bytes()),
+        Sha256::digest(key.as_bytes()),
+    );
+    a.iter()
+        .zip(b.iter())
+        .fold(0u8, |diff, (x, y)| diff | (x ^ y))
+        == 0
+}
+
+/// The password of `Authorization: Basic …` (any user name): how a browser sends the admin
+/// key to `/ui` and, from the page, to `/admin`, after asking for it once.
+fn basic_password(req: &Request) -> Option<String> {
+    use base64::Engine as _;
+    let encoded = req
+        .headers()
+        .get(header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Basic ")?;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    text.split_once(':')
+        .map(|(_, password)| password.to_string())
+}
+
+/// With an admin key configured, `/admin` and `/ui` need it: as a bearer token (or
+/// `x-api-key`), or as the password of HTTP Basic auth, which a browser asks for when `/ui`
+/// answers 401.
 async fn admin_auth(State(app): State<Arc<AppState>>, req: Request, next: Next) -> Response {
-    match &app.scheduler.settings().auth.admin_key {
-        Some(key) if bearer(&req) != Some(key.as_str()) => {
-            unauthorized(&req, "missing or wrong admin key")
-        }
-        _ => next.run(req).await,
+    let Some(key) = &app.scheduler.settings().auth.admin_key else {
+        return next.run(req).await;
+    };
+    let sent = bearer(&req)
+        .map(str::to_string)
+        .or_else(|| basic_password(&req));
+    if sent.is_some_and(|s| same_key(&s, key)) {
+        return next.run(req).await;
     }
+    let mut resp = unauthorized(&req, "missing or wrong admin key");
+    if req.uri().path().starts_with("/ui") {
+        resp.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            axum::http::HeaderValue::from_static(
+                "Basic realm=\"modelyard admin\", charset=\"UTF-8\"",
+            ),
+        );
+    }
+    resp
 }

@@ -27,7 +27,8 @@ const NODE_PACKAGE_JSON: &str = r#"{
   "private": true,
   "devDependencies": {
     "@bytecodealliance/componentize-js": "0.23.0",
-    "@bytecodealliance/jco": "1.35.0"
+    "@bytecodealliance/jco": "1.35.0",
+    "typescript": "5.9.3"
   },
   "overrides": {
     "@bytecodealliance/preview2-shim": "0.25.0"
@@ -150,10 +151,17 @@ fn js(node: &Path) -> anyhow::Result<Tools> {
     let bin = node.join("node_modules/.bin");
     let manifest = node.join("package.json");
     let current = std::fs::read_to_string(&manifest).is_ok_and(|t| t == NODE_PACKAGE_JSON);
-    if !current || !bin.join("componentize-js").exists() || !bin.join("jco").exists() {
+    if !current
+        || ["componentize-js", "jco", "tsc"]
+            .iter()
+            .any(|b| !bin.join(b).exists())
+    {
         std::fs::create_dir_all(node)?;
         std::fs::write(&manifest, NODE_PACKAGE_JSON)?;
-        step("js", "installing componentize-js and jco from npm");
+        step(
+            "js",
+            "installing componentize-js, jco and TypeScript from npm",
+        );
         run(Command::new("npm")
             .args(["install", "--no-audit", "--no-fund", "--cache"])
             .arg(node.join("cache"))
