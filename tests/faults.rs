@@ -102,11 +102,12 @@ async fn an_idle_upstream_connection_is_not_reused_past_the_servers_keep_alive()
 }
 
 /// An answer's body, chunk by chunk.
-type Body = std::pin::Pin<Box<dyn futures_util::Stream<Item = reqwest::Result<Vec<u8>>> + Send>>;
+pub type Body =
+    std::pin::Pin<Box<dyn futures_util::Stream<Item = reqwest::Result<Vec<u8>>> + Send>>;
 
 /// Starts a streamed chat completion on `model` and returns the body's stream once its first
 /// chunk has come.
-async fn streaming(
+pub async fn streaming(
     http: &reqwest::Client,
     url: String,
     model: &str,
@@ -128,7 +129,7 @@ async fn streaming(
     (body, String::from_utf8_lossy(&first).into_owned())
 }
 
-async fn rest_of(mut body: Body, mut text: String) -> String {
+pub async fn rest_of(mut body: Body, mut text: String) -> String {
     use futures_util::StreamExt as _;
     while let Some(Ok(chunk)) = body.next().await {
         text.push_str(&String::from_utf8_lossy(&chunk));

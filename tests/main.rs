@@ -76,6 +76,10 @@ mod recording;
 // Hot reload under traffic, broken files, the compile cache.
 mod reload;
 
+// The config file reloaded without a restart: live edits, a command changed mid-stream, bad
+// and deleted files, SIGHUP.
+mod config_reload;
+
 // A/B experiments: sticky splits, weight changes, shadow mode, per-arm results.
 mod experiments;
 

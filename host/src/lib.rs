@@ -58,7 +58,9 @@
 //! offers idle models past their TTL, and memory pressure, to `choose-eviction`;
 //! `scheduler/events.rs` tells 0.2 policies that observe what happened (arrivals, finishes,
 //! loads, evictions), batched off the request path; `engine/set.rs` hot-reloads the policies
-//! folder.
+//! folder; `reload.rs` reloads the config file (on a change, SIGHUP or `/admin/config/reload`)
+//! and hands a valid one to `scheduler/reconfigure.rs`, which adds, retires and re-tunes
+//! models in place (slots are only ever added, so an index never changes its model).
 //!
 //! # Where to add things
 //! - **A hook**: the WIT (a new contract version beside the frozen ones), its bindings and
@@ -75,6 +77,9 @@
 //!   field checks in the parse stage and its arms in the fit stage; for another API, a
 //!   `Front` and a file in `proxy/translate/`; the stages do the rest.
 //! - **A trace format**: a `Format` variant and its reader in `sim/trace.rs`.
+//! - **A config key**: the raw key in `config/raw.rs`, its check in `config/validate.rs`, and
+//!   in `reload.rs` or `scheduler/reconfigure.rs` whether a reload applies it at once, at a
+//!   model's restart, or only at the host's next start.
 //!
 //! The commands (`serve`, `models`, `policy`, `setup`, `simulate`, `import`) sit beside the runtime in
 //! [`cli`], one file each; `main.rs` only parses the command line and dispatches.
@@ -86,6 +91,7 @@ pub mod engine;
 pub mod estimate;
 pub mod proxy;
 pub mod recorder;
+pub mod reload;
 pub mod scheduler;
 pub mod sim;
 pub mod telemetry;

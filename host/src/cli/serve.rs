@@ -1,18 +1,18 @@
 //! `modelyard serve`: wires the configured policies, the scheduler and
 //! the proxy together, serves until SIGINT or SIGTERM, then stops every model server.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context as _;
 
 use crate::backend::RealLauncher;
-use crate::config::{PolicyRef, Settings};
+use crate::config::Settings;
 use crate::engine::experiment::Experiment;
-use crate::engine::{EngineSettings, Hook, HookMap, Hooks, Policy, PolicyEngine, PolicySet};
+use crate::engine::{EngineSettings, Hooks, PolicyEngine, PolicySet};
 use crate::proxy::{self, AppState};
 use crate::recorder::Recorder;
+use crate::reload::{self, ConfigStatus, Reloader};
 use crate::scheduler::Scheduler;
 
 /// How long an idle connection to a model server is kept for reuse: below llama-server's 5 s
@@ -26,45 +26,9 @@ pub struct Host {
     pub scheduler: Scheduler,
     pub policies: Arc<PolicySet>,
     pub addr: std::net::SocketAddr,
-}
-
-/// Loads the policies the config names for each hook: the defaults a policies folder overrides.
-pub fn defaults(
-    engine: &PolicyEngine,
-    settings: &Settings,
-) -> anyhow::Result<HookMap<Option<Arc<Policy>>>> {
-    let mut out: HookMap<Option<Arc<Policy>>> = HookMap::default();
-    let mut loaded: BTreeMap<String, Arc<Policy>> = BTreeMap::new();
-    for (hook, choice) in [
-        (Hook::ChooseEviction, &settings.policies.eviction),
-        (Hook::SelectModel, &settings.policies.selection),
-        (Hook::CompressContext, &settings.policies.compression),
-    ] {
-        let key = choice.to_string();
-        let policy = match choice {
-            PolicyRef::Fallback => None,
-            _ if loaded.contains_key(&key) => loaded.get(&key).cloned(),
-            PolicyRef::Builtin(name) => Some(Arc::new(
-                engine
-                    .resolve(name, Path::new("."))
-                    .map_err(anyhow::Error::msg)?,
-            )),
-            PolicyRef::File(path) => Some(Arc::new(
-                engine
-                    .resolve(&path.display().to_string(), Path::new("."))
-                    .map_err(anyhow::Error::msg)?,
-            )),
-        };
-        if let Some(p) = &policy {
-            if !p.exports(hook) {
-                anyhow::bail!("policy {} does not export {hook}", p.name());
-            }
-            loaded.insert(key, p.clone());
-        }
-        tracing::info!(hook = %hook, policy = %choice, "configured policy");
-        out[hook] = policy;
-    }
-    Ok(out)
+    /// Reloads the config file the settings came from (watched, and on SIGHUP); none for
+    /// settings that came from no file.
+    pub reloader: Option<Arc<Reloader>>,
 }
 
 /// Starts the host on `settings.listen` (port 0 picks a free one) and returns once it
@@ -73,7 +37,9 @@ pub async fn start(
     settings: Settings,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<(Host, tokio::task::JoinHandle<anyhow::Result<()>>)> {
-    refuse_open(&settings)?;
+    if let Some(why) = reload::open_without_keys(settings.listen, &settings) {
+        anyhow::bail!(why);
+    }
     let engine = PolicyEngine::new(EngineSettings {
         hook_deadline: settings.policies.hook_deadline,
         cache_dir: settings.policies.cache_dir.clone(),
@@ -83,7 +49,7 @@ pub async fn start(
     let policies = Arc::new(PolicySet::new(
         engine.clone(),
         hooks.clone(),
-        defaults(&engine, &settings)?,
+        reload::policy_defaults(&engine, &settings)?,
         settings.policies.dir.clone(),
     ));
     let watcher = policies.watch()?;
@@ -131,8 +97,20 @@ pub async fn start(
         .await
         .with_context(|| format!("listening on {listen}"))?;
     let addr = listener.local_addr()?;
+    let config = Arc::new(ConfigStatus::started(scheduler.settings().as_ref()));
+    let reloader = (scheduler.settings().source.clone()).map(|path| {
+        Arc::new(Reloader::new(
+            path,
+            scheduler.clone(),
+            policies.clone(),
+            config.clone(),
+        ))
+    });
+    let config_watcher = reloader.as_ref().map(Reloader::watch).transpose()?;
     let mut state = AppState::new(scheduler.clone(), policies.clone(), http);
     state.recorder = recorder;
+    state.config = config;
+    state.reloader = reloader.clone();
     let state = Arc::new(state);
     let app = proxy::router(state.clone());
     let sched = scheduler.clone();
@@ -158,6 +136,7 @@ pub async fn start(
             }
         }
         drop(watcher);
+        drop(config_watcher);
         sched.shutdown().await;
         Ok(())
     });
@@ -168,6 +147,7 @@ pub async fn start(
             scheduler,
             policies,
             addr,
+            reloader,
         },
         task,
     ))
@@ -199,30 +179,6 @@ async fn drain(scheduler: &Scheduler, grace: std::time::Duration) {
         }
         tokio::time::sleep(DRAIN_CHECK_EVERY).await;
     }
-}
-
-/// A host on an address others can reach serves only with client keys and an admin key
-/// (anyone who reaches `/admin` can unload models and load policy files), unless told to with
-/// `--allow-open`.
-fn refuse_open(settings: &Settings) -> anyhow::Result<()> {
-    if settings.listen.ip().is_loopback() || settings.server.allow_open {
-        return Ok(());
-    }
-    let mut missing = Vec::new();
-    if settings.auth.keys.is_empty() {
-        missing.push("[auth] keys (for /v1 and /api)");
-    }
-    if settings.auth.admin_key.is_none() {
-        missing.push("[auth] admin_key (for /admin and /ui)");
-    }
-    if missing.is_empty() {
-        return Ok(());
-    }
-    anyhow::bail!(
-        "refusing to serve {} without {}: set them, listen on 127.0.0.1, or pass --allow-open",
-        settings.listen,
-        missing.join(" or ")
-    )
 }
 
 /// Loads the models marked `preload`, one after another in config order, off the caller's

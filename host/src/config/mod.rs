@@ -261,7 +261,7 @@ pub struct ModelSettings {
 }
 
 /// How a model is served.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum BackendSettings {
     Command(CommandSettings),
     OpenAi(OpenAiSettings),
@@ -273,7 +273,7 @@ pub enum BackendSettings {
 }
 
 /// A server process the host starts per model.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct CommandSettings {
     /// The command line, split into words, with placeholders still in it.
     pub argv: Vec<String>,
@@ -288,7 +288,7 @@ pub struct CommandSettings {
 }
 
 /// An OpenAI-compatible server that already runs.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct OpenAiSettings {
     /// Base URL without a trailing slash, e.g. `http://127.0.0.1:11434/v1`.
     pub url: String,

@@ -120,6 +120,18 @@ impl Estimator {
         }
     }
 
+    /// Model `i` is `m` from now on (a reload): a new model when `i` is one past the last.
+    pub fn add(&mut self, i: usize, m: &ModelSettings) {
+        let p = profile(m);
+        if i < self.profiles.len() {
+            self.profiles[i] = p;
+            self.peaks[i] = None;
+        } else {
+            self.profiles.push(p);
+            self.peaks.push(None);
+        }
+    }
+
     /// Model `i`'s estimate now.
     pub fn estimate(&self, i: usize) -> Estimate {
         let p = &self.profiles[i];

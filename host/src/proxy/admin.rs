@@ -4,8 +4,8 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
 use axum::extract::{Path, State};
-use axum::http::header;
-use axum::response::IntoResponse;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt as _;
 use serde_json::{Value, json};
 
@@ -34,6 +34,41 @@ pub async fn unload(
 ) -> Result<impl IntoResponse, ApiError> {
     app.scheduler.unload(&id).await?;
     Ok(axum::Json(json!({"model": id, "state": "unloaded"})))
+}
+
+/// `GET /admin/config`: which version of the config file serves, what its last reload
+/// changed, the keys that wait for a restart, and the last file refused.
+pub async fn config(State(app): State<Arc<AppState>>) -> impl IntoResponse {
+    axum::Json(app.config.report())
+}
+
+/// `POST /admin/config/reload`: reads the config file again now (as a change to it or SIGHUP
+/// does): 200 with the version that serves, or 422 with every problem of a file refused.
+pub async fn reload_config(State(app): State<Arc<AppState>>) -> Response {
+    use crate::reload::Outcome;
+    let Some(reloader) = &app.reloader else {
+        return ApiError::new(
+            StatusCode::CONFLICT,
+            "invalid_request_error",
+            "no_config_file",
+            "this host was not started from a config file",
+        )
+        .into_response();
+    };
+    match reloader.reload().await {
+        Outcome::Applied(v) => axum::Json(json!({"status": "applied", "version": v})).into_response(),
+        Outcome::Unchanged => axum::Json(json!({"status": "unchanged", "version": app.config.report().version})).into_response(),
+        Outcome::Rejected(problems) => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            axum::Json(json!({"error": {
+                "message": format!("the config was refused; the old one keeps serving: {}", problems.join("; ")),
+                "type": "invalid_request_error",
+                "code": "invalid_config",
+                "problems": problems,
+            }})),
+        )
+            .into_response(),
+    }
 }
 
 /// `GET /admin/policies`: which component serves each hook, its exports and its counters.

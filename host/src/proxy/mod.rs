@@ -73,6 +73,10 @@ pub struct AppState {
     pub metrics: Metrics,
     /// Where each request's record goes, when `[trace] record` says.
     pub recorder: Option<Arc<Recorder>>,
+    /// Which version of the config file serves, for `/admin/config`.
+    pub config: Arc<crate::reload::ConfigStatus>,
+    /// Reloads the config on `POST /admin/config/reload`, when it came from a file.
+    pub reloader: Option<Arc<crate::reload::Reloader>>,
     next_id: std::sync::atomic::AtomicU64,
     /// Models whose servers answered 404 on an API's route: the host translates it for them.
     lacking: std::sync::Mutex<std::collections::HashSet<(String, Api)>>,
@@ -89,6 +93,8 @@ impl AppState {
             scheduler,
             http,
             recorder: None,
+            config: Arc::default(),
+            reloader: None,
             next_id: std::sync::atomic::AtomicU64::new(1),
             lacking: std::sync::Mutex::default(),
             closing: tokio::sync::watch::Sender::new(false),
@@ -148,6 +154,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route_layer(middleware::from_fn_with_state(state.clone(), client_auth));
     let admin = Router::new()
         .route("/admin/models", get(admin::models))
+        .route("/admin/config", get(admin::config))
+        .route("/admin/config/reload", post(admin::reload_config))
         .route("/admin/models/{id}/load", post(admin::load))
         .route("/admin/models/{id}/unload", post(admin::unload))
         .route("/admin/policies", get(admin::policies))

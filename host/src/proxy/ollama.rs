@@ -18,7 +18,7 @@ use super::dialect::Dialect;
 use super::exchange::{Route, handle};
 use super::translate::keep_alive;
 use super::{ApiError, AppState};
-use crate::config::{Capability, ModelSettings};
+use crate::config::{Capability, ModelSettings, Settings};
 use crate::scheduler::{KeepAlive, ModelStatus};
 
 /// The Ollama version the host answers `/api/version` with: the API it follows.
@@ -90,9 +90,9 @@ fn modified(m: &ModelSettings) -> String {
     rfc3339(t)
 }
 
-/// Each name (id and alias) of each model, with the model it means.
-fn names(app: &AppState) -> impl Iterator<Item = (&str, &ModelSettings)> {
-    app.scheduler.settings().models.iter().flat_map(|m| {
+/// Each name (id and alias) of each model in `settings`, with the model it means.
+fn names(settings: &Settings) -> impl Iterator<Item = (&str, &ModelSettings)> {
+    settings.models.iter().flat_map(|m| {
         std::iter::once(&m.id)
             .chain(&m.aliases)
             .map(move |n| (n.as_str(), m))
@@ -111,7 +111,8 @@ pub async fn version() -> impl IntoResponse {
 /// `GET /api/tags`: every model name, as Ollama lists pulled models.
 pub async fn tags(State(app): State<Arc<AppState>>) -> impl IntoResponse {
     let status = app.scheduler.status();
-    let models: Vec<Value> = names(&app)
+    let settings = app.scheduler.settings();
+    let models: Vec<Value> = names(&settings)
         .map(|(name, m)| {
             json!({
                 "name": name, "model": name, "modified_at": modified(m),
@@ -126,12 +127,13 @@ pub async fn tags(State(app): State<Arc<AppState>>) -> impl IntoResponse {
 /// `GET /api/ps`: the loaded models, with when each would be unloaded idle.
 pub async fn ps(State(app): State<Arc<AppState>>) -> impl IntoResponse {
     let status = app.scheduler.status();
+    let settings = app.scheduler.settings();
     let now = SystemTime::now();
     let models: Vec<Value> = status
         .models
         .iter()
         .filter(|s| s.state == "ready")
-        .filter_map(|s| Some((s, app.scheduler.settings().model(&s.id)?)))
+        .filter_map(|s| Some((s, settings.model(&s.id)?)))
         .map(|(s, m)| {
             let left = match (s.ttl_secs, s.idle_ms) {
                 (Some(ttl), idle) => Duration::from_secs(ttl)
@@ -162,7 +164,8 @@ pub async fn show(State(app): State<Arc<AppState>>, body: Bytes) -> Response {
     let Some(name) = body["model"].as_str().or(body["name"].as_str()) else {
         return error(StatusCode::BAD_REQUEST, "the body has no \"model\" string");
     };
-    let Some(m) = app.scheduler.settings().model(name) else {
+    let settings = app.scheduler.settings();
+    let Some(m) = settings.model(name) else {
         return not_found(name);
     };
     let capabilities: Vec<&str> = m

@@ -67,7 +67,8 @@ async fn forward(
     path: &str,
     req: Request,
 ) -> Result<Response, ApiError> {
-    let Some(model) = app.scheduler.settings().model(name) else {
+    let settings = app.scheduler.settings();
+    let Some(model) = settings.model(name) else {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "invalid_request_error",

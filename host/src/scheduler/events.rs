@@ -61,7 +61,7 @@ pub(super) fn deliver_before_deciding(inner: &Inner) {
 }
 
 fn id(inner: &Inner, idx: usize) -> String {
-    inner.settings.models[idx].id.clone()
+    inner.id(idx)
 }
 
 pub(super) fn arrived(inner: &Arc<Inner>, idx: usize, demand: &Demand) {

@@ -27,6 +27,7 @@ pub(super) async fn run(inner: Weak<Inner>) {
             return;
         }
         refresh(&inner).await;
+        restart_changed(&inner).await;
         expire_ttl(&inner).await;
         relieve_pressure(&inner).await;
     }
@@ -71,6 +72,18 @@ async fn refresh(inner: &Arc<Inner>) {
     inner.save_memory(save);
 }
 
+/// Models a reload changed or removed that have gone idle since (a model ready when its
+/// load ended, say): their servers stop now.
+async fn restart_changed(inner: &Arc<Inner>) {
+    let due: Vec<usize> = (inner.lock().slots.iter().enumerate())
+        .filter(|(_, s)| s.restart_due())
+        .map(|(i, _)| i)
+        .collect();
+    for i in due {
+        super::reconfigure::restart(inner.clone(), i).await;
+    }
+}
+
 /// Idle models past their TTL, offered to the policy (which may keep them with `wait`).
 async fn expire_ttl(inner: &Arc<Inner>) {
     let now = Instant::now();
@@ -79,9 +92,9 @@ async fn expire_ttl(inner: &Arc<Inner>) {
             && s.ttl()
                 .is_some_and(|ttl| s.last_active().is_some_and(|t| now - t >= ttl))
     };
-    let devices: Vec<String> = inner.capacity.keys().cloned().collect();
-    for device in devices {
-        let Some(room) = inner.room.get(&device) else {
+    let devices = inner.capacities();
+    for (device, _) in devices {
+        let Some(room) = inner.room(&device) else {
             continue;
         };
         let Ok(_room) = room.try_lock() else { continue };
@@ -129,13 +142,10 @@ async fn relieve_pressure(inner: &Arc<Inner>) {
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .clone();
-    let devices: Vec<(String, u64)> = inner
-        .capacity
-        .iter()
-        .map(|(d, c)| (d.clone(), *c))
-        .collect();
+    let devices = inner.capacities();
+    let pressure = inner.settings().memory.pressure;
     for (device, cap) in devices {
-        let Some(room) = inner.room.get(&device) else {
+        let Some(room) = inner.room(&device) else {
             continue;
         };
         let Ok(_room) = room.try_lock() else { continue };
@@ -143,7 +153,7 @@ async fn relieve_pressure(inner: &Arc<Inner>) {
             let st = inner.lock();
             let over_budget = st.held_on(&device).saturating_sub(cap);
             let over_pressure = latest.device(&device).map_or(0, |d| {
-                let limit = (d.total_bytes as f64 * inner.settings.memory.pressure) as u64;
+                let limit = (d.total_bytes as f64 * pressure) as u64;
                 d.used_bytes.saturating_sub(limit)
             });
             // Ask for no more than idle models could give back, so that a policy can answer.

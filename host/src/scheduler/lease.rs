@@ -74,14 +74,15 @@ impl<'a> Waiter<'a> {
             }
         }
         if !self.queued.waiting() {
-            let limit = self.inner.settings.scheduler.queue_timeout;
+            let sched = self.inner.settings().scheduler.clone();
+            let limit = sched.queue_timeout;
             if let Some(expected) = slot.expected_wait(demand.priority).filter(|&w| w > limit) {
                 return Err(SchedError::Overloaded {
                     model: slot.cfg.id.clone(),
                     expected,
                 });
             }
-            if slot.queued() >= self.inner.settings.scheduler.max_queue {
+            if slot.queued() >= sched.max_queue {
                 let mean = slot.stats().mean_load_ms();
                 return Err(SchedError::QueueFull {
                     model: slot.cfg.id.clone(),
@@ -115,6 +116,7 @@ impl<'a> Waiter<'a> {
                     })
                     .flatten();
                 Ok(Some(Lease {
+                    model: slot.cfg.clone(),
                     ready_on_arrival: self.first_look,
                     load_seconds,
                     inner: self.inner.clone(),
@@ -219,6 +221,8 @@ pub struct Lease {
     pub ready_on_arrival: bool,
     /// The request started the model's load, which took this long (from its arrival).
     pub load_seconds: Option<f64>,
+    /// The model's settings as it was loaded with them.
+    pub(super) model: Arc<crate::config::ModelSettings>,
     pub(super) inner: Arc<Inner>,
     pub(super) idx: usize,
     pub(super) generation: u64,
@@ -240,7 +244,7 @@ impl Lease {
 
     /// The model's id.
     pub fn model(&self) -> &str {
-        &self.inner.settings.models[self.idx].id
+        &self.model.id
     }
 
     /// The token count of each text with the model server's own tokenizer.
@@ -284,14 +288,19 @@ impl Drop for Lease {
     fn drop(&mut self) {
         let now = Instant::now();
         let took = millis_since(self.started, now);
-        let (idle, next) = {
+        let (idle, next, restart) = {
             let mut st = self.inner.lock();
             let slot = &mut st.slots[self.idx];
             if let Some(keep) = self.keep {
                 slot.keep_alive(keep);
             }
-            (slot.release(now, took, self.failed), slot.first_in_line())
+            let idle = slot.release(now, took, self.failed);
+            (idle, slot.first_in_line(), idle && slot.restart_due())
         };
+        // Its config changed while it served: it restarts now that it is idle.
+        if restart && let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(super::reconfigure::restart(self.inner.clone(), self.idx));
+        }
         // `keep_alive: 0`: the model goes once its last request is done.
         if idle
             && self.keep == Some(super::KeepAlive::Unload)

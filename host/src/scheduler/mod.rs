@@ -19,6 +19,7 @@
 mod events;
 mod housekeeping;
 mod lease;
+mod reconfigure;
 mod room;
 mod signal;
 mod slot;
@@ -26,7 +27,7 @@ mod status;
 mod view;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -35,12 +36,13 @@ use signal::Signal;
 
 pub use lease::Lease;
 use lease::Waiter;
+pub use reconfigure::Reconfigured;
 pub use slot::ESTIMATE_AFTER;
 use slot::{Slot, millis_since};
 pub use status::{DeviceStatus, Event, EvictionStats, ModelStatus, Status};
 
 use crate::backend::{Instance, Launcher};
-use crate::config::{CPU_DEVICE, Settings};
+use crate::config::Settings;
 use crate::engine::Hooks;
 use crate::engine::types::{EvictionCause, ModelState};
 use crate::estimate::{Estimator, memory};
@@ -175,23 +177,29 @@ pub struct Scheduler {
 
 #[derive(Debug)]
 struct Inner {
-    settings: Arc<Settings>,
+    /// Replaced whole by [`Scheduler::reconfigure`]; read with [`Inner::settings`].
+    settings: RwLock<Arc<Settings>>,
     hooks: Arc<Hooks>,
     launcher: Arc<dyn Launcher>,
     telemetry: Arc<Mutex<Telemetry>>,
     latest: Mutex<Snapshot>,
-    capacity: BTreeMap<String, u64>,
+    /// What models may hold on each device (its budget after the reserve).
+    capacity: RwLock<BTreeMap<String, u64>>,
     state: Mutex<State>,
-    /// Per model: bumped when its state changes, which is all its waiting requests wait for.
-    slot_changed: Vec<Signal>,
+    /// Per slot: bumped when its state changes, which is all its waiting requests wait for.
+    /// Slots are only ever added (a model removed from the config keeps its slot, retired).
+    slot_changed: RwLock<Vec<Arc<Signal>>>,
+    /// Per slot: its model's id, readable without the state lock (events name models by it).
+    ids: RwLock<Vec<String>>,
     /// Bumped by each change that can make room (a model goes idle, one stops, a load ends)
     /// while a load waiting for room listens; with no listener nothing is sent.
-    room_changes: Signal,
+    room_changes: Arc<Signal>,
     /// One eviction conversation at a time per device.
-    room: BTreeMap<String, tokio::sync::Mutex<()>>,
+    room: RwLock<BTreeMap<String, Arc<tokio::sync::Mutex<()>>>>,
     epoch: Instant,
-    /// Slot index by model id, then by alias (an id wins over another model's alias).
-    names: HashMap<String, usize>,
+    /// Slot index by model id, then by alias (an id wins over another model's alias); retired
+    /// slots have no name.
+    names: RwLock<HashMap<String, usize>>,
     /// [`SchedulerOptions::inline_calls`].
     inline: bool,
     /// A delivery of policy events is due ([`events`]).
@@ -236,28 +244,8 @@ impl Scheduler {
         options: SchedulerOptions,
     ) -> anyhow::Result<Self> {
         let snapshot = telemetry.snapshot();
-        let mut devices: Vec<String> = settings.models.iter().map(|m| m.device.clone()).collect();
-        devices.extend(settings.memory.devices.keys().cloned());
-        devices.push(CPU_DEVICE.to_string());
-        devices.sort();
-        devices.dedup();
-        let mut capacity = BTreeMap::new();
-        for name in &devices {
-            let total = match snapshot.device(name) {
-                Some(d) => d.total_bytes,
-                None => {
-                    tracing::warn!(device = %name, "configured but not found; models on it cannot load");
-                    0
-                }
-            };
-            let b = settings.memory.budget(name);
-            let cap = b
-                .budget
-                .unwrap_or(total)
-                .min(total.saturating_sub(b.reserve));
-            tracing::info!(device = %name, capacity = cap, total, "memory budget");
-            capacity.insert(name.clone(), cap);
-        }
+        let devices = reconfigure::devices(&settings);
+        let capacity = reconfigure::capacities(&settings, &devices, &snapshot);
         hooks.set_catalogue(view::catalogue(&settings.models, &devices));
         let estimator = Estimator::new(&settings.models, settings.state_dir.clone());
         let state = State {
@@ -270,45 +258,42 @@ impl Scheduler {
             eviction: EvictionStats::default(),
             shutting_down: false,
         };
-        let mut names = HashMap::new();
-        for (i, m) in settings.models.iter().enumerate() {
-            for alias in &m.aliases {
-                names.entry(alias.clone()).or_insert(i);
-            }
-        }
-        for (i, m) in settings.models.iter().enumerate() {
-            names.insert(m.id.clone(), i);
-        }
-        let slot_changed = settings.models.iter().map(|_| Signal::default()).collect();
+        let names = reconfigure::names(&state.slots);
+        let slot_changed = settings.models.iter().map(|_| Arc::default()).collect();
+        let ids = settings.models.iter().map(|m| m.id.clone()).collect();
+        let ttls = settings.models.iter().any(|m| m.ttl.is_some());
         let inner = Arc::new(Inner {
-            room: devices
-                .iter()
-                .map(|d| (d.clone(), tokio::sync::Mutex::new(())))
-                .collect(),
-            settings,
+            room: RwLock::new(
+                devices
+                    .iter()
+                    .map(|d| (d.clone(), Arc::default()))
+                    .collect(),
+            ),
+            settings: RwLock::new(settings),
             hooks,
             launcher,
             telemetry: Arc::new(Mutex::new(telemetry)),
             latest: Mutex::new(snapshot),
-            capacity,
+            capacity: RwLock::new(capacity),
             state: Mutex::new(state),
-            slot_changed,
-            room_changes: Signal::default(),
+            slot_changed: RwLock::new(slot_changed),
+            ids: RwLock::new(ids),
+            room_changes: Arc::default(),
             epoch: Instant::now(),
-            names,
+            names: RwLock::new(names),
             inline: options.inline_calls,
             flushing: std::sync::atomic::AtomicBool::new(false),
         });
-        let ttls = inner.settings.models.iter().any(|m| m.ttl.is_some());
         if options.always_keep_house || ttls {
             tokio::spawn(housekeeping::run(Arc::downgrade(&inner)));
         }
         Ok(Self { inner })
     }
 
-    /// The settings it runs on.
-    pub fn settings(&self) -> &Settings {
-        &self.inner.settings
+    /// The settings it runs on now (a reload replaces them: hold the `Arc` for one request's
+    /// consistent view, not longer).
+    pub fn settings(&self) -> Arc<Settings> {
+        self.inner.settings()
     }
 
     /// The hooks it asks.
@@ -323,20 +308,21 @@ impl Scheduler {
         let idx = inner.index(model)?;
         events::arrived(inner, idx, demand);
         let mut waiter = Waiter::new(inner, idx);
-        let deadline = waiter.arrived + inner.settings.scheduler.queue_timeout;
+        let queue_timeout = inner.settings().scheduler.queue_timeout;
+        let deadline = waiter.arrived + queue_timeout;
         if let Some(task) = &demand.task {
             inner.lock().note_demand(task);
         }
         // Made when the request first waits, under the state lock: a change after the state it
         // saw is sent after that lock is released, so it is not missed.
-        let mut rx: Option<signal::Listener<'_>> = None;
+        let mut rx: Option<signal::Listener> = None;
         loop {
             let rx = {
                 let mut st = inner.lock();
                 if let Some(lease) = waiter.look(&mut st, demand)? {
                     return Ok(lease);
                 }
-                rx.get_or_insert_with(|| inner.slot_changed[idx].listen())
+                rx.get_or_insert_with(|| inner.signal(idx).listen())
             };
             // A change of the model's state wakes every request waiting for it; a freed
             // place only those first in line.
@@ -353,7 +339,7 @@ impl Scheduler {
                 Err(_) => {
                     return Err(SchedError::Timeout {
                         model: inner.lock().slots[idx].cfg.id.clone(),
-                        waited: inner.settings.scheduler.queue_timeout,
+                        waited: queue_timeout,
                     });
                 }
             }
@@ -398,7 +384,7 @@ impl Scheduler {
             slot.in_flight() == 0
         };
         if keep == KeepAlive::Unload && idle {
-            let id = self.inner.settings.models[idx].id.clone();
+            let id = self.inner.id(idx);
             match self.unload(&id).await {
                 Err(SchedError::Busy { .. }) | Ok(()) => {}
                 Err(e) => return Err(e),
@@ -454,22 +440,24 @@ impl Scheduler {
             .clone();
         let st = inner.lock();
         let now = Instant::now();
-        let devices = inner
+        let devices = (inner
             .capacity
-            .iter()
-            .map(|(name, cap)| {
-                let d = latest.device(name);
-                DeviceStatus {
-                    name: name.clone(),
-                    capacity_bytes: *cap,
-                    models_bytes: st.held_on(name),
-                    total_bytes: d.map_or(0, |d| d.total_bytes),
-                    used_bytes: d.map_or(0, |d| d.used_bytes),
-                    free_bytes: d.map_or(0, |d| d.free_bytes),
-                    utilization_percent: d.and_then(|d| d.utilization_percent),
-                }
-            })
-            .collect();
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter())
+        .map(|(name, cap)| {
+            let d = latest.device(name);
+            DeviceStatus {
+                name: name.clone(),
+                capacity_bytes: *cap,
+                models_bytes: st.held_on(name),
+                total_bytes: d.map_or(0, |d| d.total_bytes),
+                used_bytes: d.map_or(0, |d| d.used_bytes),
+                free_bytes: d.map_or(0, |d| d.free_bytes),
+                utilization_percent: d.and_then(|d| d.utilization_percent),
+            }
+        })
+        .collect();
         let mut eviction = st.eviction.clone();
         eviction.policy = inner
             .hooks
@@ -477,7 +465,10 @@ impl Scheduler {
             .map_or_else(|| "none".to_string(), |p| p.name().to_string());
         Status {
             uptime_ms: millis_since(inner.epoch, now),
-            models: st.slots.iter().map(|s| status::model(s, now)).collect(),
+            models: (st.slots.iter())
+                .filter(|s| !s.retired())
+                .map(|s| status::model(s, now))
+                .collect(),
             devices,
             eviction,
             events: st.events.iter().cloned().collect(),
@@ -491,7 +482,7 @@ impl Scheduler {
             st.shutting_down = true;
             st.slots.iter_mut().filter_map(Slot::shut_down).collect()
         };
-        for signal in &self.inner.slot_changed {
+        for signal in self.inner.signals() {
             signal.bump();
         }
         self.inner.room_changed();
@@ -541,6 +532,56 @@ impl Inner {
         }
     }
 
+    /// The settings now.
+    fn settings(&self) -> Arc<Settings> {
+        self.settings
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Model `idx`'s id.
+    fn id(&self, idx: usize) -> String {
+        let ids = self.ids.read().unwrap_or_else(|e| e.into_inner());
+        ids.get(idx).cloned().unwrap_or_default()
+    }
+
+    /// What model `idx`'s waiting requests listen on.
+    fn signal(&self, idx: usize) -> Arc<Signal> {
+        let signals = self.slot_changed.read().unwrap_or_else(|e| e.into_inner());
+        signals.get(idx).cloned().unwrap_or_default()
+    }
+
+    fn slot_changed_mut(&self) -> std::sync::RwLockWriteGuard<'_, Vec<Arc<Signal>>> {
+        self.slot_changed.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn ids_mut(&self) -> std::sync::RwLockWriteGuard<'_, Vec<String>> {
+        self.ids.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn signals(&self) -> Vec<Arc<Signal>> {
+        (self.slot_changed.read().unwrap_or_else(|e| e.into_inner())).clone()
+    }
+
+    /// What models may hold on `device` (0 for a device it does not know).
+    fn capacity(&self, device: &str) -> u64 {
+        let capacity = self.capacity.read().unwrap_or_else(|e| e.into_inner());
+        capacity.get(device).copied().unwrap_or(0)
+    }
+
+    /// Every device with its capacity.
+    fn capacities(&self) -> Vec<(String, u64)> {
+        let capacity = self.capacity.read().unwrap_or_else(|e| e.into_inner());
+        capacity.iter().map(|(d, c)| (d.clone(), *c)).collect()
+    }
+
+    /// The turn to make room on `device`.
+    fn room(&self, device: &str) -> Option<Arc<tokio::sync::Mutex<()>>> {
+        let room = self.room.read().unwrap_or_else(|e| e.into_inner());
+        room.get(device).cloned()
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -554,13 +595,14 @@ impl Inner {
 
     /// Wakes the requests waiting for model `idx`.
     fn slot_changed(&self, idx: usize) {
-        if let Some(signal) = self.slot_changed.get(idx) {
+        let signals = self.slot_changed.read().unwrap_or_else(|e| e.into_inner());
+        if let Some(signal) = signals.get(idx) {
             signal.bump();
         }
     }
 
     fn index(&self, name: &str) -> Result<usize, SchedError> {
-        self.names
+        (self.names.read().unwrap_or_else(|e| e.into_inner()))
             .get(name)
             .copied()
             .ok_or_else(|| SchedError::UnknownModel(name.to_string()))
@@ -589,5 +631,7 @@ impl Inner {
 mod contract_tests;
 #[cfg(test)]
 mod drain_tests;
+#[cfg(test)]
+mod reconfigure_tests;
 #[cfg(test)]
 mod tests;

@@ -133,7 +133,7 @@ pub(super) async fn mark_crashed(inner: &Arc<Inner>, idx: usize, generation: u64
     inner.slot_changed(idx);
     inner.room_changed();
     super::events::emit(inner, || EventKind::Evicted {
-        model: inner.settings.models[idx].id.clone(),
+        model: inner.id(idx),
         by: EvictedBy::Host,
         cause: EvictionCause::Crashed,
     });
@@ -158,7 +158,7 @@ fn shortfall(inner: &Inner, st: &State, idx: usize) -> Shortfall {
     let slot = &st.slots[idx];
     let device = &slot.cfg.device;
     let need = slot.size();
-    let cap = inner.capacity.get(device).copied().unwrap_or(0);
+    let cap = inner.capacity(device);
     if need > cap {
         return Shortfall::Never(format!(
             "it needs {need} bytes and models may use at most {cap} on {device}"
@@ -195,7 +195,8 @@ pub(super) fn idle_bytes(st: &State, device: &str) -> u64 {
 /// Reserves room for model `idx`, evicting through the policy while it does not fit.
 async fn make_room(inner: &Arc<Inner>, idx: usize, key: &str) -> Result<(), SchedError> {
     let device = inner.lock().slots[idx].cfg.device.clone();
-    let room = inner.room.get(&device);
+    let room = inner.room(&device);
+    let room = room.as_deref();
     // Fast path: it fits and no load is waiting for room on this device (one that is keeps
     // its turn: memory it is waiting for is not handed to later, smaller loads).
     let free = room.and_then(|m| m.try_lock().ok());
@@ -227,15 +228,13 @@ async fn make_room(inner: &Arc<Inner>, idx: usize, key: &str) -> Result<(), Sche
 /// model just loaded serves for that long before it can be drained in turn.
 async fn ask_for_room(inner: &Arc<Inner>, idx: usize, key: &str) -> Result<(), SchedError> {
     let began = Instant::now();
-    let deadline = began + inner.settings.scheduler.queue_timeout;
+    let queue_timeout = inner.settings().scheduler.queue_timeout;
+    let deadline = began + queue_timeout;
     let wait = drain_after(&inner.lock().slots[idx]);
     let mut drain = Drain {
         inner,
         models: Vec::new(),
-        by: Evictor::host(
-            DRAIN_RULE,
-            EvictionCause::Load(inner.settings.models[idx].id.clone()),
-        ),
+        by: Evictor::host(DRAIN_RULE, EvictionCause::Load(inner.id(idx))),
     };
     let mut rx = inner.room_changes.listen();
     loop {
@@ -323,7 +322,7 @@ async fn ask_for_room(inner: &Arc<Inner>, idx: usize, key: &str) -> Result<(), S
         if Instant::now() >= deadline {
             return Err(SchedError::Timeout {
                 model: id,
-                waited: inner.settings.scheduler.queue_timeout,
+                waited: queue_timeout,
             });
         }
     }
@@ -375,7 +374,7 @@ fn drain_after(slot: &Slot) -> Duration {
 async fn wait_for_room(
     inner: &Inner,
     idx: usize,
-    rx: &mut super::signal::Listener<'_>,
+    rx: &mut super::signal::Listener,
     until: Instant,
 ) {
     while let Ok(()) = tokio::time::timeout_at(until, rx.changed()).await {
@@ -390,7 +389,7 @@ async fn wait_for_room(
 fn drain_named(inner: &Inner, incoming: &str, ids: &[String], drained: &mut Vec<usize>) {
     let mut st = inner.lock();
     for id in ids {
-        let Some(&i) = inner.names.get(id) else {
+        let Ok(i) = inner.index(id) else {
             continue;
         };
         if drained.contains(&i) || st.slots[i].cfg.id != *id {
@@ -617,7 +616,7 @@ pub(super) async fn evict(
     for (i, _) in &victims {
         inner.slot_changed(*i);
         super::events::emit(inner, || EventKind::Evicted {
-            model: inner.settings.models[*i].id.clone(),
+            model: inner.id(*i),
             by: evictor.by.clone(),
             cause: evictor.cause.clone(),
         });

@@ -3,6 +3,7 @@
 //! wait, so that which waiting request runs first, and so a replay's every decision, is the
 //! same from one run to the next.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use tokio::sync::Notify;
@@ -23,23 +24,24 @@ impl Signal {
         }
     }
 
-    /// A listener that sees every change after this call.
-    pub fn listen(&self) -> Listener<'_> {
+    /// A listener that sees every change after this call. It holds the signal, so that a
+    /// reload that adds slots never moves one from under a waiting request.
+    pub fn listen(self: &Arc<Self>) -> Listener {
         self.listeners.fetch_add(1, Ordering::SeqCst);
         Listener {
-            signal: self,
+            signal: self.clone(),
             seen: self.version.load(Ordering::SeqCst),
         }
     }
 }
 
 #[derive(Debug)]
-pub(super) struct Listener<'a> {
-    signal: &'a Signal,
+pub(super) struct Listener {
+    signal: Arc<Signal>,
     seen: u64,
 }
 
-impl Listener<'_> {
+impl Listener {
     /// Returns once the signal has changed since this listener last saw it.
     pub async fn changed(&mut self) {
         loop {
@@ -62,7 +64,7 @@ impl Listener<'_> {
     }
 }
 
-impl Drop for Listener<'_> {
+impl Drop for Listener {
     fn drop(&mut self) {
         self.signal.listeners.fetch_sub(1, Ordering::SeqCst);
     }
@@ -74,7 +76,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_change_before_the_wait_is_not_missed_and_listeners_wake_in_order() {
-        let s = Signal::default();
+        let s = Arc::new(Signal::default());
         let mut a = s.listen();
         s.bump();
         tokio::time::timeout(std::time::Duration::from_secs(1), a.changed())

@@ -73,6 +73,10 @@ pub(super) struct Slot {
     /// This load's idle TTL when a request set one (Ollama's `keep_alive`): `Some(None)` keeps
     /// it; cleared by the next load.
     ttl_override: Option<Option<Duration>>,
+    /// The model left the config: no name reaches it, and it goes once idle.
+    retired: bool,
+    /// Settings from a reload that need its server restarted: taken when it next stops.
+    pending: Option<Arc<ModelSettings>>,
 }
 
 /// A request's place in a model's queue: its priority, then its arrival (earlier first).
@@ -122,6 +126,8 @@ impl Slot {
             stats: Stats::default(),
             estimate,
             ttl_override: None,
+            retired: false,
+            pending: None,
         }
     }
 
@@ -374,11 +380,78 @@ impl Slot {
         self.in_flight == 0
     }
 
+    // ---- configuration ----
+
+    /// Whether the model left the config.
+    pub fn retired(&self) -> bool {
+        self.retired
+    }
+
+    /// The settings it is to run on: a reload's that wait for its server to stop, else its
+    /// own.
+    pub fn target(&self) -> &Arc<ModelSettings> {
+        self.pending.as_ref().unwrap_or(&self.cfg)
+    }
+
+    /// Ready and idle with a reload waiting for its server to stop (new settings, or none
+    /// at all): stop it now.
+    pub fn restart_due(&self) -> bool {
+        matches!(self.phase, Phase::Ready { .. })
+            && self.in_flight == 0
+            && (self.pending.is_some() || self.retired)
+    }
+
+    /// A reload's settings for it (it is in the config again, if it was retired). Those that
+    /// need a new server (`restart`) wait, while a server runs, until it stops: it starts no
+    /// new request meanwhile (they queue for the restart) and goes once those in flight end.
+    /// True when it waits so.
+    pub fn reconfigure(&mut self, cfg: Arc<ModelSettings>, restart: bool) -> bool {
+        self.retired = false;
+        let running = matches!(
+            self.phase,
+            Phase::Loading { .. } | Phase::Ready { .. } | Phase::Unloading { .. }
+        );
+        if restart && running {
+            self.pending = Some(cfg);
+            self.begin_drain();
+            return true;
+        }
+        self.cfg = cfg;
+        // A restart that waited is not needed any more: its queue may start again.
+        if self.pending.take().is_some() {
+            self.end_drain();
+        }
+        if restart {
+            // A command that failed may work now: no backoff for the new one.
+            self.consecutive_failures = 0;
+            if let Phase::Failed { .. } = self.phase {
+                self.phase = Phase::Unloaded;
+            }
+        }
+        false
+    }
+
+    /// The model left the config: it goes once idle (its server, if one runs, is stopped
+    /// then).
+    pub fn retire(&mut self) {
+        self.retired = true;
+        self.pending = None;
+    }
+
+    /// Its server stopped: settings that waited for that apply now.
+    fn settle(&mut self) {
+        if let Some(cfg) = self.pending.take() {
+            self.cfg = cfg;
+            self.consecutive_failures = 0;
+        }
+    }
+
     // ---- lifecycle ----
 
     /// Unloaded or failed → loading: a new attempt, whose generation it returns.
     pub fn begin_load(&mut self) -> u64 {
         debug_assert!(matches!(self.phase, Phase::Unloaded | Phase::Failed { .. }));
+        self.settle();
         self.phase = Phase::Loading { reserved: false };
         self.generation += 1;
         self.generation
@@ -499,6 +572,7 @@ impl Slot {
     pub fn unloaded(&mut self) {
         if matches!(self.phase, Phase::Unloading { .. }) {
             self.phase = Phase::Unloaded;
+            self.settle();
         }
     }
 

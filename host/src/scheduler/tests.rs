@@ -14,8 +14,8 @@ use crate::config::{ModelSettings, Settings};
 
 #[derive(Debug, Default)]
 pub(super) struct Fake {
-    starts: AtomicU32,
-    fail: AtomicBool,
+    pub(super) starts: AtomicU32,
+    pub(super) fail: AtomicBool,
 }
 
 #[derive(Debug)]

@@ -81,23 +81,42 @@ pub(super) fn catalogue(models: &[ModelSettings], devices: &[String]) -> Catalog
     )
 }
 
+/// The catalogue after a reload: every slot in slot order, so that an index never changes
+/// its model; a model that left the config keeps its place without aliases or tags (no
+/// request names it; it is only seen while its server stops).
+pub(super) fn slots_catalogue(slots: &[Slot], devices: &[String]) -> Catalogue {
+    let models: Vec<ModelSettings> = slots
+        .iter()
+        .map(|s| {
+            let mut m = (*s.cfg).clone();
+            if s.retired() {
+                m.aliases.clear();
+                m.tags.clear();
+            }
+            m
+        })
+        .collect();
+    catalogue(&models, devices)
+}
+
 /// Every configured model, for `select-model`.
 pub(super) fn candidates(inner: &Inner, st: &State) -> Vec<Model> {
-    st.slots.iter().map(|s| model(s, inner.epoch)).collect()
+    (st.slots.iter())
+        .filter(|s| !s.retired())
+        .map(|s| model(s, inner.epoch))
+        .collect()
 }
 
 /// The machine as the contract shows it: every device with a budget, `cpu` first, its total
 /// the budget after the reserve and its free bytes the part of that no model holds.
 pub(super) fn telemetry(inner: &Inner, st: &State) -> Telemetry {
     let latest = inner.latest.lock().unwrap_or_else(|e| e.into_inner());
-    let mut devices: Vec<Device> = inner
-        .capacity
-        .iter()
-        .map(|(name, &capacity)| Device {
-            name: name.clone(),
+    let mut devices: Vec<Device> = (inner.capacities().into_iter())
+        .map(|(name, capacity)| Device {
             total_bytes: capacity,
-            free_bytes: capacity.saturating_sub(st.held_on(name)),
-            utilization_percent: latest.device(name).and_then(|d| d.utilization_percent),
+            free_bytes: capacity.saturating_sub(st.held_on(&name)),
+            utilization_percent: latest.device(&name).and_then(|d| d.utilization_percent),
+            name,
         })
         .collect();
     devices.sort_by_key(|d| d.name != CPU_DEVICE);
