@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use modelyard::cli::{self, import, models, policy, sdk, serve, setup};
+use modelyard::cli::{self, import, key, models, policy, sdk, serve, setup};
 use modelyard::sim::{report, trace};
 
 #[derive(Debug, Parser)]
@@ -74,6 +74,9 @@ enum Command {
     /// Write a modelyard config equivalent to another tool's.
     #[command(subcommand)]
     Import(ImportCommand),
+    /// Keys for `[auth]`.
+    #[command(subcommand)]
+    Key(KeyCommand),
     /// Replay a request trace through the scheduler with each policy on a virtual clock, and
     /// report what users feel (failed requests, time to first token, goodput) and the swap
     /// cost, with the offline bounds.
@@ -131,6 +134,16 @@ enum Command {
 
 /// Rounds of the Lagrangian lower bound, unless `--bound-rounds` says otherwise.
 const DEFAULT_BOUND_ROUNDS: usize = 300;
+
+#[derive(Debug, Subcommand)]
+enum KeyCommand {
+    /// Print a key's SHA-256, for `key_sha256` or `admin_key_sha256` in `[auth]`: the config
+    /// then holds no key. Reads the key from standard input unless it is given.
+    Hash {
+        /// The key (better left out: a line on standard input stays out of shell history).
+        key: Option<String>,
+    },
+}
 
 #[derive(Debug, Subcommand)]
 enum ImportCommand {
@@ -381,6 +394,9 @@ fn main() -> ExitCode {
             output,
             force,
         }) => import::run(&file, &output, force),
+        Command::Key(KeyCommand::Hash { key }) => {
+            key::hash(key.as_deref()).map(|()| ExitCode::SUCCESS)
+        }
         Command::Policy(PolicyCommand::Check { file }) => policy::check(&file),
         Command::Policy(PolicyCommand::List { dir, config }) => {
             policy::folder_to_list(dir.as_deref(), &config).and_then(|d| policy::list(d.as_deref()))

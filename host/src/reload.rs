@@ -5,8 +5,8 @@
 //! serves keeps serving, and the rejection, with every problem's key path, is logged and shown
 //! by `/admin/config`. A valid one applies at once: models added, removed and re-tuned as
 //! [`Scheduler::reconfigure`] says (a model whose server must change restarts when idle, never
-//! mid-request), client and admin keys, the hooks' configured policies, budgets, queueing and
-//! HTTP limits. A few settings are fixed for the host's life (the address it listens on, its
+//! mid-request), client and admin keys, the hooks' configured policies and the digests their
+//! folder's files must have (`[policies] allow`), budgets, queueing and HTTP limits. A few settings are fixed for the host's life (the address it listens on, its
 //! state folder, its trace recording, the policy engine's folder, cache and deadline, the
 //! experiments it started with): a change to one is applied with the rest and listed as
 //! waiting for a restart. It knows nothing of HTTP: the proxy reads [`ConfigStatus`].
@@ -224,7 +224,9 @@ impl Reloader {
             Some(policy_defaults(engine, &settings).map_err(|e| vec![format!("policies: {e:#}")])?)
         };
         let restart_needed = fixed_keys_changed(&self.started, &settings);
+        let allow = settings.policies.allow.clone();
         let change = self.scheduler.reconfigure(settings);
+        self.policies.set_allow(allow);
         if let Some(defaults) = defaults {
             for hook in changed_hooks {
                 self.policies.set_default(hook, defaults[hook].clone());

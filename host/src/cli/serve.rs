@@ -46,11 +46,12 @@ pub async fn start(
         ..EngineSettings::default()
     })?;
     let hooks = Arc::new(Hooks::new());
-    let policies = Arc::new(PolicySet::new(
+    let policies = Arc::new(PolicySet::with_allow(
         engine.clone(),
         hooks.clone(),
         reload::policy_defaults(&engine, &settings)?,
         settings.policies.dir.clone(),
+        settings.policies.allow.clone(),
     ));
     let watcher = policies.watch()?;
     for e in &settings.experiments {

@@ -142,14 +142,63 @@ pub struct ServerSettings {
 /// (the host binds to loopback unless told otherwise).
 #[derive(Debug, Clone, Default)]
 pub struct AuthSettings {
-    pub admin_key: Option<String>,
+    pub admin_key: Option<KeyDigest>,
     pub keys: Vec<ApiKey>,
+}
+
+/// A key as the host keeps it: the SHA-256 of its text, from `key` or given as such with
+/// `key_sha256` (`modelyard key hash` prints it), so that a config need not hold the key.
+#[derive(Clone, PartialEq, Eq)]
+pub struct KeyDigest([u8; 32]);
+
+impl KeyDigest {
+    /// The digest of `key`.
+    pub fn of(key: &str) -> Self {
+        use sha2::{Digest as _, Sha256};
+        Self(Sha256::digest(key.as_bytes()).into())
+    }
+
+    /// A digest written as 64 hex digits.
+    pub fn from_hex(hex: &str) -> Option<Self> {
+        let hex = hex.trim();
+        if hex.len() != 64 || !hex.is_ascii() {
+            return None;
+        }
+        let mut out = [0u8; 32];
+        for (i, b) in out.iter_mut().enumerate() {
+            *b = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok()?;
+        }
+        Some(Self(out))
+    }
+
+    /// The digest as 64 lower-case hex digits.
+    pub fn hex(&self) -> String {
+        self.0.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// Whether `sent` is this key, in time that depends on neither (every byte of the two
+    /// digests is compared).
+    pub fn matches(&self, sent: &str) -> bool {
+        let sent = Self::of(sent);
+        sent.0
+            .iter()
+            .zip(self.0.iter())
+            .fold(0u8, |diff, (x, y)| diff | (x ^ y))
+            == 0
+    }
+}
+
+impl fmt::Debug for KeyDigest {
+    /// Never the whole digest in a log: enough to tell keys apart.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "KeyDigest(sha256:{}…)", &self.hex()[..8])
+    }
 }
 
 /// A client's key for `/v1`.
 #[derive(Debug, Clone)]
 pub struct ApiKey {
-    pub key: String,
+    pub key: KeyDigest,
     /// Shown to policies as `request.client` and used as the A/B sticky key.
     pub name: String,
     /// The priority of this client's requests unless a header says otherwise.
@@ -221,6 +270,8 @@ pub struct PolicySettings {
     pub dir: Option<PathBuf>,
     /// Where compiled policies are cached (default: `.cache` in `dir`).
     pub cache_dir: Option<PathBuf>,
+    /// The SHA-256 digests a file in `dir` must have to be loaded (`allow`); `None` loads any.
+    pub allow: Option<Vec<[u8; 32]>>,
 }
 
 /// Queueing rules.
@@ -366,6 +417,7 @@ impl Default for PolicySettings {
             hook_deadline: crate::engine::DEFAULT_HOOK_DEADLINE,
             dir: None,
             cache_dir: None,
+            allow: None,
         }
     }
 }

@@ -60,6 +60,7 @@ pub(super) struct RawTrace {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawAuth {
     pub(super) admin_key: Option<String>,
+    pub(super) admin_key_sha256: Option<String>,
     #[serde(default)]
     pub(super) keys: Vec<RawKey>,
 }
@@ -67,7 +68,8 @@ pub(super) struct RawAuth {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawKey {
-    pub(super) key: String,
+    pub(super) key: Option<String>,
+    pub(super) key_sha256: Option<String>,
     pub(super) name: Option<String>,
     #[serde(default)]
     pub(super) priority: i32,
@@ -98,6 +100,7 @@ pub(super) struct RawPolicies {
     pub(super) hook_deadline: Option<RawDuration>,
     pub(super) dir: Option<String>,
     pub(super) cache: Option<String>,
+    pub(super) allow: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

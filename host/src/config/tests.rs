@@ -222,3 +222,44 @@ fn a_started_server_takes_use_model_name_and_preload_but_not_api_key() {
         .expect_err("api_key on a started server");
     assert!(e.to_string().contains("models.a.api_key"), "{e}");
 }
+
+/// Keys as text or as digests (exactly one per key), and policy pins, each problem at its path.
+#[test]
+fn keys_may_be_digests_and_policy_pins_are_checked() {
+    let digest = KeyDigest::of("sk-a").hex();
+    let s = parse(&format!(
+        "[auth]\nadmin_key = \"adm\"\nkeys = [{{ key_sha256 = \"{digest}\" }}, {{ key = \"sk-b\" }}]\n\
+         [models.a]\ncmd = \"s --port ${{PORT}}\"\n"
+    ))
+    .expect("valid");
+    assert!(s.auth.keys[0].key.matches("sk-a") && !s.auth.keys[0].key.matches(&digest));
+    assert!(s.auth.keys[1].key.matches("sk-b"));
+    assert!(s.auth.admin_key.as_ref().is_some_and(|k| k.matches("adm")));
+    assert!(
+        !format!("{:?}", s.auth).contains(&digest),
+        "a log never shows a whole digest"
+    );
+    let e = parse(
+        "[auth]\nadmin_key = \"x\"\nadmin_key_sha256 = \"y\"\n\
+         keys = [{ key = \"k\", key_sha256 = \"00\" }, { name = \"none\" }, { key_sha256 = \"zz\" }]\n\
+         [policies]\nallow = [\"sha256:00\", \"md5:1\"]\n\
+         [models.a]\ncmd = \"s --port ${PORT}\"\n",
+    )
+    .expect_err("five problems")
+    .to_string();
+    for path in [
+        "auth.admin_key_sha256: give admin_key or admin_key_sha256, not both",
+        "auth.keys[0].key_sha256: give key or key_sha256, not both",
+        "auth.keys[1].key: is missing",
+        "auth.keys[2].key_sha256: is not a SHA-256 digest",
+        "policies.allow[0]",
+        "policies.allow[1]",
+    ] {
+        assert!(e.contains(path), "{path} in {e}");
+    }
+    let pinned = parse(&format!(
+        "[policies]\nallow = [\"sha256:{digest}\"]\n[models.a]\ncmd = \"s --port ${{PORT}}\"\n"
+    ))
+    .expect("valid");
+    assert_eq!(pinned.policies.allow.map(|a| a.len()), Some(1));
+}

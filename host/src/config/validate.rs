@@ -189,28 +189,70 @@ impl Validator<'_> {
         let mut keys: Vec<ApiKey> = Vec::new();
         for (i, k) in raw.keys.into_iter().enumerate() {
             let path = format!("auth.keys[{i}]");
-            if k.key.trim().is_empty() {
-                self.problem(&format!("{path}.key"), "is empty");
-            }
-            if keys.iter().any(|o| o.key == k.key) {
-                self.problem(&format!("{path}.key"), "is given twice");
+            let Some(key) = self.key(&path, "key", k.key, k.key_sha256) else {
+                continue;
+            };
+            if keys.iter().any(|o| o.key == key) {
+                self.problem(&path, "is the same key as another");
             }
             keys.push(ApiKey {
                 name: k.name.unwrap_or_else(|| format!("key{i}")),
-                key: k.key,
+                key,
                 priority: k.priority,
             });
         }
-        if raw
-            .admin_key
-            .as_deref()
-            .is_some_and(|k| k.trim().is_empty())
-        {
-            self.problem("auth.admin_key", "is empty");
-        }
-        AuthSettings {
-            admin_key: raw.admin_key,
-            keys,
+        let admin_key = match (&raw.admin_key, &raw.admin_key_sha256) {
+            (None, None) => None,
+            _ => self.key("auth", "admin_key", raw.admin_key, raw.admin_key_sha256),
+        };
+        AuthSettings { admin_key, keys }
+    }
+
+    /// A key given as `NAME` (its text) or `NAME_sha256` (its digest), exactly one of them.
+    fn key(
+        &mut self,
+        path: &str,
+        name: &str,
+        text: Option<String>,
+        sha256: Option<String>,
+    ) -> Option<KeyDigest> {
+        let at = |key: &str| {
+            if path == "auth" {
+                format!("auth.{key}")
+            } else {
+                format!("{path}.{key}")
+            }
+        };
+        match (text, sha256) {
+            (Some(k), None) if k.trim().is_empty() => {
+                self.problem(&at(name), "is empty");
+                None
+            }
+            (Some(k), None) => Some(KeyDigest::of(&k)),
+            (None, Some(h)) => {
+                let digest = KeyDigest::from_hex(&h);
+                if digest.is_none() {
+                    self.problem(
+                        &at(&format!("{name}_sha256")),
+                        "is not a SHA-256 digest (64 hex digits; `modelyard key hash` prints one)",
+                    );
+                }
+                digest
+            }
+            (Some(_), Some(_)) => {
+                self.problem(
+                    &at(&format!("{name}_sha256")),
+                    format_args!("give {name} or {name}_sha256, not both"),
+                );
+                None
+            }
+            (None, None) => {
+                self.problem(
+                    &at(name),
+                    format_args!("is missing (or give {name}_sha256)"),
+                );
+                None
+            }
         }
     }
 
@@ -277,6 +319,24 @@ impl Validator<'_> {
                 .cache
                 .map(|c| self.base.join(c))
                 .or_else(|| dir.map(|d| d.join(".cache"))),
+            allow: raw.allow.map(|list| {
+                (list.iter().enumerate())
+                    .filter_map(|(i, d)| {
+                        let digest = (d.strip_prefix("sha256:"))
+                            .and_then(KeyDigest::from_hex)
+                            .map(|k| k.0);
+                        if digest.is_none() {
+                            self.problem(
+                                &format!("policies.allow[{i}]"),
+                                format_args!(
+                                    "{d:?} is not \"sha256:\" and 64 hex digits (`modelyard policy check` prints a file's)"
+                                ),
+                            );
+                        }
+                        digest
+                    })
+                    .collect()
+            }),
         }
     }
 

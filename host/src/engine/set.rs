@@ -68,6 +68,8 @@ pub struct PolicySet {
     dir: Option<PathBuf>,
     files: Mutex<BTreeMap<PathBuf, FileEntry>>,
     events: Mutex<VecDeque<ReloadEvent>>,
+    /// The digests a file must have to be loaded (`[policies] allow`); `None` loads any.
+    allow: Mutex<Option<Vec<[u8; 32]>>>,
 }
 
 impl PolicySet {
@@ -78,6 +80,18 @@ impl PolicySet {
         defaults: HookMap<Option<Arc<Policy>>>,
         dir: Option<PathBuf>,
     ) -> Self {
+        Self::with_allow(engine, hooks, defaults, dir, None)
+    }
+
+    /// [`PolicySet::new`], loading from `dir` only files whose SHA-256 is in `allow` (when
+    /// given): any other is rejected, its digest in the message, before it is compiled.
+    pub fn with_allow(
+        engine: PolicyEngine,
+        hooks: Arc<Hooks>,
+        defaults: HookMap<Option<Arc<Policy>>>,
+        dir: Option<PathBuf>,
+        allow: Option<Vec<[u8; 32]>>,
+    ) -> Self {
         let set = Self {
             engine,
             hooks,
@@ -85,9 +99,23 @@ impl PolicySet {
             dir,
             files: Mutex::new(BTreeMap::new()),
             events: Mutex::new(VecDeque::new()),
+            allow: Mutex::new(allow),
         };
         set.rescan();
         set
+    }
+
+    /// Loads only files with these digests from now on (a config reload): every file is
+    /// judged again.
+    pub fn set_allow(&self, allow: Option<Vec<[u8; 32]>>) {
+        let mut current = self.allow.lock().unwrap_or_else(|e| e.into_inner());
+        if *current == allow {
+            return;
+        }
+        *current = allow;
+        drop(current);
+        self.files.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        self.rescan();
     }
 
     pub fn hooks(&self) -> &Arc<Hooks> {
@@ -144,6 +172,30 @@ impl PolicySet {
             let modified = std::fs::metadata(&path)
                 .and_then(|m| m.modified())
                 .unwrap_or_else(|_| SystemTime::now());
+            let allowed = (self.allow.lock().unwrap_or_else(|e| e.into_inner()))
+                .as_ref()
+                .is_none_or(|a| a.contains(&hash));
+            if !allowed {
+                let entry = files.entry(path.clone()).or_insert(FileEntry {
+                    hash,
+                    modified,
+                    good: None,
+                    good_hash: None,
+                    error: None,
+                });
+                entry.hash = hash;
+                entry.modified = modified;
+                let digest: String = hash.iter().map(|b| format!("{b:02x}")).collect();
+                let keeps = if entry.good.is_some() {
+                    "; its previous version keeps serving"
+                } else {
+                    ""
+                };
+                let why = format!("sha256:{digest} is not in [policies] allow{keeps}");
+                entry.error = Some(why.clone());
+                self.event(&path, "rejected", why);
+                continue;
+            }
             let name = path.file_stem().map_or_else(
                 || "policy".to_string(),
                 |s| s.to_string_lossy().into_owned(),
