@@ -42,6 +42,9 @@ mod security;
 // Faults between the host and its model servers, reproduced on loopback.
 mod faults;
 
+// The load run's short form: 200 clients, four models, room for two; nothing lost.
+mod load;
+
 // The dashboard in headless Chromium: live state, unload, a shadow experiment, the playground.
 mod dashboard;
 
