@@ -11,7 +11,6 @@
 //! poll's floor, measuring, waking the request, counting its tokens and forwarding it. Run
 //! with `cargo bench --bench cold`.
 
-use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -19,6 +18,8 @@ use futures_util::StreamExt as _;
 use modelyard::cli::setup::{self, Demo};
 use modelyard::config::Settings;
 use serde_json::json;
+
+mod common;
 
 /// Cold starts measured per path (the medians are printed).
 const ROUNDS: usize = 7;
@@ -31,14 +32,7 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn run() -> anyhow::Result<()> {
-    let dir = std::env::var_os("MODELYARD_DEMO_DIR").map_or_else(
-        || {
-            Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("..")
-                .join(setup::DEFAULT_DEMO_DIR)
-        },
-        Into::into,
-    );
+    let dir = common::demo_dir();
     let demo = Demo::read(&dir)
         .map_err(|e| anyhow::anyhow!("{e:#}: run `modelyard setup` first to provision the demo"))?;
     let http = reqwest::Client::new();

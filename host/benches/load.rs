@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use modelyard::cli::setup::{self, Demo};
 
+mod common;
 #[path = "common/load.rs"]
 mod generator;
 
@@ -28,15 +29,7 @@ fn arg(name: &str) -> Option<u64> {
 fn main() -> anyhow::Result<()> {
     let clients = arg("--clients").map_or(CLIENTS, |n| n as usize);
     let seconds = arg("--seconds").unwrap_or(SECONDS);
-    let dir = std::env::var_os("MODELYARD_DEMO_DIR").map_or_else(
-        || {
-            Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("..")
-                .join(setup::DEFAULT_DEMO_DIR)
-        },
-        Into::into,
-    );
-    let demo = Demo::read(&dir)?;
+    let demo = Demo::read(&common::demo_dir())?;
     let q4_0 = (demo.smollm2_q4_0.as_ref())
         .ok_or_else(|| anyhow::anyhow!("the demo has no Q4_0 model; run `modelyard setup`"))?;
     let port = std::net::TcpListener::bind("127.0.0.1:0")?

@@ -36,6 +36,27 @@ struct FileEntry {
     error: Option<String>,
 }
 
+impl FileEntry {
+    /// The entry of `path`, made if new, now at `hash` as of `modified`.
+    fn seen<'a>(
+        files: &'a mut BTreeMap<PathBuf, FileEntry>,
+        path: &Path,
+        hash: [u8; 32],
+        modified: SystemTime,
+    ) -> &'a mut FileEntry {
+        let entry = files.entry(path.to_path_buf()).or_insert(FileEntry {
+            hash,
+            modified,
+            good: None,
+            good_hash: None,
+            error: None,
+        });
+        entry.hash = hash;
+        entry.modified = modified;
+        entry
+    }
+}
+
 /// One file as `/admin/policies` shows it.
 #[derive(Debug, Clone, Serialize)]
 pub struct FileReport {
@@ -176,15 +197,7 @@ impl PolicySet {
                 .as_ref()
                 .is_none_or(|a| a.contains(&hash));
             if !allowed {
-                let entry = files.entry(path.clone()).or_insert(FileEntry {
-                    hash,
-                    modified,
-                    good: None,
-                    good_hash: None,
-                    error: None,
-                });
-                entry.hash = hash;
-                entry.modified = modified;
+                let entry = FileEntry::seen(&mut files, &path, hash, modified);
                 let digest: String = hash.iter().map(|b| format!("{b:02x}")).collect();
                 let keeps = if entry.good.is_some() {
                     "; its previous version keeps serving"
@@ -211,15 +224,7 @@ impl PolicySet {
             if loaded.is_err() && !settled(&path, &bytes) {
                 continue;
             }
-            let entry = files.entry(path.clone()).or_insert(FileEntry {
-                hash,
-                modified,
-                good: None,
-                good_hash: None,
-                error: None,
-            });
-            entry.hash = hash;
-            entry.modified = modified;
+            let entry = FileEntry::seen(&mut files, &path, hash, modified);
             match loaded {
                 Ok(p) => {
                     let hooks: Vec<&str> = p.hooks().iter().map(|h| h.name()).collect();
