@@ -42,6 +42,9 @@ mod security;
 // Faults between the host and its model servers, reproduced on loopback.
 mod faults;
 
+// The fuzz targets over their seed corpora and mutations of them (the fuzzer's smoke run).
+mod fuzz_corpus;
+
 // The load run's short form: 200 clients, four models, room for two; nothing lost.
 mod load;
 

@@ -89,6 +89,8 @@ pub mod cli;
 pub mod config;
 pub mod engine;
 pub mod estimate;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod proxy;
 pub mod recorder;
 pub mod reload;

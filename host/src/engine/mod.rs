@@ -14,6 +14,8 @@ mod cache;
 mod catalogue;
 mod error;
 pub mod experiment;
+#[doc(hidden)]
+pub mod fuzz;
 mod hooks;
 mod policy;
 pub mod sample;

@@ -28,6 +28,9 @@ mod record;
 mod relay;
 mod route;
 mod translate;
+
+#[doc(hidden)]
+pub use translate::fuzz;
 mod upstream;
 
 use std::sync::Arc;

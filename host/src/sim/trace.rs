@@ -93,10 +93,19 @@ fn csv_reader(path: &Path) -> anyhow::Result<csv::Reader<std::fs::File>> {
     csv::Reader::from_path(path).with_context(|| format!("opening {}", path.display()))
 }
 
-/// The model id for a function: its hash, shortened (still unique in the shipped samples).
+/// The model id for a function: its hash, shortened to 12 characters (still unique in the
+/// shipped samples).
 fn function_id(hash: &str) -> String {
-    format!("fn-{}", &hash[..hash.len().min(12)])
+    let short: String = hash.chars().take(12).collect();
+    format!("fn-{short}")
 }
+
+/// The most calls of one function in one minute a replay takes: more is no count from a real
+/// trace (the public one peaks far lower), and each call becomes a request in memory.
+const MAX_CALLS_PER_MINUTE: u64 = 1_000_000;
+/// The most requests an Azure Functions replay builds: each is held in memory, and counts are
+/// the one place a small file can ask for billions (`--span` replays a part).
+const MAX_ARRIVALS: usize = 20_000_000;
 
 /// Each function is a model; its per-minute counts are spread evenly over each minute.
 fn azure_functions(inv: &Path, minutes: usize) -> anyhow::Result<Trace> {
@@ -164,14 +173,22 @@ fn azure_functions(inv: &Path, minutes: usize) -> anyhow::Result<Trace> {
             },
         );
         for (minute, count) in row.iter().skip(first_minute).take(minutes).enumerate() {
-            let count = number(count).with_context(|| {
-                format!(
-                    "{} row {}: minute_{} is not a count",
-                    inv.display(),
-                    i + 2,
-                    minute + 1
-                )
-            })?;
+            let count = number(count)
+                .filter(|&n| n <= MAX_CALLS_PER_MINUTE)
+                .with_context(|| {
+                    format!(
+                        "{} row {}: minute_{} is not a count (at most {MAX_CALLS_PER_MINUTE})",
+                        inv.display(),
+                        i + 2,
+                        minute + 1
+                    )
+                })?;
+            if trace.arrivals.len() + count as usize > MAX_ARRIVALS {
+                bail!(
+                    "{}: more than {MAX_ARRIVALS} requests; replay a part with --span",
+                    inv.display()
+                );
+            }
             for k in 0..count {
                 // Evenly spread: the k-th of `count` calls sits at the middle of its share.
                 let offset = (2 * k + 1) * 30_000 / count;

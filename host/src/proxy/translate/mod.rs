@@ -8,6 +8,8 @@
 //! refused with a clear 400 rather than dropped (the docs list them).
 
 mod anthropic;
+#[doc(hidden)]
+pub mod fuzz;
 mod ollama;
 mod responses;
 mod sse;
