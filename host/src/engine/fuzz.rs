@@ -77,19 +77,18 @@ pub fn decision(data: &[u8]) {
                 .unwrap_or_else(|| panic!("{id} is not loaded: {d:?}"));
             assert!(!m.pinned && m.state == ModelState::Ready, "{m:?} in {d:?}");
             assert!(drain || m.in_flight == 0, "busy {id} evicted: {d:?}");
-            freed += m.size_bytes;
+            freed = freed.saturating_add(m.size_bytes);
         }
         if drain {
             assert_eq!(req.reason, EvictionReason::Load, "a drain without a load");
-            freed += (req.loaded.iter())
+            freed = (req.loaded.iter())
                 .filter(|m| {
                     !m.pinned
                         && m.in_flight == 0
                         && m.state == ModelState::Ready
                         && !named.contains(&m.id)
                 })
-                .map(|m| m.size_bytes)
-                .sum::<u64>();
+                .fold(freed, |sum, m| sum.saturating_add(m.size_bytes));
         }
         assert!(
             freed >= req.needed_bytes,

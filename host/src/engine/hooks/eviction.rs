@@ -146,15 +146,14 @@ pub fn validate(req: &EvictionRequest, d: EvictionDecision) -> Result<EvictionDe
         if m.state != ModelState::Ready {
             return Err(format!("names {id:?}, which is {:?}, not ready", m.state));
         }
-        freed += m.size_bytes;
+        // Sizes are the host's own readings, but a sum must not wrap into "enough" (found by
+        // the decision fuzz target).
+        freed = freed.saturating_add(m.size_bytes);
     }
     if draining {
-        freed += req
-            .loaded
-            .iter()
+        freed = (req.loaded.iter())
             .filter(|m| evictable(m) && !ids.contains(&m.id))
-            .map(|m| m.size_bytes)
-            .sum::<u64>();
+            .fold(freed, |sum, m| sum.saturating_add(m.size_bytes));
     }
     if freed < req.needed_bytes {
         return Err(format!(
