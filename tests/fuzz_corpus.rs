@@ -138,3 +138,22 @@ fn a_minute_count_past_a_million_is_refused_and_a_million_is_read() {
         "{violated:#}"
     );
 }
+
+/// The bound on a whole replay's requests, at a size a test can build: at the bound it is
+/// read, past it refused, naming `--span`.
+#[test]
+fn a_trace_past_its_request_bound_is_refused_and_one_at_it_is_read() {
+    use modelyard::sim::trace::{Format, read_within};
+    let dir = tempfile::tempdir().unwrap();
+    let inv = dir.path().join("t_inv.csv");
+    std::fs::write(
+        &inv,
+        "HashFunction,HashApp,HashOwner,minute_1,minute_2\nf,a,o,6,4\ng,a,o,0,1\n",
+    )
+    .unwrap();
+    let paths = std::slice::from_ref(&inv);
+    let obeyed = read_within(Format::AzureFunctions, paths, None, 11).expect("11 requests");
+    assert_eq!(obeyed.arrivals.len(), 11);
+    let violated = read_within(Format::AzureFunctions, paths, None, 10).expect_err("past 10");
+    assert!(format!("{violated:#}").contains("--span"), "{violated:#}");
+}

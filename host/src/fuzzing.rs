@@ -41,10 +41,14 @@ pub fn trace(data: &[u8]) {
         (Format::Jsonl, "trace.jsonl"),
     ] {
         if let Ok(path) = write(name, main) {
-            let _ = trace::read_first(format, &[path], Some(60_000));
+            let _ = trace::read_within(format, &[path], Some(60_000), FUZZ_MAX_REQUESTS);
         }
     }
 }
+
+/// The most requests a fuzzed trace may ask for: enough for every rule, small enough to stay
+/// fast and within the fuzzer's memory limit.
+const FUZZ_MAX_REQUESTS: usize = 100_000;
 
 /// A folder of this thread's own for the trace files.
 fn scratch() -> PathBuf {
