@@ -180,10 +180,10 @@ impl Reloader {
             Ok(bytes) if Some(digest(&bytes)) == self.status.lock().sha256 => {
                 return Outcome::Unchanged;
             }
-            Ok(bytes) => self.apply(&bytes).map(|v| (v, bytes)),
+            Ok(bytes) => self.apply(&bytes),
         };
         match outcome {
-            Ok((version, _)) => Outcome::Applied(version),
+            Ok(version) => Outcome::Applied(version),
             Err(problems) => {
                 tracing::warn!(
                     path = %self.path.display(),
@@ -357,11 +357,7 @@ pub fn open_without_keys(listen: std::net::SocketAddr, settings: &Settings) -> O
 }
 
 fn digest(bytes: &[u8]) -> String {
-    use sha2::{Digest as _, Sha256};
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    crate::config::Sha256Digest::of(bytes).hex()
 }
 
 fn now() -> String {

@@ -6,7 +6,7 @@ use std::io::BufRead as _;
 
 use anyhow::Context as _;
 
-use crate::config::KeyDigest;
+use crate::config::Sha256Digest;
 
 /// Prints the digest of `key`, or of the first line of standard input.
 pub fn hash(key: Option<&str>) -> anyhow::Result<()> {
@@ -24,6 +24,6 @@ pub fn hash(key: Option<&str>) -> anyhow::Result<()> {
     if key.trim().is_empty() {
         anyhow::bail!("the key is empty");
     }
-    println!("{}", KeyDigest::of(&key).hex());
+    println!("{}", Sha256Digest::of(&key).hex());
     Ok(())
 }

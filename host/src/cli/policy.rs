@@ -38,11 +38,8 @@ pub fn check(file: &Path) -> anyhow::Result<ExitCode> {
     println!("policy:   {}", policy.name());
     if let Ok(bytes) = std::fs::read(file) {
         // What `[policies] allow` pins it by.
-        use sha2::{Digest as _, Sha256};
-        let digest: String = (Sha256::digest(&bytes).iter())
-            .map(|b| format!("{b:02x}"))
-            .collect();
-        println!("digest:   sha256:{digest}");
+        let digest = crate::config::Sha256Digest::of(&bytes);
+        println!("digest:   sha256:{}", digest.hex());
     }
     let contract = policy.contract();
     let state = if contract.stateful() {

@@ -142,20 +142,21 @@ pub struct ServerSettings {
 /// (the host binds to loopback unless told otherwise).
 #[derive(Debug, Clone, Default)]
 pub struct AuthSettings {
-    pub admin_key: Option<KeyDigest>,
+    pub admin_key: Option<Sha256Digest>,
     pub keys: Vec<ApiKey>,
 }
 
-/// A key as the host keeps it: the SHA-256 of its text, from `key` or given as such with
-/// `key_sha256` (`modelyard key hash` prints it), so that a config need not hold the key.
+/// A SHA-256 digest: how the host keeps a key (from `key`, or given as such with `key_sha256`,
+/// which `modelyard key hash` prints, so that a config need not hold the key) and how it names
+/// a file's bytes (`[policies] allow`, the config version in `/admin/config`).
 #[derive(Clone, PartialEq, Eq)]
-pub struct KeyDigest([u8; 32]);
+pub struct Sha256Digest([u8; 32]);
 
-impl KeyDigest {
-    /// The digest of `key`.
-    pub fn of(key: &str) -> Self {
+impl Sha256Digest {
+    /// The digest of `bytes` (a key's text, a file's contents).
+    pub fn of(bytes: impl AsRef<[u8]>) -> Self {
         use sha2::{Digest as _, Sha256};
-        Self(Sha256::digest(key.as_bytes()).into())
+        Self(Sha256::digest(bytes.as_ref()).into())
     }
 
     /// A digest written as 64 hex digits.
@@ -188,17 +189,17 @@ impl KeyDigest {
     }
 }
 
-impl fmt::Debug for KeyDigest {
+impl fmt::Debug for Sha256Digest {
     /// Never the whole digest in a log: enough to tell keys apart.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "KeyDigest(sha256:{}…)", &self.hex()[..8])
+        write!(f, "Sha256Digest(sha256:{}…)", &self.hex()[..8])
     }
 }
 
 /// A client's key for `/v1`.
 #[derive(Debug, Clone)]
 pub struct ApiKey {
-    pub key: KeyDigest,
+    pub key: Sha256Digest,
     /// Shown to policies as `request.client` and used as the A/B sticky key.
     pub name: String,
     /// The priority of this client's requests unless a header says otherwise.

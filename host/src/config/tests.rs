@@ -226,7 +226,7 @@ fn a_started_server_takes_use_model_name_and_preload_but_not_api_key() {
 /// Keys as text or as digests (exactly one per key), and policy pins, each problem at its path.
 #[test]
 fn keys_may_be_digests_and_policy_pins_are_checked() {
-    let digest = KeyDigest::of("sk-a").hex();
+    let digest = Sha256Digest::of("sk-a").hex();
     let s = parse(&format!(
         "[auth]\nadmin_key = \"adm\"\nkeys = [{{ key_sha256 = \"{digest}\" }}, {{ key = \"sk-b\" }}]\n\
          [models.a]\ncmd = \"s --port ${{PORT}}\"\n"

@@ -215,7 +215,7 @@ impl Validator<'_> {
         name: &str,
         text: Option<String>,
         sha256: Option<String>,
-    ) -> Option<KeyDigest> {
+    ) -> Option<Sha256Digest> {
         let at = |key: &str| {
             if path == "auth" {
                 format!("auth.{key}")
@@ -228,9 +228,9 @@ impl Validator<'_> {
                 self.problem(&at(name), "is empty");
                 None
             }
-            (Some(k), None) => Some(KeyDigest::of(&k)),
+            (Some(k), None) => Some(Sha256Digest::of(&k)),
             (None, Some(h)) => {
-                let digest = KeyDigest::from_hex(&h);
+                let digest = Sha256Digest::from_hex(&h);
                 if digest.is_none() {
                     self.problem(
                         &at(&format!("{name}_sha256")),
@@ -323,7 +323,7 @@ impl Validator<'_> {
                 (list.iter().enumerate())
                     .filter_map(|(i, d)| {
                         let digest = (d.strip_prefix("sha256:"))
-                            .and_then(KeyDigest::from_hex)
+                            .and_then(Sha256Digest::from_hex)
                             .map(|k| k.0);
                         if digest.is_none() {
                             self.problem(

@@ -198,7 +198,7 @@ impl PolicySet {
                 .is_none_or(|a| a.contains(&hash));
             if !allowed {
                 let entry = FileEntry::seen(&mut files, &path, hash, modified);
-                let digest: String = hash.iter().map(|b| format!("{b:02x}")).collect();
+                let digest = super::cache::hex(&hash);
                 let keeps = if entry.good.is_some() {
                     "; its previous version keeps serving"
                 } else {
@@ -336,9 +336,7 @@ impl PolicySet {
                     state,
                     exports,
                     serving,
-                    loaded_sha256: e
-                        .good_hash
-                        .map(|h| h.iter().map(|b| format!("{b:02x}")).collect()),
+                    loaded_sha256: e.good_hash.map(|h| super::cache::hex(&h)),
                     error: e.error.clone(),
                 }
             })

@@ -12,7 +12,10 @@
 //!   `choose-eviction`, and so do idle-TTL and memory-pressure unloads; whatever a policy says,
 //!   a pinned model or one with requests in flight is never stopped;
 //! - **failures stay local**: a server that fails to start or dies marks its model failed, its
-//!   waiters get the reason, and the next request retries after a backoff.
+//!   waiters get the reason, and the next request retries after a backoff;
+//! - **reloads in place** ([`Scheduler::reconfigure`]): models are added, retired and re-tuned
+//!   without touching the others, and one whose server must change restarts only when idle.
+//!   Slots are only ever added, so a slot index means one model for the host's life.
 //!
 //! It knows nothing of HTTP: the proxy holds a [`Lease`] for each request it forwards.
 
@@ -440,24 +443,20 @@ impl Scheduler {
             .clone();
         let st = inner.lock();
         let now = Instant::now();
-        let devices = (inner
-            .capacity
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter())
-        .map(|(name, cap)| {
-            let d = latest.device(name);
-            DeviceStatus {
-                name: name.clone(),
-                capacity_bytes: *cap,
-                models_bytes: st.held_on(name),
-                total_bytes: d.map_or(0, |d| d.total_bytes),
-                used_bytes: d.map_or(0, |d| d.used_bytes),
-                free_bytes: d.map_or(0, |d| d.free_bytes),
-                utilization_percent: d.and_then(|d| d.utilization_percent),
-            }
-        })
-        .collect();
+        let devices = (inner.capacities().into_iter())
+            .map(|(name, cap)| {
+                let d = latest.device(&name);
+                DeviceStatus {
+                    capacity_bytes: cap,
+                    models_bytes: st.held_on(&name),
+                    total_bytes: d.map_or(0, |d| d.total_bytes),
+                    used_bytes: d.map_or(0, |d| d.used_bytes),
+                    free_bytes: d.map_or(0, |d| d.free_bytes),
+                    utilization_percent: d.and_then(|d| d.utilization_percent),
+                    name,
+                }
+            })
+            .collect();
         let mut eviction = st.eviction.clone();
         eviction.policy = inner
             .hooks

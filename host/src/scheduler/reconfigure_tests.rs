@@ -149,3 +149,23 @@ async fn an_unloaded_model_takes_a_new_command_at_once_and_a_failed_one_retries_
             .expect("the fixed command loads at once"),
     );
 }
+
+#[tokio::test]
+async fn a_command_changed_during_its_load_serves_its_queue_on_the_new_one() {
+    let (s, fake) = scheduler("");
+    let first = tokio::spawn({
+        let s = s.clone();
+        async move { s.acquire("a", &NO_DEMAND).await }
+    });
+    assert!(until(|| s.status().models[0].state == "loading").await);
+    let change = s.reconfigure(reloaded(
+        "[models.a]\ncmd = \"y ${PORT}\"\nsize = \"600MiB\"\n[models.b]\ncmd = \"x ${PORT}\"\nsize = \"600MiB\"\n",
+    ));
+    assert_eq!(change.restarting, ["a"]);
+    let lease = first.await.expect("joined").expect("served after the restart");
+    let crate::config::BackendSettings::Command(c) = &lease.model.backend else {
+        panic!("a command model")
+    };
+    assert_eq!(c.argv[0], "y", "the request waiting for the load runs on the new command");
+    assert_eq!(fake.starts.load(Ordering::SeqCst), 2);
+}

@@ -476,10 +476,12 @@ impl Slot {
         if !matches!(self.phase, Phase::Loading { .. }) {
             return false;
         }
+        // A load that began before a reload changed its settings serves nothing new: its
+        // queue waits for the restart on them.
         self.phase = Phase::Ready {
             instance,
             footprint,
-            draining: false,
+            draining: self.pending.is_some(),
         };
         self.consecutive_failures = 0;
         self.last_error = None;

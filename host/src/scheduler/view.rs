@@ -64,31 +64,32 @@ pub(super) fn model(slot: &Slot, epoch: Instant) -> Model {
 /// What 0.2 policies are told once: every configured model (by id, as the settings hold them),
 /// and `devices` in telemetry's order (`cpu` first, then by name).
 pub(super) fn catalogue(models: &[ModelSettings], devices: &[String]) -> Catalogue {
+    catalogue_of(models.iter().map(info).collect(), devices)
+}
+
+fn catalogue_of(models: Vec<ModelInfo>, devices: &[String]) -> Catalogue {
     let mut devices = devices.to_vec();
     devices.sort_by_key(|d| d != CPU_DEVICE);
-    Catalogue::new(
-        models
-            .iter()
-            .map(|m| ModelInfo {
-                id: m.id.clone(),
-                aliases: m.aliases.clone(),
-                tags: m.tags.clone(),
-                context_tokens: m.context_tokens,
-                parallel: m.parallel,
-            })
-            .collect(),
-        devices,
-    )
+    Catalogue::new(models, devices)
+}
+
+fn info(m: &ModelSettings) -> ModelInfo {
+    ModelInfo {
+        id: m.id.clone(),
+        aliases: m.aliases.clone(),
+        tags: m.tags.clone(),
+        context_tokens: m.context_tokens,
+        parallel: m.parallel,
+    }
 }
 
 /// The catalogue after a reload: every slot in slot order, so that an index never changes
 /// its model; a model that left the config keeps its place without aliases or tags (no
 /// request names it; it is only seen while its server stops).
 pub(super) fn slots_catalogue(slots: &[Slot], devices: &[String]) -> Catalogue {
-    let models: Vec<ModelSettings> = slots
-        .iter()
+    let models = (slots.iter())
         .map(|s| {
-            let mut m = (*s.cfg).clone();
+            let mut m = info(&s.cfg);
             if s.retired() {
                 m.aliases.clear();
                 m.tags.clear();
@@ -96,7 +97,7 @@ pub(super) fn slots_catalogue(slots: &[Slot], devices: &[String]) -> Catalogue {
             m
         })
         .collect();
-    catalogue(&models, devices)
+    catalogue_of(models, devices)
 }
 
 /// Every configured model, for `select-model`.
