@@ -17,6 +17,8 @@ pub(super) struct Waiter<'a> {
     inner: &'a Arc<Inner>,
     idx: usize,
     pub arrived: Instant,
+    /// The queueing rules when it arrived (a reload applies to later requests).
+    pub rules: crate::config::SchedulerSettings,
     queued: Queued<'a>,
     /// The load attempt it waits on, and whether it started that attempt.
     joined: Option<u64>,
@@ -30,6 +32,7 @@ impl<'a> Waiter<'a> {
             inner,
             idx,
             arrived: Instant::now(),
+            rules: inner.settings().scheduler.clone(),
             queued: Queued::new(inner, idx),
             joined: None,
             started_load: None,
@@ -74,15 +77,14 @@ impl<'a> Waiter<'a> {
             }
         }
         if !self.queued.waiting() {
-            let sched = self.inner.settings().scheduler.clone();
-            let limit = sched.queue_timeout;
+            let limit = self.rules.queue_timeout;
             if let Some(expected) = slot.expected_wait(demand.priority).filter(|&w| w > limit) {
                 return Err(SchedError::Overloaded {
                     model: slot.cfg.id.clone(),
                     expected,
                 });
             }
-            if slot.queued() >= sched.max_queue {
+            if slot.queued() >= self.rules.max_queue {
                 let mean = slot.stats().mean_load_ms();
                 return Err(SchedError::QueueFull {
                     model: slot.cfg.id.clone(),

@@ -311,7 +311,7 @@ impl Scheduler {
         let idx = inner.index(model)?;
         events::arrived(inner, idx, demand);
         let mut waiter = Waiter::new(inner, idx);
-        let queue_timeout = inner.settings().scheduler.queue_timeout;
+        let queue_timeout = waiter.rules.queue_timeout;
         let deadline = waiter.arrived + queue_timeout;
         if let Some(task) = &demand.task {
             inner.lock().note_demand(task);

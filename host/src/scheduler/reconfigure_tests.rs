@@ -162,10 +162,16 @@ async fn a_command_changed_during_its_load_serves_its_queue_on_the_new_one() {
         "[models.a]\ncmd = \"y ${PORT}\"\nsize = \"600MiB\"\n[models.b]\ncmd = \"x ${PORT}\"\nsize = \"600MiB\"\n",
     ));
     assert_eq!(change.restarting, ["a"]);
-    let lease = first.await.expect("joined").expect("served after the restart");
+    let lease = first
+        .await
+        .expect("joined")
+        .expect("served after the restart");
     let crate::config::BackendSettings::Command(c) = &lease.model.backend else {
         panic!("a command model")
     };
-    assert_eq!(c.argv[0], "y", "the request waiting for the load runs on the new command");
+    assert_eq!(
+        c.argv[0], "y",
+        "the request waiting for the load runs on the new command"
+    );
     assert_eq!(fake.starts.load(Ordering::SeqCst), 2);
 }
