@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::Command;
 
 /// Guest packages built for every host build: the six built-ins, then the test guests.
-const GUESTS: [&str; 14] = [
+const GUESTS: [&str; 15] = [
     "modelyard-policy-lru",
     "modelyard-policy-lfu",
     "modelyard-policy-priority",
@@ -16,6 +16,7 @@ const GUESTS: [&str; 14] = [
     "modelyard-policy-evil",
     "modelyard-policy-foreign",
     "modelyard-policy-stateful",
+    "modelyard-policy-nosy",
     "modelyard-policy-v0-1-lru",
     "modelyard-policy-v0-1-lfu",
     "modelyard-policy-v0-1-priority",

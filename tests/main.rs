@@ -36,7 +36,8 @@ mod import_cli;
 // demo served on :8080), unless the page says why not.
 mod docs;
 
-// Keys compared whole; a reachable address refused without keys unless --allow-open.
+// Keys compared whole; a reachable address refused without keys unless --allow-open; policies
+// pinned by digest; components importing files, sockets or a clock refused.
 mod security;
 
 // Faults between the host and its model servers, reproduced on loopback.

@@ -1,6 +1,6 @@
 //! Who may call the host: keys compared in full (a prefix or an extension of a key is no
-//! key), keys kept as digests, a host on a reachable address refusing to start open, and
-//! policy files pinned by digest.
+//! key), keys kept as digests, a host on a reachable address refusing to start open, policy
+//! files pinned by digest, and components refused for importing beyond the contract.
 
 use std::sync::Arc;
 
@@ -151,4 +151,71 @@ fn an_unpinned_policy_file_is_rejected_with_its_digest() {
     // Allowing nothing more at run time (a config reload) turns it away again.
     pinned.set_allow(Some(Vec::new()));
     assert!(pinned.hooks().get(Hook::ChooseEviction).is_none());
+}
+
+/// A component that imports the host's files, sockets or a clock is refused at load, each
+/// such import named, whether it comes through the policies folder or `policy check`; the
+/// built-ins (Rust std guests: streams, exit, environment) and the C/Python/JS templates
+/// (tests/sdk.rs) load.
+#[test]
+fn a_component_importing_files_sockets_or_a_clock_is_refused_naming_each() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        guest_path("modelyard-policy-nosy"),
+        dir.path().join("nosy.wasm"),
+    )
+    .unwrap();
+    std::fs::copy(
+        guest_path("modelyard-policy-lfu"),
+        dir.path().join("plain.wasm"),
+    )
+    .unwrap();
+    let engine = PolicyEngine::new(crate::util::relaxed()).unwrap();
+    let set = PolicySet::new(
+        engine,
+        Arc::new(Hooks::new()),
+        Default::default(),
+        Some(dir.path().to_path_buf()),
+    );
+    let report = set.report();
+    let nosy = report
+        .iter()
+        .find(|r| r.path.ends_with("nosy.wasm"))
+        .unwrap();
+    let why = nosy.error.clone().unwrap_or_default();
+    for import in [
+        "wasi:filesystem/",
+        "wasi:sockets/",
+        "wasi:clocks/wall-clock",
+    ] {
+        assert!(why.contains(import), "{import} not named: {why}");
+    }
+    assert!(
+        why.contains("the host's files") && why.contains("the network"),
+        "{why}"
+    );
+    let plain = report
+        .iter()
+        .find(|r| r.path.ends_with("plain.wasm"))
+        .unwrap();
+    assert_eq!((plain.state, plain.error.as_deref()), ("serving", None));
+    assert_eq!(nosy.state, "rejected");
+    assert_eq!(
+        set.hooks()
+            .get(Hook::ChooseEviction)
+            .map(|p| p.name().to_string()),
+        Some("plain".to_string())
+    );
+
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_modelyard"))
+        .args(["policy", "check"])
+        .arg(guest_path("modelyard-policy-nosy"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success());
+    assert!(
+        stdout.contains("rejected") && stdout.contains("wasi:filesystem/"),
+        "{stdout}"
+    );
 }

@@ -52,6 +52,7 @@ pub fn check(file: &Path) -> anyhow::Result<ExitCode> {
         contract.version()
     );
     println!("exports:  {}", hook_list(&policy));
+    println!("imports:  {}", policy.imports().join(", "));
     if contract.stateful() {
         let yes_no = |b: bool| if b { "yes" } else { "no" };
         println!(

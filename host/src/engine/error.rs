@@ -19,6 +19,12 @@ pub enum LoadError {
     CoreModule { name: String },
     #[error("{name}: does not compile: {detail}")]
     Compile { name: String, detail: String },
+    #[error(
+        "{name}: imports what a policy may not have: {forbidden}; a policy may import only \
+         the contract (modelyard:policy/…) and the WASI streams, exit, environment and \
+         terminal handles that Rust's std links in, which the host leaves empty"
+    )]
+    Forbidden { name: String, forbidden: String },
     #[error("{name}: imports something the host does not offer: {detail}")]
     Imports { name: String, detail: String },
     #[error(

@@ -17,6 +17,7 @@ pub mod experiment;
 #[doc(hidden)]
 pub mod fuzz;
 mod hooks;
+mod imports;
 mod policy;
 pub mod sample;
 mod sandbox;

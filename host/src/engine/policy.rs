@@ -254,6 +254,8 @@ pub struct Policy {
     engine: PolicyEngine,
     pre: InstancePre<GuestState>,
     exports: Exports,
+    /// The interfaces it imports, by name.
+    imports: Vec<String>,
     /// 0.1: idle instances ready for a call.
     pool: Mutex<Vec<Warm>>,
     /// 0.2: the one instance, held for the length of each call.
@@ -313,6 +315,19 @@ impl Policy {
             name: name.into(),
             detail: format!("{e:#}"),
         })?;
+        let imports: Vec<String> = component
+            .component_type()
+            .imports(wt)
+            .map(|(n, _)| n.to_string())
+            .collect();
+        let forbidden = super::imports::forbidden(imports.iter().map(String::as_str));
+        if !forbidden.is_empty() {
+            let list: Vec<String> = forbidden.iter().map(ToString::to_string).collect();
+            return Err(LoadError::Forbidden {
+                name: name.into(),
+                forbidden: list.join(", "),
+            });
+        }
         let pre = engine
             .inner
             .linker
@@ -327,6 +342,7 @@ impl Policy {
             source,
             engine: engine.clone(),
             exports: Exports::find(&pre),
+            imports,
             pre,
             pool: Mutex::new(Vec::new()),
             stateful: Mutex::new(None),
@@ -378,6 +394,11 @@ impl Policy {
 
     pub fn source(&self) -> &PolicySource {
         &self.source
+    }
+
+    /// The interfaces it imports (`wasi:io/streams@0.2.6`, `modelyard:policy/host@0.2.0`, …).
+    pub fn imports(&self) -> &[String] {
+        &self.imports
     }
 
     /// The hooks this component exports, in contract order.
