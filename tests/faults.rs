@@ -16,8 +16,8 @@ const SERVER_KEEP_ALIVE: Duration = Duration::from_millis(2500);
 /// [`SERVER_KEEP_ALIVE`], and, unlike a polite one, notices only when the next request on
 /// such a connection arrives: it closes it then without answering, which is what a client
 /// sees when its request crosses the server's close. Returns its address and how many
-/// requests it dropped so.
-async fn keep_alive_server() -> (String, Arc<AtomicUsize>) {
+/// requests it dropped so. `keep_alive` zero drops every second request on a connection.
+async fn keep_alive_server(keep_alive: Duration) -> (String, Arc<AtomicUsize>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let dropped = Arc::new(AtomicUsize::new(0));
@@ -31,6 +31,7 @@ async fn keep_alive_server() -> (String, Arc<AtomicUsize>) {
             tokio::spawn(async move {
                 let mut conn = BufReader::new(sock);
                 let mut idle_since = tokio::time::Instant::now();
+                let mut served = 0;
                 loop {
                     let mut line = String::new();
                     if conn.read_line(&mut line).await.unwrap_or(0) == 0 {
@@ -53,7 +54,7 @@ async fn keep_alive_server() -> (String, Arc<AtomicUsize>) {
                     if conn.read_exact(&mut body).await.is_err() {
                         return;
                     }
-                    if idle_since.elapsed() >= SERVER_KEEP_ALIVE {
+                    if served > 0 && idle_since.elapsed() >= keep_alive {
                         d.fetch_add(1, Ordering::SeqCst);
                         return; // closed, unanswered
                     }
@@ -70,6 +71,7 @@ async fn keep_alive_server() -> (String, Arc<AtomicUsize>) {
                         return;
                     }
                     idle_since = tokio::time::Instant::now();
+                    served += 1;
                 }
             });
         }
@@ -83,7 +85,7 @@ async fn keep_alive_server() -> (String, Arc<AtomicUsize>) {
 /// upstream connections now go before any server's keep-alive lapses.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_upstream_connection_is_not_reused_past_the_servers_keep_alive() {
-    let (url, dropped) = keep_alive_server().await;
+    let (url, dropped) = keep_alive_server(SERVER_KEEP_ALIVE).await;
     let host = TestHost::start(settings(&format!(
         "[models.m]\nurl = \"{url}\"\ncontrol = \"none\"\n"
     )))
@@ -97,6 +99,27 @@ async fn an_idle_upstream_connection_is_not_reused_past_the_servers_keep_alive()
         dropped.load(Ordering::SeqCst),
         0,
         "a request went out on a connection idle past the server's keep-alive"
+    );
+    host.stop().await;
+}
+
+/// A request sent on a kept-alive connection that the server closes on reading it (unanswered,
+/// so it did nothing with it) goes once more on a fresh connection: the client gets its 200,
+/// never a 502 "connection closed before message completed".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_on_a_connection_the_server_closed_is_sent_once_more() {
+    let (url, dropped) = keep_alive_server(Duration::ZERO).await;
+    let host = TestHost::start(settings(&format!(
+        "[models.m]\nurl = \"{url}\"\ncontrol = \"none\"\n"
+    )))
+    .await;
+    for _ in 0..3 {
+        let (status, body) = host.chat("m", 4).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    assert!(
+        dropped.load(Ordering::SeqCst) >= 1,
+        "no request met a closing connection: the test proves nothing"
     );
     host.stop().await;
 }
@@ -521,6 +544,57 @@ async fn a_client_trickling_its_headers_is_cut_off() {
     assert!(
         closed_after <= HEADER_READ_TIMEOUT + Duration::from_secs(2),
         "{closed_after:?}"
+    );
+    host.stop().await;
+}
+
+/// Regression: a client that sent its head and then trickled its body held a connection (and
+/// a task) for as long as it liked. A body slower than `server.body_timeout` now gets 408;
+/// one that arrives in time, even in pieces, is read and answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_trickling_its_body_is_cut_off_with_408() {
+    let host = TestHost::start(settings(
+        "[server]\nbody_timeout = \"1s\"\n\
+         [models.m]\nurl = \"http://127.0.0.1:9/v1\"\ncontrol = \"none\"\nsize = \"1MiB\"\n",
+    ))
+    .await;
+    let body = br#"{"model":"nobody","messages":[{"role":"user","content":"hi"}]}"#;
+    // Sends the head and 10 bytes, then the rest after `pause` (never, if `None`), and reads
+    // the answer.
+    let send = |pause: Option<Duration>| {
+        let addr = host.host.addr;
+        async move {
+            let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let head = format!(
+                "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nconnection: close\r\n\
+                 content-type: application/json\r\ncontent-length: {}\r\n\r\n",
+                body.len()
+            );
+            c.write_all(head.as_bytes()).await.unwrap();
+            c.write_all(&body[..10]).await.unwrap();
+            let began = tokio::time::Instant::now();
+            if let Some(pause) = pause {
+                tokio::time::sleep(pause).await;
+                c.write_all(&body[10..]).await.unwrap();
+            }
+            let mut answer = Vec::new();
+            let _ = tokio::time::timeout(Duration::from_secs(10), c.read_to_end(&mut answer)).await;
+            (
+                String::from_utf8_lossy(&answer).into_owned(),
+                began.elapsed(),
+            )
+        }
+    };
+    // In time, though in two pieces: read whole, and answered (404: no such model).
+    let (answer, _) = send(Some(Duration::from_millis(300))).await;
+    assert!(answer.starts_with("HTTP/1.1 404"), "{answer}");
+    // Never finished: 408 naming the limit, when the limit runs out.
+    let (answer, took) = send(None).await;
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("server.body_timeout"), "{answer}");
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(5),
+        "{took:?}"
     );
     host.stop().await;
 }

@@ -30,11 +30,10 @@ async fn two_hundred_clients_over_four_models_with_room_for_two_lose_nothing() {
     let plan = generator::Plan {
         clients: 200,
         duration: Duration::from_secs(30),
-        models: ["smollm2", "gemma3", "smollm2-q4_0", "smollm2-b"]
-            .map(String::from)
-            .to_vec(),
+        models: generator::MODELS.map(String::from).to_vec(),
         max_tokens: 4,
         timeout: Duration::from_secs(90),
+        progress: None,
     };
     let base = host.url("");
     let tally = generator::drive(base.trim_end_matches('/'), &plan).await;

@@ -12,6 +12,8 @@
 #![allow(dead_code)] // each includer uses its part
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt as _;
@@ -27,7 +29,12 @@ pub struct Plan {
     pub max_tokens: u32,
     /// How long a client waits for one answer before it counts the request lost.
     pub timeout: Duration,
+    /// Counts requests as they end, for a run that reports while it goes.
+    pub progress: Option<Arc<AtomicU64>>,
 }
+
+/// The load runs' models, as [`config`] names them.
+pub const MODELS: [&str; 4] = ["smollm2", "gemma3", "smollm2-q4_0", "smollm2-b"];
 
 /// How the requests went.
 #[derive(Debug, Default, Clone)]
@@ -130,6 +137,9 @@ async fn client(c: usize, http: &reqwest::Client, url: &str, plan: &Plan, end: I
                 .unwrap_or_else(|_| {
                     Fate::Lost(format!("{model}: no answer within {:?}", plan.timeout))
                 });
+        if let Some(p) = &plan.progress {
+            p.fetch_add(1, Ordering::Relaxed);
+        }
         match fate {
             Fate::Answered(took) => {
                 tally.answered += 1;

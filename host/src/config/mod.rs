@@ -88,6 +88,8 @@ pub const DEFAULT_COMPRESSION_POLICY: &str = "lru";
 pub const DEFAULT_MAX_BODY: u64 = 8 << 20;
 /// How long a backend may take to start answering (the first byte; streams then run freely).
 pub const DEFAULT_UPSTREAM_TIMEOUT: Duration = Duration::from_secs(600);
+/// How long a client may take to send a request's whole body, once its head has come.
+pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a shutdown waits for requests in flight (Kubernetes' default termination grace).
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
@@ -129,6 +131,8 @@ pub struct ExperimentSettings {
 #[derive(Debug, Clone)]
 pub struct ServerSettings {
     pub max_body: u64,
+    /// How long a client may take to send a body (`body_timeout`); a slower one gets 408.
+    pub body_timeout: Duration,
     pub upstream_timeout: Duration,
     /// Serve a non-loopback address without client and admin keys (`serve --allow-open`);
     /// otherwise the host refuses to start there.
@@ -436,6 +440,7 @@ impl Default for ServerSettings {
     fn default() -> Self {
         ServerSettings {
             max_body: DEFAULT_MAX_BODY,
+            body_timeout: DEFAULT_BODY_TIMEOUT,
             upstream_timeout: DEFAULT_UPSTREAM_TIMEOUT,
             allow_open: false,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,

@@ -44,6 +44,7 @@ pub(super) struct RawExperiment {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawServer {
     pub(super) max_body: Option<RawSize>,
+    pub(super) body_timeout: Option<RawDuration>,
     pub(super) upstream_timeout: Option<RawDuration>,
     pub(super) shutdown_grace: Option<RawDuration>,
 }

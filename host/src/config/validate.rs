@@ -42,6 +42,9 @@ impl Validator<'_> {
             max_body: self
                 .size("server.max_body", raw.server.max_body)
                 .unwrap_or(DEFAULT_MAX_BODY),
+            body_timeout: self
+                .duration("server.body_timeout", raw.server.body_timeout)
+                .unwrap_or(DEFAULT_BODY_TIMEOUT),
             upstream_timeout: self
                 .duration("server.upstream_timeout", raw.server.upstream_timeout)
                 .unwrap_or(DEFAULT_UPSTREAM_TIMEOUT),

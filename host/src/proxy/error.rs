@@ -70,6 +70,19 @@ impl ApiError {
         )
     }
 
+    /// The client did not send its whole body within `server.body_timeout`.
+    pub fn body_timeout(timeout: Duration) -> Self {
+        Self::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "invalid_request_error",
+            "body_timeout",
+            format!(
+                "the body did not arrive within {} s (server.body_timeout)",
+                timeout.as_secs_f64()
+            ),
+        )
+    }
+
     /// `model`'s server did not start answering within `server.upstream_timeout`.
     pub fn upstream_timeout(model: &str, timeout: Duration) -> Self {
         Self::new(

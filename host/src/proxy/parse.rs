@@ -192,13 +192,17 @@ async fn read_body(
     Ok((parts.headers, key, bytes))
 }
 
-/// A request's head and its body within `server.max_body`: one declared over it is refused
-/// before any of it is read. Every route that reads a body reads it here.
+/// A request's head and its body within `server.max_body` and `server.body_timeout`: one
+/// declared over the size is refused before any of it is read, one trickling in slower than
+/// the time is cut off with 408. Every route that reads a body reads it here.
 pub async fn read_within(
     app: &AppState,
     req: Request,
 ) -> Result<(axum::http::request::Parts, Bytes), ApiError> {
-    let limit = app.scheduler.settings().server.max_body;
+    let (limit, deadline) = {
+        let server = &app.scheduler.settings().server;
+        (server.max_body, server.body_timeout)
+    };
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -208,8 +212,10 @@ pub async fn read_within(
         return Err(ApiError::too_large(limit));
     }
     let (parts, body) = req.into_parts();
-    let bytes = axum::body::to_bytes(body, usize::try_from(limit).unwrap_or(usize::MAX))
+    let read = axum::body::to_bytes(body, usize::try_from(limit).unwrap_or(usize::MAX));
+    let bytes = tokio::time::timeout(deadline, read)
         .await
+        .map_err(|_| ApiError::body_timeout(deadline))?
         .map_err(|_| ApiError::too_large(limit))?;
     Ok((parts, bytes))
 }
