@@ -625,3 +625,33 @@ async fn a_request_that_would_wait_past_the_timeout_is_refused_at_once_with_a_re
     }
     host.stop().await;
 }
+
+/// `[scheduler] max_loaded` with real servers: memory has room for both models, the cap for
+/// one, so the second load evicts the first through the eviction policy (its server stops).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_load_past_max_loaded_evicts_through_the_policy() {
+    let _serial = serial();
+    let d = demo::demo();
+    let host = TestHost::start(settings(&format!(
+        "[scheduler]\nmax_loaded = 1\n[memory.cpu]\nbudget = \"4GiB\"\nreserve = 0\n{}{}",
+        llama_model("a", &d.smollm2, ""),
+        llama_model("b", &d.gemma3, ""),
+    )))
+    .await;
+    for m in ["a", "b"] {
+        let (code, body) = host.chat(m, 1).await;
+        assert_eq!(code, 200, "{m}: {body}");
+    }
+    let s = host.status();
+    assert_eq!(
+        (state_of(&s, "a").as_str(), state_of(&s, "b").as_str()),
+        ("unloaded", "ready")
+    );
+    let evicted = (s.events.iter())
+        .find(|e| e.kind == "evicted")
+        .expect("a was evicted");
+    assert_eq!(evicted.model, "a");
+    assert!(evicted.detail.contains("to make room for b"), "{evicted:?}");
+    assert_eq!(s.eviction.evictions, 1);
+    host.stop().await;
+}

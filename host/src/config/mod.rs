@@ -227,6 +227,8 @@ pub struct DeviceBudget {
     pub budget: Option<u64>,
     /// Bytes kept free whatever the budget says.
     pub reserve: u64,
+    /// The most models loaded at once on it, over `[scheduler] max_loaded`.
+    pub max_loaded: Option<u32>,
 }
 
 impl MemorySettings {
@@ -239,6 +241,7 @@ impl MemorySettings {
             } else {
                 0
             },
+            max_loaded: None,
         })
     }
 }
@@ -284,6 +287,10 @@ pub struct PolicySettings {
 pub struct SchedulerSettings {
     pub max_queue: u32,
     pub queue_timeout: Duration,
+    /// The most models loaded at once on each device (`max_loaded`, llama.cpp's
+    /// `--models-max`); `[memory.DEVICE] max_loaded` sets one device's. `None`: memory alone
+    /// decides.
+    pub max_loaded: Option<u32>,
 }
 
 /// One configured model.
@@ -432,6 +439,7 @@ impl Default for SchedulerSettings {
         SchedulerSettings {
             max_queue: DEFAULT_MAX_QUEUE,
             queue_timeout: DEFAULT_QUEUE_TIMEOUT,
+            max_loaded: None,
         }
     }
 }
@@ -477,6 +485,15 @@ impl ModelSettings {
 }
 
 impl Settings {
+    /// The most models loaded at once on `device`: its own `max_loaded`, else the scheduler's.
+    pub fn max_loaded(&self, device: &str) -> Option<u32> {
+        self.memory
+            .devices
+            .get(device)
+            .and_then(|d| d.max_loaded)
+            .or(self.scheduler.max_loaded)
+    }
+
     /// Reads and validates a config file. Relative paths in it are relative to its folder.
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|e| ConfigError {

@@ -90,6 +90,7 @@ pub(super) struct RawMemory {
 pub(super) struct RawDevice {
     pub(super) budget: Option<RawSize>,
     pub(super) reserve: Option<RawSize>,
+    pub(super) max_loaded: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -109,6 +110,7 @@ pub(super) struct RawPolicies {
 pub(super) struct RawScheduler {
     pub(super) max_queue: Option<u32>,
     pub(super) queue_timeout: Option<RawDuration>,
+    pub(super) max_loaded: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]

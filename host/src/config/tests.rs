@@ -263,3 +263,23 @@ fn keys_may_be_digests_and_policy_pins_are_checked() {
     .expect("valid");
     assert_eq!(pinned.policies.allow.map(|a| a.len()), Some(1));
 }
+
+/// `max_loaded`: a device's own cap over the scheduler's; 0 would let nothing load, so it is a
+/// problem at its key's path.
+#[test]
+fn max_loaded_per_device_over_the_schedulers_and_never_zero() {
+    let s = parse("[scheduler]\nmax_loaded = 3\n[memory.gpu0]\nmax_loaded = 1\n").expect("valid");
+    assert_eq!(
+        (s.max_loaded("cpu"), s.max_loaded("gpu0")),
+        (Some(3), Some(1))
+    );
+    assert_eq!(parse("").expect("valid").max_loaded("cpu"), None);
+    let e = parse("[scheduler]\nmax_loaded = 0\n[memory.cpu]\nmax_loaded = 0\n").expect_err("zero");
+    for key in ["scheduler.max_loaded:", "memory.cpu.max_loaded:"] {
+        assert!(
+            e.problems.iter().any(|p| p.starts_with(key)),
+            "{key}: {:?}",
+            e.problems
+        );
+    }
+}

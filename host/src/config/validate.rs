@@ -37,6 +37,7 @@ impl Validator<'_> {
             queue_timeout: self
                 .duration("scheduler.queue_timeout", raw.scheduler.queue_timeout)
                 .unwrap_or(DEFAULT_QUEUE_TIMEOUT),
+            max_loaded: self.count_cap("scheduler.max_loaded", raw.scheduler.max_loaded),
         };
         let server = ServerSettings {
             max_body: self
@@ -283,9 +284,29 @@ impl Validator<'_> {
             let reserve = self
                 .size(&format!("{path}.reserve"), d.reserve)
                 .unwrap_or(default_reserve);
-            devices.insert(name, DeviceBudget { budget, reserve });
+            let max_loaded = self.count_cap(&format!("{path}.max_loaded"), d.max_loaded);
+            devices.insert(
+                name,
+                DeviceBudget {
+                    budget,
+                    reserve,
+                    max_loaded,
+                },
+            );
         }
         MemorySettings { pressure, devices }
+    }
+
+    /// A cap on models loaded at once: at least one.
+    fn count_cap(&mut self, path: &str, cap: Option<u32>) -> Option<u32> {
+        if cap == Some(0) {
+            self.problem(
+                path,
+                "0 would let no model load: give 1 or more, or leave it out",
+            );
+            return None;
+        }
+        cap
     }
 
     fn policies(&mut self, raw: RawPolicies) -> PolicySettings {

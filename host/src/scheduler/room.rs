@@ -154,6 +154,10 @@ async fn measure(inner: &Inner, pid: u32) -> Option<crate::telemetry::Footprint>
     .ok()
 }
 
+/// What keeps model `idx` out of its device: bytes over the budget, or one model too many
+/// for the device's `max_loaded`. A count past the cap is asked of the policy as a shortfall of
+/// at least one byte, so that it evicts at least one model, by the same rules; the host asks
+/// again until both fit.
 fn shortfall(inner: &Inner, st: &State, idx: usize) -> Shortfall {
     let slot = &st.slots[idx];
     let device = &slot.cfg.device;
@@ -167,10 +171,16 @@ fn shortfall(inner: &Inner, st: &State, idx: usize) -> Shortfall {
     // A loading model holds memory once it has reserved room: not counted twice.
     let own = if slot.holds_memory() { need } else { 0 };
     let used = st.held_on(device) - own;
-    if used + need <= cap {
-        Shortfall::None
-    } else {
-        Shortfall::Bytes(used + need - cap)
+    let bytes = (used + need).saturating_sub(cap);
+    let over_count = inner.settings().max_loaded(device).is_some_and(|max| {
+        let others = (st.slots.iter().enumerate())
+            .filter(|&(i, s)| i != idx && s.holds_memory() && &s.cfg.device == device)
+            .count();
+        others >= max as usize
+    });
+    match (bytes, over_count) {
+        (0, false) => Shortfall::None,
+        (bytes, _) => Shortfall::Bytes(bytes.max(1)),
     }
 }
 

@@ -570,3 +570,53 @@ async fn when_several_places_free_at_once_every_waiter_that_fits_starts() {
         .expect("all three start");
     assert!(all.iter().all(Result::is_ok));
 }
+
+/// Three 100 MiB models on a 1 GiB budget, `max_loaded` as given (TOML), each loaded in turn
+/// with a request that ends at once. Returns the scheduler and which were ready at the end.
+async fn three_small_models(caps: &str) -> (Scheduler, Vec<String>) {
+    let text = format!(
+        "[scheduler]\nqueue_timeout = 5\n{caps}\n\
+         [models.c]\ncmd = \"x ${{PORT}}\"\nsize = \"100MiB\"\n\
+         [models.d]\ncmd = \"x ${{PORT}}\"\nsize = \"100MiB\"\n\
+         [models.e]\ncmd = \"x ${{PORT}}\"\nsize = \"100MiB\"\n"
+    );
+    let settings = Settings::from_toml(&text, std::path::Path::new("."), "t").expect("valid");
+    let fake = Arc::new(Fake::default());
+    let s = Scheduler::new(Arc::new(settings), Arc::new(Hooks::new()), Arc::new(fake)).unwrap();
+    for m in ["c", "d", "e"] {
+        drop(s.acquire(m, &Demand::default()).await.expect(m));
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let ready = (s.status().models.iter())
+        .filter(|m| m.state == "ready")
+        .map(|m| m.id.clone())
+        .collect();
+    (s, ready)
+}
+
+/// `max_loaded` obeyed: under the cap, every model that fits in memory stays loaded, and
+/// nothing is asked of the eviction policy.
+#[tokio::test]
+async fn max_loaded_obeyed() {
+    let (s, ready) =
+        three_small_models("max_loaded = 3\n[memory.cpu]\nbudget = \"1GiB\"\nreserve = 0").await;
+    assert_eq!(ready, ["c", "d", "e"]);
+    assert_eq!(s.status().eviction.decisions, 0);
+}
+
+/// `max_loaded` reached: a load past the count asks `choose-eviction` as a memory shortfall
+/// does (LRU, the native default here, evicts the least recently used), though memory has
+/// room; a device's own cap wins over the scheduler's.
+#[tokio::test]
+async fn max_loaded_violated() {
+    let (s, ready) =
+        three_small_models("max_loaded = 2\n[memory.cpu]\nbudget = \"1GiB\"\nreserve = 0").await;
+    assert_eq!(ready, ["d", "e"]);
+    assert_eq!(s.status().eviction.evictions, 1);
+    let (s, ready) = three_small_models(
+        "max_loaded = 3\n[memory.cpu]\nbudget = \"1GiB\"\nreserve = 0\nmax_loaded = 1",
+    )
+    .await;
+    assert_eq!(ready, ["e"]);
+    assert_eq!(s.status().eviction.evictions, 2);
+}

@@ -181,6 +181,7 @@ fn settings(catalogue: &Catalogue, memory: u64) -> Settings {
         DeviceBudget {
             budget: Some(memory),
             reserve: 0,
+            max_loaded: None,
         },
     );
     settings.models = catalogue
