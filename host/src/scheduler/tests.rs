@@ -582,7 +582,8 @@ async fn three_small_models(caps: &str) -> (Scheduler, Vec<String>) {
     );
     let settings = Settings::from_toml(&text, std::path::Path::new("."), "t").expect("valid");
     let fake = Arc::new(Fake::default());
-    let s = Scheduler::new(Arc::new(settings), Arc::new(Hooks::new()), Arc::new(fake)).unwrap();
+    let s = Scheduler::new(Arc::new(settings), Arc::new(Hooks::new()), Arc::new(fake))
+        .expect("scheduler");
     for m in ["c", "d", "e"] {
         drop(s.acquire(m, &Demand::default()).await.expect(m));
         tokio::time::sleep(Duration::from_millis(5)).await;
