@@ -62,6 +62,10 @@ mod first_start;
 // models under pressure, TTL, a backend killed mid-request, footprints, no orphans.
 mod serving;
 
+// Models found in folders and an Ollama-format store: served, broken finds reported, tables
+// win, a rescan, `import ollama`.
+mod discover;
+
 // Footprint estimates before a load: the GGUF header against real servers' RSS, remembered
 // footprints after a restart, a load that makes room before it starts.
 mod estimates;

@@ -87,6 +87,7 @@
 pub mod backend;
 pub mod cli;
 pub mod config;
+pub mod discover;
 pub mod engine;
 pub mod estimate;
 #[doc(hidden)]

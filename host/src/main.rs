@@ -159,6 +159,23 @@ enum ImportCommand {
         #[arg(long)]
         force: bool,
     },
+    /// The models Ollama has pulled, served from its store where they lie (a table per
+    /// model; for a store that changes, `[discover] ollama = true` instead).
+    Ollama {
+        /// Ollama's store (default: $OLLAMA_MODELS, else ~/.ollama/models, else
+        /// /usr/share/ollama/.ollama/models).
+        #[arg(long, value_name = "PATH")]
+        store: Option<PathBuf>,
+        /// How each model's server starts (`${FILE}` is the model's blob).
+        #[arg(long, value_name = "CMD")]
+        cmd: Option<String>,
+        /// Where to write the modelyard config.
+        #[arg(long, short, default_value = "modelyard.toml")]
+        output: PathBuf,
+        /// Overwrite the output if it exists.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 /// Which llama-server the demo runs (by default: the one set up before, else one already on
@@ -394,6 +411,12 @@ fn main() -> ExitCode {
             output,
             force,
         }) => import::run(&file, &output, force),
+        Command::Import(ImportCommand::Ollama {
+            store,
+            cmd,
+            output,
+            force,
+        }) => import::ollama::run(store.as_deref(), cmd.as_deref(), &output, force),
         Command::Key(KeyCommand::Hash { key }) => {
             key::hash(key.as_deref()).map(|()| ExitCode::SUCCESS)
         }

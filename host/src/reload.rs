@@ -84,6 +84,39 @@ pub struct ConfigReport {
     pub restart_needed: Vec<String>,
     /// The last file that was refused, if it came after the version that serves.
     pub last_rejection: Option<Rejection>,
+    /// The models `[discover]` added to the version that serves.
+    pub discovered: Vec<Discovered>,
+    /// What `[discover]` found but could not serve, with why.
+    pub discovery_skipped: Vec<crate::discover::Skipped>,
+}
+
+/// A model `[discover]` found.
+#[derive(Debug, Clone, Serialize)]
+pub struct Discovered {
+    pub id: String,
+    pub file: Option<String>,
+    /// `folder DIR` or `ollama STORE`.
+    pub source: String,
+}
+
+impl ConfigReport {
+    /// Notes what `[discover]` made of `settings`.
+    fn discovery(&mut self, settings: &Settings) {
+        use crate::config::BackendSettings;
+        use crate::discover::Origin;
+        self.discovered = (settings.models.iter())
+            .filter(|m| m.origin != Origin::Config)
+            .map(|m| Discovered {
+                id: m.id.clone(),
+                file: match &m.backend {
+                    BackendSettings::Command(c) => c.file.as_ref().map(|f| f.display().to_string()),
+                    _ => None,
+                },
+                source: m.origin.to_string(),
+            })
+            .collect();
+        self.discovery_skipped = settings.discovery_skipped.clone();
+    }
 }
 
 /// A config file that was refused, and why.
@@ -105,14 +138,16 @@ impl ConfigStatus {
     pub fn started(settings: &Settings) -> Self {
         let path = settings.source.as_ref();
         let sha256 = path.and_then(|p| std::fs::read(p).ok()).map(|b| digest(&b));
+        let mut report = ConfigReport {
+            path: path.map(|p| p.display().to_string()),
+            version: 1,
+            sha256,
+            applied_at: now(),
+            ..ConfigReport::default()
+        };
+        report.discovery(settings);
         Self {
-            report: Mutex::new(ConfigReport {
-                path: path.map(|p| p.display().to_string()),
-                version: 1,
-                sha256,
-                applied_at: now(),
-                ..ConfigReport::default()
-            }),
+            report: Mutex::new(report),
         }
     }
 
@@ -171,13 +206,23 @@ impl Reloader {
 
     /// Reads the file and applies it if it is valid and new.
     pub async fn reload(&self) -> Outcome {
+        self.read_and_apply(false).await
+    }
+
+    /// Reads the file and applies it if it is valid, new or not, so that `[discover]` scans its
+    /// folders and Ollama's store again (`POST /admin/discover`, SIGHUP).
+    pub async fn rescan(&self) -> Outcome {
+        self.read_and_apply(true).await
+    }
+
+    async fn read_and_apply(&self, even_unchanged: bool) -> Outcome {
         let _one = self.busy.lock().await;
         let outcome = match std::fs::read(&self.path) {
             Err(e) => Err(vec![format!(
                 "{}: cannot read it ({e}); the version that serves keeps serving",
                 self.path.display()
             )]),
-            Ok(bytes) if Some(digest(&bytes)) == self.status.lock().sha256 => {
+            Ok(bytes) if !even_unchanged && Some(digest(&bytes)) == self.status.lock().sha256 => {
                 return Outcome::Unchanged;
             }
             Ok(bytes) => self.apply(&bytes),
@@ -225,6 +270,8 @@ impl Reloader {
         };
         let restart_needed = fixed_keys_changed(&self.started, &settings);
         let allow = settings.policies.allow.clone();
+        let mut discovery = ConfigReport::default();
+        discovery.discovery(&settings);
         let change = self.scheduler.reconfigure(settings);
         self.policies.set_allow(allow);
         if let Some(defaults) = defaults {
@@ -239,6 +286,8 @@ impl Reloader {
         report.last_change = Some(change);
         report.last_rejection = None;
         report.restart_needed = restart_needed;
+        report.discovered = discovery.discovered;
+        report.discovery_skipped = discovery.discovery_skipped;
         tracing::info!(
             version = report.version,
             restart_needed = ?report.restart_needed,
@@ -283,8 +332,8 @@ impl Reloader {
             };
             while hup.recv().await.is_some() {
                 let Some(me) = me.upgrade() else { return };
-                tracing::info!("SIGHUP: reloading the config");
-                me.reload().await;
+                tracing::info!("SIGHUP: reloading the config and rescanning [discover]");
+                me.rescan().await;
             }
         });
         tracing::info!(path = %self.path.display(), "watching the config (and SIGHUP)");

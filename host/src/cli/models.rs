@@ -88,7 +88,7 @@ fn mib(bytes: u64) -> String {
 pub fn render(s: &Status) -> String {
     let mut out = String::new();
     out.push_str(&format!(
-        "{:<20} {:<10} {:<6} {:>10} {:<18} {:>9} {:>7} {:>10} {:>6} {:>6}\n",
+        "{:<20} {:<10} {:<6} {:>10} {:<18} {:>9} {:>7} {:>10} {:>6} {:>6}  {}\n",
         "MODEL",
         "STATE",
         "DEVICE",
@@ -98,14 +98,15 @@ pub fn render(s: &Status) -> String {
         "QUEUED",
         "IDLE",
         "USES",
-        "LOADS"
+        "LOADS",
+        "SOURCE"
     ));
     for m in &s.models {
         let idle = m
             .idle_ms
             .map_or_else(|| "-".into(), |ms| format!("{:.1}s", ms as f64 / 1000.0));
         out.push_str(&format!(
-            "{:<20} {:<10} {:<6} {:>10} {:<18} {:>9} {:>7} {:>10} {:>6} {:>6}\n",
+            "{:<20} {:<10} {:<6} {:>10} {:<18} {:>9} {:>7} {:>10} {:>6} {:>6}  {}\n",
             m.id,
             m.state,
             m.device,
@@ -115,7 +116,8 @@ pub fn render(s: &Status) -> String {
             m.queued,
             idle,
             m.use_count,
-            m.load_count
+            m.load_count,
+            m.source
         ));
     }
     out.push('\n');

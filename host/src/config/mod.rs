@@ -38,6 +38,7 @@ mod validate;
 
 pub use capability::{Api, Capabilities, Capability};
 use raw::RawConfig;
+pub use validate::DEFAULT_DISCOVER_CMD;
 use validate::Validator;
 
 /// Where `serve` listens unless the config says otherwise.
@@ -114,6 +115,9 @@ pub struct Settings {
     pub experiments: Vec<ExperimentSettings>,
     /// The file it was read from, for messages that send users to it.
     pub source: Option<PathBuf>,
+    /// What `[discover]` found but could not serve (a file that is no model, a dangling
+    /// manifest, an id a `[models.*]` table already has), each with its path.
+    pub discovery_skipped: Vec<crate::discover::Skipped>,
 }
 
 /// An experiment to start with the host.
@@ -321,6 +325,8 @@ pub struct ModelSettings {
     /// (`context_fallback`, an id), if it fits there.
     pub context_fallback: Option<String>,
     pub backend: BackendSettings,
+    /// A `[models.*]` table, or what `[discover]` found it in.
+    pub origin: crate::discover::Origin,
 }
 
 /// How a model is served.
@@ -407,6 +413,7 @@ impl Default for Settings {
             models: Vec::new(),
             experiments: Vec::new(),
             source: None,
+            discovery_skipped: Vec::new(),
         }
     }
 }
@@ -480,6 +487,7 @@ impl ModelSettings {
             translate: Vec::new(),
             context_fallback: None,
             backend,
+            origin: crate::discover::Origin::Config,
         }
     }
 }

@@ -28,6 +28,30 @@ pub(super) struct RawConfig {
     pub(super) models: BTreeMap<String, RawModel>,
     #[serde(default)]
     pub(super) experiments: Vec<RawExperiment>,
+    #[serde(default)]
+    pub(super) discover: RawDiscover,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawDiscover {
+    #[serde(default)]
+    pub(super) dirs: Vec<String>,
+    /// `true` for Ollama's own store, or its path.
+    pub(super) ollama: Option<RawStore>,
+    pub(super) cmd: Option<String>,
+    pub(super) context_tokens: Option<u32>,
+    pub(super) parallel: Option<u32>,
+    pub(super) ttl: Option<RawDuration>,
+    pub(super) device: Option<String>,
+}
+
+/// `true`/`false`, or a path.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub(super) enum RawStore {
+    On(bool),
+    At(String),
 }
 
 #[derive(Debug, Deserialize)]

@@ -13,6 +13,9 @@ use crate::engine::builtin;
 use crate::engine::experiment::{Mode, Sticky};
 use crate::recorder::{DEFAULT_KEEP, DEFAULT_MAX_BYTES, RecorderSettings};
 
+mod discover;
+pub use discover::DEFAULT_DISCOVER_CMD;
+
 pub(super) struct Validator<'a> {
     pub(super) base: &'a Path,
     pub(super) problems: Vec<String>,
@@ -68,6 +71,7 @@ impl Validator<'_> {
                 models.push(m);
             }
         }
+        let discovery_skipped = self.discover(raw.discover, &mut models);
         self.names_unique(&models);
         self.fallbacks(&mut models);
         let mut experiments: Vec<ExperimentSettings> = Vec::new();
@@ -128,6 +132,7 @@ impl Validator<'_> {
             models,
             experiments,
             source: None,
+            discovery_skipped,
         }
     }
 
@@ -488,6 +493,7 @@ impl Validator<'_> {
             translate,
             context_fallback: m.context_fallback,
             backend,
+            origin: crate::discover::Origin::Config,
         })
     }
 

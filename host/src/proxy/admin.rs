@@ -42,9 +42,20 @@ pub async fn config(State(app): State<Arc<AppState>>) -> impl IntoResponse {
     axum::Json(app.config.report())
 }
 
-/// `POST /admin/config/reload`: reads the config file again now (as a change to it or SIGHUP
-/// does): 200 with the version that serves, or 422 with every problem of a file refused.
+/// `POST /admin/config/reload`: reads the config file again now (as a change to it does): 200
+/// with the version that serves, or 422 with every problem of a file refused.
 pub async fn reload_config(State(app): State<Arc<AppState>>) -> Response {
+    reload_with(&app, false).await
+}
+
+/// `POST /admin/discover`: scans `[discover]`'s folders and Ollama's store again (the config is
+/// read again too, changed or not, as SIGHUP does): 200 with the version that serves, the
+/// models found and what was skipped, or 422 as for a reload.
+pub async fn discover(State(app): State<Arc<AppState>>) -> Response {
+    reload_with(&app, true).await
+}
+
+async fn reload_with(app: &AppState, rescan: bool) -> Response {
     use crate::reload::Outcome;
     let Some(reloader) = &app.reloader else {
         return ApiError::new(
@@ -55,9 +66,22 @@ pub async fn reload_config(State(app): State<Arc<AppState>>) -> Response {
         )
         .into_response();
     };
-    match reloader.reload().await {
+    let outcome = if rescan {
+        reloader.rescan().await
+    } else {
+        reloader.reload().await
+    };
+    let report = app.config.report();
+    match outcome {
+        Outcome::Applied(v) if rescan => axum::Json(json!({
+            "status": "applied",
+            "version": v,
+            "discovered": report.discovered,
+            "discovery_skipped": report.discovery_skipped,
+        }))
+        .into_response(),
         Outcome::Applied(v) => axum::Json(json!({"status": "applied", "version": v})).into_response(),
-        Outcome::Unchanged => axum::Json(json!({"status": "unchanged", "version": app.config.report().version})).into_response(),
+        Outcome::Unchanged => axum::Json(json!({"status": "unchanged", "version": report.version})).into_response(),
         Outcome::Rejected(problems) => (
             StatusCode::UNPROCESSABLE_ENTITY,
             axum::Json(json!({"error": {

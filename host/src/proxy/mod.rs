@@ -159,6 +159,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/admin/models", get(admin::models))
         .route("/admin/config", get(admin::config))
         .route("/admin/config/reload", post(admin::reload_config))
+        .route("/admin/discover", post(admin::discover))
         .route("/admin/models/{id}/load", post(admin::load))
         .route("/admin/models/{id}/unload", post(admin::unload))
         .route("/admin/policies", get(admin::policies))

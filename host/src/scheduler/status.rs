@@ -77,6 +77,10 @@ pub struct ModelStatus {
     /// ID`, `gguf header`, `file size`, `guess`, or `external` (a server that runs itself).
     #[serde(default)]
     pub size_source: String,
+    /// Where the model came from: `config` (a `[models.*]` table), `folder DIR` or `ollama
+    /// STORE` (found by `[discover]`).
+    #[serde(default)]
+    pub source: String,
     /// Requests it serves at once (`parallel`).
     #[serde(default)]
     pub parallel: u32,
@@ -123,6 +127,7 @@ pub(super) fn model(slot: &Slot, now: Instant) -> ModelStatus {
         size_bytes: slot.size(),
         size_measured: slot.size_measured(),
         size_source: slot.size_source(),
+        source: slot.cfg.origin.to_string(),
         parallel: slot.cfg.parallel,
         tags: slot.cfg.tags.clone(),
         ram_bytes: fp.ram_bytes,

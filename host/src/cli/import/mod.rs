@@ -320,6 +320,7 @@ fn scalar(v: &Yaml) -> String {
 }
 
 mod model;
+pub mod ollama;
 mod routing;
 
 #[cfg(test)]
