@@ -240,6 +240,14 @@ fn timestamp_ms(text: &str) -> Option<u64> {
         t.next()?.parse::<u64>().ok()?,
         t.next()?.parse::<f64>().ok()?,
     );
+    // A clock's fields in their ranges (a leap second allowed), and a date in one a calendar
+    // has: anything else is no timestamp, and would overflow the sums below.
+    if h > 23 || min > 59 || !(0.0..61.0).contains(&sec) {
+        return None;
+    }
+    if !(1..=12).contains(&m) || !(1..=31).contains(&day) || !(0..=9999).contains(&y) {
+        return None;
+    }
     // Days from the civil date (Howard Hinnant's algorithm).
     let y = if m <= 2 { y - 1 } else { y };
     let era = y.div_euclid(400);
@@ -373,6 +381,29 @@ mod tests {
             2 * 86_400_000
         );
         assert_eq!(timestamp_ms("yesterday"), None);
+    }
+
+    /// Regression (found by the trace fuzz target in its tenth minute): a minute of
+    /// 1999999999999999999 overflowed the sum (a panic with overflow checks, a wrong time
+    /// without). Fields outside a clock's or a calendar's ranges are no timestamp.
+    #[test]
+    fn timestamps_out_of_range_are_refused_not_overflowed() {
+        for text in [
+            "2023-11-16 18:1999999999999999999:7:0",
+            "2023-11-16 24:00:00",
+            "2023-11-16 18:60:00",
+            "2023-11-16 18:17:61",
+            "2023-11-16 18:17:-1",
+            "2023-13-16 18:17:03",
+            "2023-11-32 18:17:03",
+            "99999999999-11-16 18:17:03",
+        ] {
+            assert_eq!(timestamp_ms(text), None, "{text}");
+        }
+        assert!(
+            timestamp_ms("2023-11-16 23:59:60.5").is_some(),
+            "a leap second"
+        );
     }
 
     #[test]
