@@ -111,7 +111,7 @@ impl Launcher for RealLauncher {
                 BackendSettings::Command(c) => command::start(&http, &model, c)
                     .await
                     .map(|i| Arc::new(i) as Arc<dyn Instance>),
-                BackendSettings::OpenAi(o) => openai::start(&http, o)
+                BackendSettings::OpenAi(o) => openai::start(&http, o, model.context_tokens)
                     .await
                     .map(|i| Arc::new(i) as Arc<dyn Instance>),
                 BackendSettings::Simulated { .. } => Err(BackendError::Spawn {

@@ -3,7 +3,21 @@
 //! the model through the server's native API where there is one:
 //! - Ollama: `POST /api/generate` with `keep_alive: -1` loads, `keep_alive: 0` unloads;
 //! - llama-server in router mode: `POST /models/load` and `/models/unload`, with `GET /models`
-//!   telling when the load is done.
+//!   telling when the load is done;
+//! - LM Studio (its REST API v1, LM Studio 0.4+: `docs/developer/rest/list`, `load`,
+//!   `unload`): `GET /api/v1/models` says whether the model has a loaded instance; if not,
+//!   `POST /api/v1/models/load` with `{model, config: {context_length}}` makes one, whose
+//!   `model_instance_id` requests then name and `POST /api/v1/models/unload` with
+//!   `{instance_id}` ends;
+//! - vLLM's sleep mode (`docs/features/sleep_mode`; the server runs with
+//!   `--enable-sleep-mode` and `VLLM_SERVER_DEV_MODE=1`): `GET /is_sleeping` →
+//!   `{"is_sleeping": bool}`, `POST /wake_up` to load, `POST /sleep?level=N` to evict (the
+//!   engine keeps running; level 1 keeps the weights in RAM for a fast wake, level 2 drops
+//!   them).
+//!
+//! Neither LM Studio nor vLLM can run on the machines this was built on: their exchanges are
+//! tested against the documented request and response shapes (`openai/tests.rs`), not end to
+//! end.
 //!
 //! Without a native API, starting only checks that the server answers `GET /models`.
 
@@ -35,9 +49,10 @@ pub struct RemoteInstance {
 pub async fn start(
     http: &reqwest::Client,
     s: &OpenAiSettings,
+    context_tokens: u32,
 ) -> Result<RemoteInstance, BackendError> {
     let root = s.url.strip_suffix("/v1").unwrap_or(&s.url).to_string();
-    let instance = RemoteInstance {
+    let mut instance = RemoteInstance {
         http: http.clone(),
         endpoint: Endpoint {
             api_base: s.url.clone(),
@@ -65,6 +80,10 @@ pub async fn start(
                 .await?;
         }
         Control::LlamaRouter => instance.router_load().await?,
+        Control::LmStudio => {
+            instance.endpoint.model_name = instance.lmstudio_load(context_tokens).await?;
+        }
+        Control::VllmSleep { .. } => instance.vllm_wake().await?,
     }
     Ok(instance)
 }
@@ -118,6 +137,75 @@ impl RemoteInstance {
             .as_str()
             .unwrap_or("unknown")
             .to_string())
+    }
+
+    /// LM Studio: the model's loaded instance, loading one with `context_tokens` if it has
+    /// none. Returns the instance's id, which requests and the unload name.
+    async fn lmstudio_load(&self, context_tokens: u32) -> Result<String, BackendError> {
+        let key = self.endpoint.model_name.clone();
+        let list = self
+            .request(
+                reqwest::Method::GET,
+                &format!("{}/api/v1/models", self.root),
+                None,
+            )
+            .await?;
+        let entry =
+            (list["models"].as_array().into_iter().flatten()).find(|m| m["key"] == key.as_str());
+        let Some(entry) = entry else {
+            return Err(BackendError::LoadRefused {
+                model: key,
+                reason: "LM Studio does not list it (GET /api/v1/models: no model with this key)"
+                    .into(),
+            });
+        };
+        if let Some(id) = entry["loaded_instances"][0]["id"].as_str() {
+            return Ok(id.to_string());
+        }
+        let body = json!({"model": key, "config": {"context_length": context_tokens}});
+        let loaded = self
+            .request(
+                reqwest::Method::POST,
+                &format!("{}/api/v1/models/load", self.root),
+                Some(body),
+            )
+            .await?;
+        loaded["model_instance_id"]
+            .as_str()
+            .map(str::to_string)
+            .ok_or_else(|| BackendError::LoadRefused {
+                model: key,
+                reason: format!("LM Studio's load answer has no model_instance_id: {loaded}"),
+            })
+    }
+
+    /// vLLM: wakes the engine if it sleeps.
+    async fn vllm_wake(&self) -> Result<(), BackendError> {
+        let state = self
+            .request(
+                reqwest::Method::GET,
+                &format!("{}/is_sleeping", self.root),
+                None,
+            )
+            .await?;
+        match state["is_sleeping"].as_bool() {
+            Some(false) => Ok(()),
+            Some(true) => self
+                .request(
+                    reqwest::Method::POST,
+                    &format!("{}/wake_up", self.root),
+                    None,
+                )
+                .await
+                .map(drop),
+            None => Err(BackendError::LoadRefused {
+                model: self.endpoint.model_name.clone(),
+                reason: format!(
+                    "GET /is_sleeping answered {state}, not {{\"is_sleeping\": bool}}: is the \
+                     server run with --enable-sleep-mode and VLLM_SERVER_DEV_MODE=1?"
+                ),
+            }),
+        }
     }
 
     async fn router_load(&self) -> Result<(), BackendError> {
@@ -191,6 +279,23 @@ impl Instance for RemoteInstance {
                     )
                     .await
                 }
+                Control::LmStudio => {
+                    let body = json!({"instance_id": model});
+                    self.request(
+                        reqwest::Method::POST,
+                        &format!("{}/api/v1/models/unload", self.root),
+                        Some(body),
+                    )
+                    .await
+                }
+                Control::VllmSleep { level } => {
+                    self.request(
+                        reqwest::Method::POST,
+                        &format!("{}/sleep?level={level}", self.root),
+                        None,
+                    )
+                    .await
+                }
             };
             if let Err(e) = result {
                 tracing::warn!(model = %model, error = %e, "unload request failed");
@@ -202,3 +307,6 @@ impl Instance for RemoteInstance {
         Box::pin(futures_util::future::pending())
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -376,6 +376,13 @@ pub enum Control {
     Ollama,
     /// llama-server in router mode: `POST /models/load` and `/models/unload`.
     LlamaRouter,
+    /// LM Studio's REST API (0.4+): `POST /api/v1/models/load` with the model's window,
+    /// `/api/v1/models/unload` with the instance it made.
+    LmStudio,
+    /// vLLM's sleep mode (`--enable-sleep-mode`, `VLLM_SERVER_DEV_MODE=1`): an eviction puts
+    /// the engine to sleep at this level (`POST /sleep?level=N`: 1 keeps the weights in RAM,
+    /// 2 drops them), a load wakes it (`POST /wake_up`).
+    VllmSleep { level: u8 },
 }
 
 /// Every problem found in a config, each with its key path.

@@ -283,3 +283,27 @@ fn max_loaded_per_device_over_the_schedulers_and_never_zero() {
         );
     }
 }
+
+#[test]
+fn lmstudio_and_vllm_sleep_controls_parse_and_others_are_named() {
+    let control = |c: &str| {
+        parse(&format!(
+            "[models.m]\nurl = \"http://127.0.0.1:1234/v1\"\ncontrol = \"{c}\"\n"
+        ))
+        .map(|s| match &s.models[0].backend {
+            BackendSettings::OpenAi(o) => o.control,
+            other => panic!("{other:?}"),
+        })
+    };
+    assert_eq!(control("lmstudio").expect("valid"), Control::LmStudio);
+    assert_eq!(
+        control("vllm-sleep").expect("valid"),
+        Control::VllmSleep { level: 1 }
+    );
+    assert_eq!(
+        control("vllm-sleep:2").expect("valid"),
+        Control::VllmSleep { level: 2 }
+    );
+    let e = control("vllm-sleep:3").expect_err("no level 3");
+    assert!(e.problems[0].contains("vllm-sleep:2"), "{:?}", e.problems);
+}

@@ -628,10 +628,16 @@ impl Validator<'_> {
             None | Some("none") => Control::None,
             Some("ollama") => Control::Ollama,
             Some("llama-router") => Control::LlamaRouter,
+            Some("lmstudio") => Control::LmStudio,
+            Some("vllm-sleep" | "vllm-sleep:1") => Control::VllmSleep { level: 1 },
+            Some("vllm-sleep:2") => Control::VllmSleep { level: 2 },
             Some(other) => {
                 self.problem(
                     &format!("{path}.control"),
-                    format_args!("{other:?} is not `none`, `ollama` or `llama-router`"),
+                    format_args!(
+                        "{other:?} is not `none`, `ollama`, `llama-router`, `lmstudio`, \
+                         `vllm-sleep` (level 1) or `vllm-sleep:2`"
+                    ),
                 );
                 Control::None
             }
