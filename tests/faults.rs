@@ -598,3 +598,78 @@ async fn a_client_trickling_its_body_is_cut_off_with_408() {
     );
     host.stop().await;
 }
+
+/// `cmd_stop` (a container's stop, say) runs instead of SIGTERM with `${MODEL}` and `${PID}`
+/// filled, and the server's exit is waited for; a `cmd_stop` that does not stop it is followed,
+/// after `stop_timeout`, by the kill the host always has in hand. Real processes: a Python HTTP
+/// server stands in for the model server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cmd_stop_stops_the_server_and_one_that_does_not_is_followed_by_a_kill() {
+    let dir = tempfile::tempdir().unwrap();
+    let mark = dir.path().join("stopped");
+    let model = |id: &str, stop: &str| {
+        format!(
+            "[models.{id}]\ncmd = \"python3 -m http.server ${{PORT}} --bind 127.0.0.1\"\nhealth = \"/\"\n\
+             size = \"1MiB\"\nstop_timeout = \"1s\"\ncmd_stop = \"{stop}\"\n"
+        )
+    };
+    let host = TestHost::start(settings(&format!(
+        "{}{}",
+        model(
+            "polite",
+            &format!(
+                "sh -c 'echo ${{MODEL}} ${{PID}} > {}; kill -INT ${{PID}}'",
+                mark.display()
+            )
+        ),
+        model("stubborn", "true"),
+    )))
+    .await;
+    for id in ["polite", "stubborn"] {
+        let load = host
+            .http
+            .post(host.url(&format!("/admin/models/{id}/load")))
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            load.status().is_success(),
+            "{id}: {}",
+            load.text().await.unwrap_or_default()
+        );
+        let pid = host
+            .status()
+            .models
+            .iter()
+            .find(|m| m.id == id)
+            .unwrap()
+            .pids[0];
+        let began = tokio::time::Instant::now();
+        let unload = host
+            .http
+            .post(host.url(&format!("/admin/models/{id}/unload")))
+            .send()
+            .await
+            .unwrap();
+        assert!(unload.status().is_success(), "{id}");
+        let took = began.elapsed();
+        assert!(
+            !crate::demo::alive(pid),
+            "{id}: pid {pid} outlived its stop"
+        );
+        if id == "polite" {
+            let said = std::fs::read_to_string(&mark).unwrap();
+            assert_eq!(said.trim(), format!("polite {pid}"));
+            assert!(
+                took < Duration::from_secs(1),
+                "it stopped on cmd_stop, not the kill: {took:?}"
+            );
+        } else {
+            assert!(
+                took >= Duration::from_secs(1),
+                "killed only after stop_timeout: {took:?}"
+            );
+        }
+    }
+    host.stop().await;
+}

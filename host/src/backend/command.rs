@@ -43,6 +43,8 @@ pub struct CommandInstance {
     exit: watch::Receiver<Option<String>>,
     tail: Arc<Mutex<VecDeque<String>>>,
     stop_timeout: Duration,
+    /// `cmd_stop` with its placeholders filled, run instead of SIGTERM.
+    stop_argv: Option<Vec<String>>,
     tokenizer: Tokenizer,
 }
 
@@ -104,6 +106,11 @@ pub async fn start(
         exit,
         tail,
         stop_timeout: c.stop_timeout,
+        stop_argv: c.stop_argv.as_ref().map(|argv| {
+            let mut vars = vars.to_vec();
+            vars.push(("PID", pid.to_string()));
+            argv.iter().map(|a| substitute(a, &vars)).collect()
+        }),
     };
     let health = format!("http://127.0.0.1:{port}{}", c.health_path);
     let spawned = Instant::now();
@@ -165,6 +172,26 @@ impl CommandInstance {
         let _ = killpg(Pid::from_raw(self.pid as i32), signal);
     }
 
+    /// Runs `cmd_stop` (a container's stop, say) and waits for it within `stop_timeout`; what
+    /// it says on failure is logged. The server's own exit is waited for after.
+    async fn run_stop_command(&self, argv: &[String]) {
+        let run = tokio::process::Command::new(&argv[0])
+            .args(&argv[1..])
+            .stdin(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .output();
+        match tokio::time::timeout(self.stop_timeout, run).await {
+            Ok(Ok(out)) if out.status.success() => {
+                tracing::info!(model = %self.model, "cmd_stop ran");
+            }
+            Ok(Ok(out)) => tracing::warn!(model = %self.model, status = %out.status,
+                "cmd_stop failed: {}", String::from_utf8_lossy(&out.stderr).trim()),
+            Ok(Err(e)) => tracing::warn!(model = %self.model, "cmd_stop could not run: {e}"),
+            Err(_) => tracing::warn!(model = %self.model,
+                "cmd_stop ran past {:?}", self.stop_timeout),
+        }
+    }
+
     async fn wait_exit(&self) {
         let mut exit = self.exit.clone();
         let _ = exit.wait_for(Option::is_some).await;
@@ -190,13 +217,16 @@ impl Instance for CommandInstance {
     fn stop(&self) -> BoxFuture<'_, ()> {
         Box::pin(async move {
             if self.exit.borrow().is_none() {
-                self.signal_group(Signal::SIGTERM);
+                match &self.stop_argv {
+                    Some(argv) => self.run_stop_command(argv).await,
+                    None => self.signal_group(Signal::SIGTERM),
+                }
                 if tokio::time::timeout(self.stop_timeout, self.wait_exit())
                     .await
                     .is_err()
                 {
                     tracing::warn!(model = %self.model, pid = self.pid,
-                        "server ignored SIGTERM for {:?}; killing it", self.stop_timeout);
+                        "server still running {:?} after it was asked to stop; killing it", self.stop_timeout);
                     self.signal_group(Signal::SIGKILL);
                     self.wait_exit().await;
                 }
@@ -357,6 +387,8 @@ mod tests {
             start_timeout: std::time::Duration::from_secs(1),
             stop_timeout: std::time::Duration::from_secs(1),
             model_name: None,
+            stop_argv: None,
+            footprint: crate::config::FootprintSource::Processes,
         }
     }
 
@@ -399,6 +431,8 @@ mod tests {
             start_timeout: std::time::Duration::from_secs(1),
             stop_timeout: std::time::Duration::from_secs(1),
             model_name: None,
+            stop_argv: None,
+            footprint: crate::config::FootprintSource::Processes,
         };
         let model = ModelSettings {
             context_tokens: 512,

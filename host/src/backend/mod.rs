@@ -13,6 +13,7 @@
 //! and stop them.
 
 pub mod command;
+pub mod container;
 pub mod openai;
 pub mod tokenize;
 

@@ -354,6 +354,22 @@ pub struct CommandSettings {
     /// The model name sent to the server (`use_model_name`; llama-swap's `useModelName`),
     /// else the id.
     pub model_name: Option<String>,
+    /// How to stop the server instead of SIGTERM (`cmd_stop`, llama-swap's `cmdStop`; with
+    /// `${PID}`, `${MODEL}`, `${PORT}`), split into words.
+    pub stop_argv: Option<Vec<String>>,
+    /// Where its memory is read: its process tree, or a container its command runs.
+    pub footprint: FootprintSource,
+}
+
+/// Where a command model's memory is measured.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum FootprintSource {
+    /// The server's process and its descendants.
+    #[default]
+    Processes,
+    /// A container (`footprint = "container:NAME"`): its runtime's stats, read with this
+    /// program (`podman` or `docker`, from the command or whichever is installed).
+    Container { runtime: String, name: String },
 }
 
 /// An OpenAI-compatible server that already runs.

@@ -167,6 +167,8 @@ pub(super) struct RawModel {
     pub(super) health: Option<String>,
     pub(super) start_timeout: Option<RawDuration>,
     pub(super) stop_timeout: Option<RawDuration>,
+    pub(super) cmd_stop: Option<String>,
+    pub(super) footprint: Option<String>,
     // openai backend
     pub(super) url: Option<String>,
     pub(super) api_key: Option<String>,

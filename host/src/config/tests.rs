@@ -307,3 +307,45 @@ fn lmstudio_and_vllm_sleep_controls_parse_and_others_are_named() {
     let e = control("vllm-sleep:3").expect_err("no level 3");
     assert!(e.problems[0].contains("vllm-sleep:2"), "{:?}", e.problems);
 }
+
+#[test]
+fn container_models_take_cmd_stop_and_a_container_footprint() {
+    let s = parse(
+        "[models.q]\ncmd = \"docker run --rm --name qwen -p ${PORT}:8080 img\"\n\
+         cmd_stop = \"docker stop qwen\"\nfootprint = \"container:qwen\"\n",
+    )
+    .expect("valid");
+    let BackendSettings::Command(c) = &s.models[0].backend else {
+        panic!("a command model")
+    };
+    assert_eq!(
+        c.stop_argv.as_deref(),
+        Some(&["docker".to_string(), "stop".into(), "qwen".into()][..])
+    );
+    assert_eq!(
+        c.footprint,
+        FootprintSource::Container {
+            runtime: "docker".into(),
+            name: "qwen".into()
+        }
+    );
+    let e = parse(
+        "[models.q]\ncmd = \"s ${PORT}\"\nfootprint = \"cgroup:x\"\n\
+         [models.u]\nurl = \"http://127.0.0.1:1/v1\"\ncmd_stop = \"x\"\n",
+    )
+    .expect_err("two problems");
+    assert!(
+        e.problems
+            .iter()
+            .any(|p| p.starts_with("models.q.footprint:")),
+        "{:?}",
+        e.problems
+    );
+    assert!(
+        e.problems
+            .iter()
+            .any(|p| p.starts_with("models.u.cmd_stop:")),
+        "{:?}",
+        e.problems
+    );
+}

@@ -437,6 +437,7 @@ impl Validator<'_> {
                     m.start_timeout,
                     m.stop_timeout,
                 )
+                .map(|c| self.container(&path, c, m.cmd_stop, m.footprint))
                 .map(|c| {
                     BackendSettings::Command(CommandSettings {
                         model_name: m.use_model_name,
@@ -448,6 +449,8 @@ impl Validator<'_> {
                 for (key, set) in [
                     ("file", m.file.is_some()),
                     ("env", !m.env.is_empty()),
+                    ("cmd_stop", m.cmd_stop.is_some()),
+                    ("footprint", m.footprint.is_some()),
                     ("health", m.health.is_some()),
                     ("start_timeout", m.start_timeout.is_some()),
                     ("stop_timeout", m.stop_timeout.is_some()),
@@ -605,7 +608,50 @@ impl Validator<'_> {
                 .duration(&format!("{path}.stop_timeout"), stop_timeout)
                 .unwrap_or(DEFAULT_STOP_TIMEOUT),
             model_name: None,
+            stop_argv: None,
+            footprint: FootprintSource::Processes,
         })
+    }
+
+    /// `cmd_stop` and `footprint`: what a server that runs in a container needs.
+    fn container(
+        &mut self,
+        path: &str,
+        mut c: CommandSettings,
+        cmd_stop: Option<String>,
+        footprint: Option<String>,
+    ) -> CommandSettings {
+        if let Some(stop) = cmd_stop {
+            match shlex::split(&stop) {
+                Some(argv) if !argv.is_empty() => c.stop_argv = Some(argv),
+                Some(_) => self.problem(&format!("{path}.cmd_stop"), "is empty"),
+                None => self.problem(&format!("{path}.cmd_stop"), "has unbalanced quotes"),
+            }
+        }
+        match footprint.as_deref() {
+            None | Some("processes") => {}
+            Some(f) => match f.strip_prefix("container:").filter(|n| !n.is_empty()) {
+                Some(name) => {
+                    let program = Path::new(&c.argv[0])
+                        .file_name()
+                        .and_then(|n| n.to_str())
+                        .unwrap_or_default();
+                    let runtime = match program {
+                        "docker" | "podman" => program.to_string(),
+                        _ => crate::backend::container::installed_runtime(),
+                    };
+                    c.footprint = FootprintSource::Container {
+                        runtime,
+                        name: name.to_string(),
+                    };
+                }
+                None => self.problem(
+                    &format!("{path}.footprint"),
+                    format_args!("{f:?} is not `processes` or `container:NAME`"),
+                ),
+            },
+        }
+        c
     }
 
     fn openai(

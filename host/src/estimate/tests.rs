@@ -38,6 +38,8 @@ fn model(id: &str, file: &Path, cmd: &str) -> ModelSettings {
                 start_timeout: Duration::from_secs(1),
                 stop_timeout: Duration::from_secs(1),
                 model_name: None,
+                stop_argv: None,
+                footprint: crate::config::FootprintSource::Processes,
             }),
         )
     }

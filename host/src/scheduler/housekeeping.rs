@@ -10,6 +10,7 @@ use super::room::{self, Authority};
 use super::slot::Slot;
 use super::view::{self, Incoming};
 use super::{HOUSEKEEPING_INTERVAL, Inner};
+use crate::config::FootprintSource;
 use crate::engine::types::{EvictionCause, EvictionDecision, EvictionReason};
 
 /// The sticky key of evictions no request asked for (TTL, pressure).
@@ -33,13 +34,39 @@ pub(super) async fn run(inner: Weak<Inner>) {
     }
 }
 
+/// What a model's server holds: its process tree, plus its container's memory when its
+/// `footprint` says so (the tree then holds only the runtime's client). A container that
+/// cannot be read counts the tree alone, and says why in the log.
+pub(super) fn footprint(
+    t: &mut crate::telemetry::Telemetry,
+    pid: u32,
+    source: &FootprintSource,
+) -> crate::telemetry::Footprint {
+    let mut fp = t.footprint(pid);
+    if let FootprintSource::Container { runtime, name } = source {
+        match crate::backend::container::memory(runtime, name) {
+            Ok(bytes) => fp.ram_bytes += bytes,
+            Err(e) => tracing::warn!(container = %name, "reading its memory: {e}"),
+        }
+    }
+    fp
+}
+
+/// Where model `cfg`'s memory is read.
+pub(super) fn source_of(cfg: &crate::config::ModelSettings) -> FootprintSource {
+    match &cfg.backend {
+        crate::config::BackendSettings::Command(c) => c.footprint.clone(),
+        _ => FootprintSource::Processes,
+    }
+}
+
 async fn refresh(inner: &Arc<Inner>) {
-    let pids: Vec<(usize, u32)> = inner
+    let pids: Vec<(usize, u32, FootprintSource)> = inner
         .lock()
         .slots
         .iter()
         .enumerate()
-        .filter_map(|(i, s)| Some((i, s.instance()?.pid()?)))
+        .filter_map(|(i, s)| Some((i, s.instance()?.pid()?, source_of(&s.cfg))))
         .collect();
     let telemetry = inner.telemetry.clone();
     let read = move || {
@@ -47,7 +74,7 @@ async fn refresh(inner: &Arc<Inner>) {
         let snapshot = t.snapshot();
         let footprints: Vec<_> = pids
             .into_iter()
-            .map(|(i, pid)| (i, pid, t.footprint(pid)))
+            .map(|(i, pid, source)| (i, pid, footprint(&mut t, pid, &source)))
             .collect();
         (snapshot, footprints)
     };

@@ -71,7 +71,7 @@ async fn start(inner: &Arc<Inner>, idx: usize, generation: u64) -> Result<(), Sc
             reason: e.to_string(),
         })?;
     let footprint = match instance.pid() {
-        Some(pid) => measure(inner, pid).await,
+        Some(pid) => measure(inner, pid, super::housekeeping::source_of(&cfg)).await,
         None => None,
     };
     let now = Instant::now();
@@ -142,13 +142,15 @@ pub(super) async fn mark_crashed(inner: &Arc<Inner>, idx: usize, generation: u64
 }
 
 /// Measures a process tree off the async threads.
-async fn measure(inner: &Inner, pid: u32) -> Option<crate::telemetry::Footprint> {
+async fn measure(
+    inner: &Inner,
+    pid: u32,
+    source: crate::config::FootprintSource,
+) -> Option<crate::telemetry::Footprint> {
     let telemetry = inner.telemetry.clone();
     tokio::task::spawn_blocking(move || {
-        telemetry
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .footprint(pid)
+        let mut t = telemetry.lock().unwrap_or_else(|e| e.into_inner());
+        super::housekeeping::footprint(&mut t, pid, &source)
     })
     .await
     .ok()
