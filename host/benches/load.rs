@@ -80,14 +80,5 @@ fn main() -> anyhow::Result<()> {
         rss1 as f64 / 1024.0
     );
     println!("| host open fds start → end | {fds0} → {fds1} |");
-    println!("| host exit after SIGTERM | {} |", stopped.exit);
-    println!("| llama-server processes left | {} |", stopped.left);
-    for why in &tally.lost_why {
-        println!("lost: {why}");
-    }
-    anyhow::ensure!(
-        tally.lost == 0 && stopped.left == 0,
-        "requests lost or servers left"
-    );
-    Ok(())
+    stopped.report(&tally)
 }

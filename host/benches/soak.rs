@@ -210,14 +210,5 @@ fn main() -> anyhow::Result<()> {
         "| policy compiles (compiled / from the cache) | {} / {} |",
         policies["compiles"]["compiled"], policies["compiles"]["from_cache"]
     );
-    println!("| host exit after SIGTERM | {} |", stopped.exit);
-    println!("| llama-server processes left | {} |", stopped.left);
-    for why in &tally.lost_why {
-        println!("lost: {why}");
-    }
-    anyhow::ensure!(
-        tally.lost == 0 && stopped.left == 0,
-        "requests lost or servers left"
-    );
-    Ok(())
+    stopped.report(&tally)
 }

@@ -25,6 +25,23 @@ pub struct Stopped {
     pub left: usize,
 }
 
+impl Stopped {
+    /// Ends a run's table with how the host stopped and why requests were lost; an error if
+    /// any was, or a server outlived the host.
+    pub fn report(&self, tally: &generator::Tally) -> anyhow::Result<()> {
+        println!("| host exit after SIGTERM | {} |", self.exit);
+        println!("| llama-server processes left | {} |", self.left);
+        for why in &tally.lost_why {
+            println!("lost: {why}");
+        }
+        anyhow::ensure!(
+            tally.lost == 0 && self.left == 0,
+            "requests lost or servers left"
+        );
+        Ok(())
+    }
+}
+
 impl Served {
     /// Starts the host with the load runs' config plus `extra` TOML, and waits for `/health`.
     pub fn start(rt: &tokio::runtime::Runtime, extra: &str) -> anyhow::Result<Served> {

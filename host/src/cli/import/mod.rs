@@ -96,21 +96,30 @@ pub fn run(file: &Path, output: &Path, force: bool) -> anyhow::Result<ExitCode> 
         output.display(),
         imported.warnings.len()
     );
+    Ok(check_written(output))
+}
+
+/// Checks a written config as `serve` would and says so: success when it holds a model.
+pub(super) fn check_written(output: &Path) -> ExitCode {
     match Settings::from_file(output) {
+        Ok(s) if s.models.is_empty() => {
+            eprintln!("but it holds no model");
+            ExitCode::FAILURE
+        }
         Ok(s) => {
             eprintln!(
                 "it checks: {} models; serve it with `modelyard serve --config {}`",
                 s.models.len(),
                 output.display()
             );
-            Ok(ExitCode::SUCCESS)
+            ExitCode::SUCCESS
         }
         Err(e) => {
             eprintln!(
                 "but it does not check yet; fix these in {}:\n{e}",
                 output.display()
             );
-            Ok(ExitCode::FAILURE)
+            ExitCode::FAILURE
         }
     }
 }

@@ -9,7 +9,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 
-use crate::config::{DEFAULT_CONTEXT_TOKENS, DEFAULT_DISCOVER_CMD, Settings};
+use crate::config::{DEFAULT_CONTEXT_TOKENS, DEFAULT_DISCOVER_CMD};
 use crate::discover;
 
 /// The config text for the models in `store`, started with `cmd`.
@@ -67,28 +67,5 @@ pub fn run(
         output.display(),
         store.display()
     );
-    match Settings::from_file(output) {
-        Ok(s) if s.models.is_empty() => {
-            eprintln!(
-                "but it holds no model: is {} Ollama's store?",
-                store.display()
-            );
-            Ok(ExitCode::FAILURE)
-        }
-        Ok(s) => {
-            eprintln!(
-                "it checks: {} models; serve it with `modelyard serve --config {}`",
-                s.models.len(),
-                output.display()
-            );
-            Ok(ExitCode::SUCCESS)
-        }
-        Err(e) => {
-            eprintln!(
-                "but it does not check yet; fix these in {}:\n{e}",
-                output.display()
-            );
-            Ok(ExitCode::FAILURE)
-        }
-    }
+    Ok(super::check_written(output))
 }
