@@ -107,16 +107,32 @@ impl Served {
         Ok(())
     }
 
-    /// Stops the host with SIGTERM and counts the model servers that outlived it.
+    /// Stops the host with SIGTERM and counts the model servers that outlived it. The host's
+    /// log (warnings and errors: every 5xx is there with its model and cause) is kept in
+    /// `target/bench-logs/`, since the run's folder goes with it.
     pub fn stop(mut self) -> anyhow::Result<Stopped> {
         let servers = descendants(self.pid);
         self.signal(nix::sys::signal::Signal::SIGTERM)?;
         let exit = self.host.wait()?;
-        std::thread::sleep(Duration::from_millis(500));
-        let left = servers
-            .into_iter()
-            .filter(|p| Path::new(&format!("/proc/{p}")).exists())
-            .count();
+        // A server killed as the host went may take a moment to be gone; one still there
+        // after this is left behind.
+        let alive = |p: &u32| Path::new(&format!("/proc/{p}")).exists();
+        for _ in 0..50 {
+            if !servers.iter().any(alive) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let left = servers.iter().filter(|p| alive(p)).count();
+        let kept = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../target/bench-logs")
+            .join(format!("serve-{}.log", self.pid));
+        if std::fs::create_dir_all(kept.parent().unwrap_or(Path::new(".")))
+            .and_then(|()| std::fs::copy(self.log(), &kept))
+            .is_ok()
+        {
+            eprintln!("the host's log: {}", kept.display());
+        }
         Ok(Stopped { exit, left })
     }
 }

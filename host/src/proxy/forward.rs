@@ -19,8 +19,8 @@ pub async fn forward(
     let endpoint = lease.endpoint();
     ex.body["model"] = Value::String(endpoint.model_name.clone());
     let url = format!("{}{}", endpoint.api_base, ex.upstream().upstream_path());
-    let send = |lease: &Lease| {
-        let mut upstream = app.http.post(&url).json(&ex.body);
+    let send = |lease: &Lease, http: &reqwest::Client| {
+        let mut upstream = http.post(&url).json(&ex.body);
         for (name, value) in &ex.passed_headers {
             upstream = upstream.header(name, value);
         }
@@ -31,15 +31,16 @@ pub async fn forward(
     };
     let model = lease.model().to_string();
     let timeout = app.scheduler.settings().server.upstream_timeout;
-    let mut sent = tokio::time::timeout(timeout, send(lease)).await;
+    let mut sent = tokio::time::timeout(timeout, send(lease, &app.http)).await;
     // A server may close a kept-alive connection just as the next request goes out on it
     // (llama-server does after a streamed answer): that request never reached it, so it goes
-    // once more, on a fresh connection.
+    // once more, on a new connection (the pool could hand out another one that is closing:
+    // the 1,000-client run met three such 502s when the retry used it).
     if let Ok(Err(e)) = &sent
         && !e.is_timeout()
     {
         tracing::debug!(model = %model, error = %error_chain(e), "sending again on a fresh connection");
-        sent = tokio::time::timeout(timeout, send(lease)).await;
+        sent = tokio::time::timeout(timeout, send(lease, &app.http_fresh)).await;
     }
     match sent {
         Err(_) => {

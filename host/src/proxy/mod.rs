@@ -73,6 +73,9 @@ pub struct AppState {
     pub scheduler: Scheduler,
     pub policies: Arc<PolicySet>,
     pub http: reqwest::Client,
+    /// A client that keeps no connection: a request sent again after a pooled connection
+    /// broke goes out on a new one, never on another idle one that may be closing too.
+    pub http_fresh: reqwest::Client,
     pub metrics: Metrics,
     /// Where each request's record goes, when `[trace] record` says.
     pub recorder: Option<Arc<Recorder>>,
@@ -95,6 +98,10 @@ impl AppState {
             metrics: Metrics::new(scheduler.clone()),
             scheduler,
             http,
+            http_fresh: reqwest::Client::builder()
+                .pool_max_idle_per_host(0)
+                .build()
+                .unwrap_or_default(),
             recorder: None,
             config: Arc::default(),
             reloader: None,
