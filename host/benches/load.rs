@@ -18,15 +18,9 @@ mod served;
 const CLIENTS: usize = 1000;
 const SECONDS: u64 = 600;
 
-fn arg(name: &str) -> Option<u64> {
-    let args: Vec<String> = std::env::args().collect();
-    let i = args.iter().position(|a| a == name)?;
-    args.get(i + 1)?.parse().ok()
-}
-
 fn main() -> anyhow::Result<()> {
-    let clients = arg("--clients").map_or(CLIENTS, |n| n as usize);
-    let seconds = arg("--seconds").unwrap_or(SECONDS);
+    let clients = common::arg("--clients").map_or(CLIENTS, |n| n as usize);
+    let seconds = common::arg("--seconds").unwrap_or(SECONDS);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

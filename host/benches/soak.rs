@@ -26,12 +26,6 @@ const SECONDS: u64 = 3600;
 /// How often a policy is replaced, the config reloaded and the host sampled.
 const EVERY: u64 = 60;
 
-fn arg(name: &str) -> Option<u64> {
-    let args: Vec<String> = std::env::args().collect();
-    let i = args.iter().position(|a| a == name)?;
-    args.get(i + 1)?.parse().ok()
-}
-
 /// A built-in's component, as the build left it for the tests.
 fn guest(name: &str) -> std::path::PathBuf {
     std::path::Path::new(env!("MODELYARD_GUEST_DIR")).join(format!("modelyard_policy_{name}.wasm"))
@@ -47,9 +41,9 @@ struct Sample {
 }
 
 fn main() -> anyhow::Result<()> {
-    let clients = arg("--clients").map_or(CLIENTS, |n| n as usize);
-    let seconds = arg("--seconds").unwrap_or(SECONDS);
-    let every = Duration::from_secs(arg("--every").unwrap_or(EVERY).max(1));
+    let clients = common::arg("--clients").map_or(CLIENTS, |n| n as usize);
+    let seconds = common::arg("--seconds").unwrap_or(SECONDS);
+    let every = Duration::from_secs(common::arg("--every").unwrap_or(EVERY).max(1));
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

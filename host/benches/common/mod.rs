@@ -16,6 +16,14 @@ pub fn demo_dir() -> PathBuf {
     )
 }
 
+/// The number after `--NAME` on the command line (`cargo bench --bench load -- --clients 10`).
+#[allow(dead_code)] // not every bench takes arguments
+pub fn arg(name: &str) -> Option<u64> {
+    let args: Vec<String> = std::env::args().collect();
+    let i = args.iter().position(|a| a == name)?;
+    args.get(i + 1)?.parse().ok()
+}
+
 #[allow(dead_code)] // not every bench times a closure
 /// Median and p99 of `iterations` timed runs of `f`, after a warm-up.
 pub fn measure(iterations: usize, mut f: impl FnMut()) -> (Duration, Duration) {
