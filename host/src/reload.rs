@@ -1,5 +1,7 @@
 //! Config reload without a restart: `serve` watches its config file (and reloads on SIGHUP);
-//! each change is validated whole, then applied live or rejected whole.
+//! each change is validated whole, then applied live or rejected whole. Reading the config
+//! scans `[discover]`'s folders and Ollama's store, so SIGHUP and `POST /admin/discover` apply
+//! the file even when it is unchanged, to pick up models that came or went.
 //!
 //! What it promises: an invalid file (or a deleted one) changes nothing: the config that
 //! serves keeps serving, and the rejection, with every problem's key path, is logged and shown
@@ -102,21 +104,26 @@ pub struct Discovered {
 impl ConfigReport {
     /// Notes what `[discover]` made of `settings`.
     fn discovery(&mut self, settings: &Settings) {
-        use crate::config::BackendSettings;
-        use crate::discover::Origin;
-        self.discovered = (settings.models.iter())
-            .filter(|m| m.origin != Origin::Config)
-            .map(|m| Discovered {
-                id: m.id.clone(),
-                file: match &m.backend {
-                    BackendSettings::Command(c) => c.file.as_ref().map(|f| f.display().to_string()),
-                    _ => None,
-                },
-                source: m.origin.to_string(),
-            })
-            .collect();
-        self.discovery_skipped = settings.discovery_skipped.clone();
+        (self.discovered, self.discovery_skipped) = discovery_of(settings);
     }
+}
+
+/// The models `[discover]` added to `settings`, and what it skipped.
+fn discovery_of(settings: &Settings) -> (Vec<Discovered>, Vec<crate::discover::Skipped>) {
+    use crate::config::BackendSettings;
+    use crate::discover::Origin;
+    let found = (settings.models.iter())
+        .filter(|m| m.origin != Origin::Config)
+        .map(|m| Discovered {
+            id: m.id.clone(),
+            file: match &m.backend {
+                BackendSettings::Command(c) => c.file.as_ref().map(|f| f.display().to_string()),
+                _ => None,
+            },
+            source: m.origin.to_string(),
+        })
+        .collect();
+    (found, settings.discovery_skipped.clone())
 }
 
 /// A config file that was refused, and why.
@@ -270,8 +277,7 @@ impl Reloader {
         };
         let restart_needed = fixed_keys_changed(&self.started, &settings);
         let allow = settings.policies.allow.clone();
-        let mut discovery = ConfigReport::default();
-        discovery.discovery(&settings);
+        let (discovered, discovery_skipped) = discovery_of(&settings);
         let change = self.scheduler.reconfigure(settings);
         self.policies.set_allow(allow);
         if let Some(defaults) = defaults {
@@ -286,8 +292,8 @@ impl Reloader {
         report.last_change = Some(change);
         report.last_rejection = None;
         report.restart_needed = restart_needed;
-        report.discovered = discovery.discovered;
-        report.discovery_skipped = discovery.discovery_skipped;
+        report.discovered = discovered;
+        report.discovery_skipped = discovery_skipped;
         tracing::info!(
             version = report.version,
             restart_needed = ?report.restart_needed,

@@ -36,13 +36,14 @@ pub(super) async fn run(inner: Weak<Inner>) {
 
 /// What a model's server holds: its process tree, plus its container's memory when its
 /// `footprint` says so (the tree then holds only the runtime's client). A container that
-/// cannot be read counts the tree alone, and says why in the log.
+/// cannot be read counts the tree alone, and says why in the log. The runtime's stats take a
+/// process's run, so they are read without holding the telemetry.
 pub(super) fn footprint(
-    t: &mut crate::telemetry::Telemetry,
+    telemetry: &std::sync::Mutex<crate::telemetry::Telemetry>,
     pid: u32,
     source: &FootprintSource,
 ) -> crate::telemetry::Footprint {
-    let mut fp = t.footprint(pid);
+    let mut fp = (telemetry.lock().unwrap_or_else(|e| e.into_inner())).footprint(pid);
     if let FootprintSource::Container { runtime, name } = source {
         match crate::backend::container::memory(runtime, name) {
             Ok(bytes) => fp.ram_bytes += bytes,
@@ -70,11 +71,13 @@ async fn refresh(inner: &Arc<Inner>) {
         .collect();
     let telemetry = inner.telemetry.clone();
     let read = move || {
-        let mut t = telemetry.lock().unwrap_or_else(|e| e.into_inner());
-        let snapshot = t.snapshot();
+        let snapshot = telemetry
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .snapshot();
         let footprints: Vec<_> = pids
             .into_iter()
-            .map(|(i, pid, source)| (i, pid, footprint(&mut t, pid, &source)))
+            .map(|(i, pid, source)| (i, pid, footprint(&telemetry, pid, &source)))
             .collect();
         (snapshot, footprints)
     };

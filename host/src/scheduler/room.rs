@@ -148,12 +148,9 @@ async fn measure(
     source: crate::config::FootprintSource,
 ) -> Option<crate::telemetry::Footprint> {
     let telemetry = inner.telemetry.clone();
-    tokio::task::spawn_blocking(move || {
-        let mut t = telemetry.lock().unwrap_or_else(|e| e.into_inner());
-        super::housekeeping::footprint(&mut t, pid, &source)
-    })
-    .await
-    .ok()
+    tokio::task::spawn_blocking(move || super::housekeeping::footprint(&telemetry, pid, &source))
+        .await
+        .ok()
 }
 
 /// What keeps model `idx` out of its device: bytes over the budget, or one model too many

@@ -42,7 +42,9 @@ impl Validator<'_> {
         if window == 0 {
             self.problem("discover.context_tokens", "must be at least 1");
         }
-        let ttl = self.duration("discover.ttl", raw.ttl);
+        let ttl = self
+            .duration("discover.ttl", raw.ttl)
+            .filter(|d| !d.is_zero());
         let dirs: Vec<PathBuf> = raw.dirs.iter().map(|d| self.base.join(d)).collect();
         let found = discover::scan(&dirs, store.as_deref());
         let mut skipped = found.skipped;
@@ -59,7 +61,6 @@ impl Validator<'_> {
                 file: Some(f.file.display().to_string()),
                 context_tokens: Some(f.trained_context.map_or(window, |t| t.min(window))),
                 parallel: raw.parallel,
-                ttl: ttl.map(|t| crate::config::raw::RawDuration::Secs(t.as_secs())),
                 device: raw.device.clone(),
                 ..RawModel::default()
             };
@@ -71,6 +72,7 @@ impl Validator<'_> {
             match one.model(&f.id, model) {
                 Some(mut m) if one.problems.is_empty() => {
                     m.origin = f.origin;
+                    m.ttl = ttl;
                     models.push(m);
                 }
                 _ => skipped.push(Skipped {
