@@ -13,7 +13,7 @@
 //!   `--enable-sleep-mode` and `VLLM_SERVER_DEV_MODE=1`): `GET /is_sleeping` →
 //!   `{"is_sleeping": bool}`, `POST /wake_up` to load, `POST /sleep?level=N` to evict (the
 //!   engine keeps running; level 1 keeps the weights in RAM for a fast wake, level 2 drops
-//!   them).
+//!   them; the scheduler counts level 1's against the CPU's budget while it sleeps).
 //!
 //! Neither LM Studio nor vLLM can run on the machines this was built on: their exchanges are
 //! tested against the documented request and response shapes (`openai/tests.rs`), not end to

@@ -513,6 +513,16 @@ impl ModelSettings {
             origin: crate::discover::Origin::Config,
         }
     }
+
+    /// True when an eviction leaves its weights in the machine's RAM: vLLM asleep at level 1
+    /// (its server keeps running and wakes from them), so they count against `[memory.cpu]`
+    /// until it wakes.
+    pub fn rests_in_ram(&self) -> bool {
+        matches!(
+            &self.backend,
+            BackendSettings::OpenAi(o) if o.control == Control::VllmSleep { level: 1 }
+        )
+    }
 }
 
 impl Settings {

@@ -45,7 +45,7 @@ use slot::{Slot, millis_since};
 pub use status::{DeviceStatus, Event, EvictionStats, ModelStatus, Status};
 
 use crate::backend::{Instance, Launcher};
-use crate::config::Settings;
+use crate::config::{CPU_DEVICE, Settings};
 use crate::engine::Hooks;
 use crate::engine::types::{EvictionCause, ModelState};
 use crate::estimate::{Estimator, memory};
@@ -503,12 +503,19 @@ impl State {
     }
 
     /// What the models that count against `device` hold on it.
+    /// Bytes models hold on `device`: those loaded there, and on the CPU also what sleeping
+    /// servers keep in RAM.
     fn held_on(&self, device: &str) -> u64 {
-        self.slots
-            .iter()
+        let loaded: u64 = (self.slots.iter())
             .filter(|s| s.holds_memory() && s.cfg.device == device)
             .map(Slot::size)
-            .sum()
+            .sum();
+        let asleep: u64 = if device == CPU_DEVICE {
+            self.slots.iter().map(Slot::asleep_bytes).sum()
+        } else {
+            0
+        };
+        loaded + asleep
     }
 
     /// Counts a request for `task` in the recent window.

@@ -258,7 +258,10 @@ async fn ask_for_room(inner: &Arc<Inner>, idx: usize, key: &str) -> Result<(), S
                     st.slots[idx].reserve();
                     return Ok(());
                 }
-                Shortfall::Never(reason) => return Err(SchedError::Rejected { model: id, reason }),
+                Shortfall::Never(reason) => {
+                    let reason = reason + &asleep_note(&st, idx);
+                    return Err(SchedError::Rejected { model: id, reason });
+                }
                 Shortfall::Bytes(needed) => {
                     let drained: Vec<String> = drain
                         .models
@@ -324,6 +327,7 @@ async fn ask_for_room(inner: &Arc<Inner>, idx: usize, key: &str) -> Result<(), S
                 recheck
             }
             EvictionDecision::Reject(reason) => {
+                let reason = reason + &asleep_note(&inner.lock(), idx);
                 return Err(SchedError::Rejected { model: id, reason });
             }
         };
@@ -632,4 +636,23 @@ pub(super) async fn evict(
     }
     inner.room_changed();
     true
+}
+
+/// For a load refused on the CPU: what sleeping servers keep in RAM, which no eviction frees
+/// (empty when none does).
+fn asleep_note(st: &State, idx: usize) -> String {
+    if st.slots[idx].cfg.device != crate::config::CPU_DEVICE {
+        return String::new();
+    }
+    let asleep: Vec<&Slot> = (st.slots.iter()).filter(|s| s.asleep_bytes() > 0).collect();
+    if asleep.is_empty() {
+        return String::new();
+    }
+    let bytes: u64 = asleep.iter().map(|s| s.asleep_bytes()).sum();
+    let ids: Vec<&str> = asleep.iter().map(|s| s.cfg.id.as_str()).collect();
+    format!(
+        "; sleeping vLLM servers keep {bytes} bytes of RAM ({}), which only waking them frees \
+         (`control = \"vllm-sleep:2\"` drops their weights instead)",
+        ids.join(", ")
+    )
 }

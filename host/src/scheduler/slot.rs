@@ -77,6 +77,9 @@ pub(super) struct Slot {
     retired: bool,
     /// Settings from a reload that need its server restarted: taken when it next stops.
     pending: Option<Arc<ModelSettings>>,
+    /// Bytes its unloaded server keeps in the machine's RAM ([`ModelSettings::rests_in_ram`]):
+    /// set when it goes to sleep, cleared when a load wakes it.
+    asleep: u64,
 }
 
 /// A request's place in a model's queue: its priority, then its arrival (earlier first).
@@ -128,6 +131,7 @@ impl Slot {
             ttl_override: None,
             retired: false,
             pending: None,
+            asleep: 0,
         }
     }
 
@@ -303,6 +307,12 @@ impl Slot {
         self.footprint().is_some_and(|f| !f.pids.is_empty())
     }
 
+    /// Bytes it keeps in RAM while unloaded (vLLM asleep at level 1), counted against the
+    /// CPU's budget whatever its device.
+    pub fn asleep_bytes(&self) -> u64 {
+        self.asleep
+    }
+
     /// True while it counts against its device's budget.
     pub fn holds_memory(&self) -> bool {
         matches!(
@@ -452,6 +462,7 @@ impl Slot {
     pub fn begin_load(&mut self) -> u64 {
         debug_assert!(matches!(self.phase, Phase::Unloaded | Phase::Failed { .. }));
         self.settle();
+        self.asleep = 0;
         self.phase = Phase::Loading { reserved: false };
         self.generation += 1;
         self.generation
@@ -570,9 +581,13 @@ impl Slot {
         Some(instance)
     }
 
-    /// Unloading → unloaded: its server has stopped.
+    /// Unloading → unloaded: its server has stopped, or (vLLM) gone to sleep keeping its
+    /// weights in RAM.
     pub fn unloaded(&mut self) {
         if matches!(self.phase, Phase::Unloading { .. }) {
+            if self.cfg.rests_in_ram() {
+                self.asleep = self.size();
+            }
             self.phase = Phase::Unloaded;
             self.settle();
         }

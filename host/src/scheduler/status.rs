@@ -88,6 +88,10 @@ pub struct ModelStatus {
     pub tags: Vec<String>,
     pub ram_bytes: u64,
     pub vram_bytes: u64,
+    /// What its server keeps in RAM while unloaded (vLLM asleep at level 1), counted against
+    /// the CPU's budget.
+    #[serde(default)]
+    pub asleep_bytes: u64,
     pub pids: Vec<u32>,
     pub endpoint: Option<String>,
     pub pinned: bool,
@@ -132,6 +136,7 @@ pub(super) fn model(slot: &Slot, now: Instant) -> ModelStatus {
         tags: slot.cfg.tags.clone(),
         ram_bytes: fp.ram_bytes,
         vram_bytes: fp.vram_bytes.values().sum(),
+        asleep_bytes: slot.asleep_bytes(),
         pids: fp.pids,
         endpoint: slot.instance().map(|i| i.endpoint().api_base.clone()),
         pinned: slot.cfg.pinned,

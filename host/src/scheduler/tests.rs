@@ -621,3 +621,84 @@ async fn max_loaded_violated() {
     assert_eq!(ready, ["e"]);
     assert_eq!(s.status().eviction.evictions, 2);
 }
+
+/// A vLLM model on `gpu0` (`control = CONTROL`, loaded then evicted) beside a CPU model, on a
+/// machine with 1 GiB of each; both 600 MiB.
+async fn vllm_asleep(control: &str) -> Scheduler {
+    let text = format!(
+        "[scheduler]\nqueue_timeout = 1\n\
+         [memory.cpu]\nbudget = \"1GiB\"\nreserve = 0\n\
+         [memory.gpu0]\nbudget = \"1GiB\"\nreserve = 0\n\
+         [models.v]\nurl = \"http://fake/v1\"\ncontrol = \"{control}\"\ndevice = \"gpu0\"\n\
+         size = \"600MiB\"\n\
+         [models.c]\ncmd = \"x ${{PORT}}\"\nsize = \"600MiB\"\n"
+    );
+    let settings = Settings::from_toml(&text, std::path::Path::new("."), "t").expect("valid");
+    let device = |name: &str| crate::telemetry::DeviceUsage {
+        name: name.into(),
+        product: String::new(),
+        total_bytes: 1 << 30,
+        used_bytes: 0,
+        free_bytes: 1 << 30,
+        utilization_percent: None,
+    };
+    let telemetry = crate::telemetry::Telemetry::fixed(crate::telemetry::Snapshot {
+        devices: vec![device("cpu"), device("gpu0")],
+        cpu_percent: 0.0,
+    })
+    .expect("telemetry");
+    let s = Scheduler::with_telemetry(
+        Arc::new(settings),
+        Arc::new(Hooks::new()),
+        Arc::new(Arc::new(Fake::default())),
+        telemetry,
+        SchedulerOptions::default(),
+    )
+    .expect("scheduler");
+    drop(s.acquire("v", &NO_DEMAND).await.expect("v loads"));
+    s.unload("v").await.expect("v goes to sleep");
+    s
+}
+
+fn models_bytes(s: &Scheduler, device: &str) -> u64 {
+    let status = s.status();
+    let d = status
+        .devices
+        .iter()
+        .find(|d| d.name == device)
+        .expect("a device");
+    d.models_bytes
+}
+
+/// vLLM asleep at level 1 keeps its weights in RAM: they count against `[memory.cpu]` (a CPU
+/// model that would need them is refused) until a load wakes it; its GPU is free.
+#[tokio::test]
+async fn a_vllm_model_asleep_at_level_1_holds_ram_until_it_wakes() {
+    let s = vllm_asleep("vllm-sleep").await;
+    assert_eq!(models_bytes(&s, "cpu"), 600 << 20);
+    assert_eq!(models_bytes(&s, "gpu0"), 0);
+    let v = s
+        .status()
+        .models
+        .into_iter()
+        .find(|m| m.id == "v")
+        .expect("v");
+    assert_eq!((v.state.as_str(), v.asleep_bytes), ("unloaded", 600 << 20));
+    let e =
+        (s.acquire("c", &NO_DEMAND).await).expect_err("no room in RAM beside the sleeping weights");
+    assert!(
+        e.to_string().contains("keep 629145600 bytes of RAM (v)"),
+        "{e}"
+    );
+    drop(s.acquire("v", &NO_DEMAND).await.expect("v wakes"));
+    assert_eq!(models_bytes(&s, "cpu"), 0);
+    drop(s.acquire("c", &NO_DEMAND).await.expect("RAM is free again"));
+}
+
+/// At level 2 the weights are dropped: the RAM stays free for the CPU model.
+#[tokio::test]
+async fn a_vllm_model_asleep_at_level_2_holds_nothing() {
+    let s = vllm_asleep("vllm-sleep:2").await;
+    assert_eq!((models_bytes(&s, "cpu"), models_bytes(&s, "gpu0")), (0, 0));
+    drop(s.acquire("c", &NO_DEMAND).await.expect("c loads"));
+}
