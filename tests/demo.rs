@@ -123,11 +123,20 @@ impl TestHost {
 
     /// Runs a Python script with the demo's clients against this host (`OPENAI_BASE_URL` is
     /// its `/v1`), off the async threads; returns what it printed as JSON.
+    /// A failure says what the host's models were doing, besides what the script printed.
     pub async fn python(&self, script: &'static str) -> Value {
         let base = self.url("/v1");
-        tokio::task::spawn_blocking(move || python_json(script, &base))
+        let ran = tokio::task::spawn_blocking(move || run_python(script, &base))
             .await
-            .unwrap()
+            .unwrap();
+        ran.unwrap_or_else(|e| {
+            let status = self.status();
+            let models: Vec<String> = (status.models.iter())
+                .map(|m| format!("{} {} ({:?})", m.id, m.state, m.last_error))
+                .collect();
+            let events = serde_json::to_string(&status.events).unwrap_or_default();
+            panic!("{e}\nmodels: {models:?}\nlatest events: {events}")
+        })
     }
 
     /// A short chat completion; returns the status and the JSON body.
@@ -264,17 +273,25 @@ pub fn processes_with(needle: &str) -> Vec<u32> {
 /// Runs a Python script with the demo's interpreter (which has the `openai` client) against a
 /// host; returns what it printed as JSON.
 pub fn python_json(script: &str, base_url: &str) -> Value {
+    run_python(script, base_url).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn run_python(script: &str, base_url: &str) -> Result<Value, String> {
     let out = Command::new(&demo().python)
         .args(["-c", script])
         .env("OPENAI_BASE_URL", base_url)
         .env("OPENAI_API_KEY", "unused")
         .output()
         .expect("python runs");
-    assert!(
-        out.status.success(),
-        "the script failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
+    let said = || {
+        format!(
+            "stdout:\n{}\nstderr:\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    };
+    if !out.status.success() {
+        return Err(format!("the script failed ({}):\n{}", out.status, said()));
+    }
+    serde_json::from_slice(&out.stdout).map_err(|e| format!("not JSON ({e}):\n{}", said()))
 }
