@@ -1,8 +1,9 @@
 //! What a 0.2 policy is told once rather than on every call: the configured models, devices and
 //! tasks, which records then name by index.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+
+use rustc_hash::FxHashMap;
 
 /// A configured model, as the configuration says.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,8 +22,10 @@ pub struct Catalogue {
     models: Vec<ModelInfo>,
     devices: Vec<String>,
     tasks: Vec<String>,
-    ids: HashMap<String, u32>,
-    aliases: HashMap<String, u32>,
+    /// Looked up for every model of every 0.2 call: a fast hash (ids come from the config, so
+    /// nobody can pick colliding keys to insert).
+    ids: FxHashMap<String, u32>,
+    aliases: FxHashMap<String, u32>,
     generation: u64,
 }
 
@@ -46,7 +49,7 @@ impl Catalogue {
         let mut tasks: Vec<String> = models.iter().flat_map(|m| m.tags.clone()).collect();
         tasks.sort();
         tasks.dedup();
-        let mut aliases = HashMap::new();
+        let mut aliases = FxHashMap::default();
         for (i, m) in models.iter().enumerate() {
             for a in &m.aliases {
                 aliases.entry(a.clone()).or_insert(index(i));

@@ -13,9 +13,9 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 use wasmtime::Store;
-use wasmtime::component::InstancePre;
+use wasmtime::component::{ComponentExportIndex, InstancePre};
 
-use super::bindings::{v1, v2};
+use super::bindings::{lowered, v1, v2};
 use super::sandbox::GuestState;
 use super::types::Event;
 use super::{Catalogue, Hook, HookMap, LoadError, PolicyEngine, PolicyError};
@@ -120,8 +120,8 @@ pub(super) enum Guest {
 pub(super) struct V2Guest {
     pub lifecycle: Option<v2::lifecycle::Guest>,
     pub events: Option<v2::events::Guest>,
-    pub eviction: Option<v2::eviction::Guest>,
-    pub selection: Option<v2::selection::Guest>,
+    pub eviction: Option<lowered::ChooseEviction>,
+    pub selection: Option<lowered::SelectModel>,
     pub compression: Option<v2::compression::Guest>,
     /// The generation of the catalogue it was configured with.
     configured: Option<u64>,
@@ -140,7 +140,22 @@ enum Exports {
         eviction: Option<v2::eviction::GuestIndices>,
         selection: Option<v2::selection::GuestIndices>,
         compression: Option<v2::compression::GuestIndices>,
+        /// The two hot functions, called through [`lowered`]'s types.
+        choose_eviction: Option<ComponentExportIndex>,
+        select_model: Option<ComponentExportIndex>,
     },
+}
+
+/// The index of function `name` in the exported interface `interface`.
+fn export(
+    pre: &InstancePre<GuestState>,
+    interface: &str,
+    name: &str,
+) -> Option<ComponentExportIndex> {
+    let component = pre.component();
+    let (_, instance) = component.get_export(None, interface)?;
+    let (_, func) = component.get_export(Some(&instance), name)?;
+    Some(func)
 }
 
 impl Exports {
@@ -152,6 +167,8 @@ impl Exports {
             eviction: v2::eviction::GuestIndices::new(pre).ok(),
             selection: v2::selection::GuestIndices::new(pre).ok(),
             compression: v2::compression::GuestIndices::new(pre).ok(),
+            choose_eviction: export(pre, v2::EVICTION, "choose-eviction"),
+            select_model: export(pre, v2::SELECTION, "select-model"),
         };
         if Hook::ALL.iter().any(|&h| v2.has(h)) {
             return v2;
@@ -862,14 +879,19 @@ impl Policy {
             Exports::V2 {
                 lifecycle,
                 events,
-                eviction,
-                selection,
+                choose_eviction,
+                select_model,
                 compression,
+                ..
             } => Guest::V2(V2Guest {
                 lifecycle: get(None, lifecycle, |i| i.load(&mut *s, &instance))?,
                 events: get(None, events, |i| i.load(&mut *s, &instance))?,
-                eviction: get(evict, eviction, |i| i.load(&mut *s, &instance))?,
-                selection: get(select, selection, |i| i.load(&mut *s, &instance))?,
+                eviction: get(evict, choose_eviction, |i| {
+                    instance.get_typed_func(&mut *s, i)
+                })?,
+                selection: get(select, select_model, |i| {
+                    instance.get_typed_func(&mut *s, i)
+                })?,
                 compression: get(compress, compression, |i| i.load(&mut *s, &instance))?,
                 configured: None,
             }),

@@ -9,12 +9,16 @@ wasmtime::component::bindgen!({
 });
 
 pub use self::exports::modelyard::policy::{compression, events, eviction, lifecycle, selection};
+
+/// The exported interfaces whose functions [`super::lowered`] calls.
+pub const EVICTION: &str = "modelyard:policy/eviction@0.2.0";
+pub const SELECTION: &str = "modelyard:policy/selection@0.2.0";
 pub use self::modelyard::policy::types;
 
 use self::modelyard::policy::host::Level;
 use super::super::Catalogue;
 use super::super::types as host;
-use super::GuestState;
+use super::{GuestState, lowered};
 
 impl self::modelyard::policy::types::Host for GuestState {}
 
@@ -59,7 +63,12 @@ fn unknown(id: &str) -> String {
 
 /// A model's record: its index and numbers.
 pub fn model(m: &host::Model, c: &Catalogue) -> Result<types::Model, String> {
-    Ok(types::Model {
+    lean(m, c).map(Into::into)
+}
+
+/// A model's record as lists of them are lowered ([`lowered::Model`]).
+fn lean(m: &host::Model, c: &Catalogue) -> Result<lowered::Model, String> {
+    Ok(lowered::Model {
         index: c.model(&m.id).ok_or_else(|| unknown(&m.id))?,
         state: state(m.state),
         device: c.device(&m.device).unwrap_or(u32::MAX),
@@ -80,8 +89,8 @@ pub fn model(m: &host::Model, c: &Catalogue) -> Result<types::Model, String> {
 }
 
 /// Models' records (the selection candidates, the loaded models).
-pub fn models(ms: &[host::Model], c: &Catalogue) -> Result<Vec<types::Model>, String> {
-    ms.iter().map(|m| model(m, c)).collect()
+pub fn models(ms: &[host::Model], c: &Catalogue) -> Result<Vec<lowered::Model>, String> {
+    ms.iter().map(|m| lean(m, c)).collect()
 }
 
 fn state(s: host::ModelState) -> types::ModelState {
@@ -121,7 +130,7 @@ pub fn telemetry(t: &host::Telemetry, c: &Catalogue) -> types::Telemetry {
 pub fn eviction_request(
     req: &host::EvictionRequest,
     c: &Catalogue,
-) -> Result<types::EvictionRequest, String> {
+) -> Result<lowered::EvictionRequest, String> {
     let reason = match req.reason {
         host::EvictionReason::Load => types::EvictionReason::Load(model(&req.incoming, c)?),
         host::EvictionReason::IdleTtl => types::EvictionReason::IdleTtl,
@@ -133,7 +142,7 @@ pub fn eviction_request(
             demand[i as usize] = d.requests;
         }
     }
-    Ok(types::EvictionRequest {
+    Ok(lowered::EvictionRequest {
         reason,
         needed_bytes: req.needed_bytes,
         device: c.device(&req.device).unwrap_or(u32::MAX),

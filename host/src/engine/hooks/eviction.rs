@@ -100,8 +100,8 @@ impl Policy {
                     Guest::V2(V2Guest {
                         eviction: Some(g), ..
                     }) => Some(
-                        g.call_choose_eviction(&mut w.store, &req)
-                            .map(|d| v2::eviction_decision(d, catalogue)),
+                        g.call(&mut w.store, (req,))
+                            .map(|(d,)| v2::eviction_decision(d, catalogue)),
                     ),
                     _ => None,
                 })?

@@ -96,8 +96,8 @@ impl Policy {
                     Guest::V2(V2Guest {
                         selection: Some(g), ..
                     }) => Some(
-                        g.call_select_model(&mut w.store, &request, &lean, &telemetry)
-                            .map(|s| v2::selection(s, catalogue)),
+                        g.call(&mut w.store, (request, lean, telemetry))
+                            .map(|(s,)| v2::selection(s, catalogue)),
                     ),
                     _ => None,
                 })?
