@@ -579,27 +579,29 @@ async fn a_client_trickling_its_body_is_cut_off_with_408() {
 /// `cmd_stop` (a container's stop, say) runs instead of SIGTERM with `${MODEL}` and `${PID}`
 /// filled, and the server's exit is waited for; a `cmd_stop` that does not stop it is followed,
 /// after `stop_timeout`, by the kill the host always has in hand. Real processes: a Python HTTP
-/// server stands in for the model server.
+/// server stands in for the model server. The polite server's `stop_timeout` is long, so that
+/// its quick stop cannot be the kill on a busy machine (a 1 s bound once met 1.007 s).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cmd_stop_stops_the_server_and_one_that_does_not_is_followed_by_a_kill() {
     let dir = tempfile::tempdir().unwrap();
     let mark = dir.path().join("stopped");
-    let model = |id: &str, stop: &str| {
+    let model = |id: &str, stop_timeout: &str, stop: &str| {
         format!(
             "[models.{id}]\ncmd = \"python3 -m http.server ${{PORT}} --bind 127.0.0.1\"\nhealth = \"/\"\n\
-             size = \"1MiB\"\nstop_timeout = \"1s\"\ncmd_stop = \"{stop}\"\n"
+             size = \"1MiB\"\nstop_timeout = \"{stop_timeout}\"\ncmd_stop = \"{stop}\"\n"
         )
     };
     let host = TestHost::start(settings(&format!(
         "{}{}",
         model(
             "polite",
+            "10s",
             &format!(
                 "sh -c 'echo ${{MODEL}} ${{PID}} > {}; kill -INT ${{PID}}'",
                 mark.display()
             )
         ),
-        model("stubborn", "true"),
+        model("stubborn", "1s", "true"),
     )))
     .await;
     for id in ["polite", "stubborn"] {
@@ -638,7 +640,7 @@ async fn cmd_stop_stops_the_server_and_one_that_does_not_is_followed_by_a_kill()
             let said = std::fs::read_to_string(&mark).unwrap();
             assert_eq!(said.trim(), format!("polite {pid}"));
             assert!(
-                took < Duration::from_secs(1),
+                took < Duration::from_secs(10),
                 "it stopped on cmd_stop, not the kill: {took:?}"
             );
         } else {
