@@ -514,6 +514,14 @@ impl ModelSettings {
         }
     }
 
+    /// Where its server's memory is read: its process tree, or its container's stats.
+    pub fn footprint_source(&self) -> FootprintSource {
+        match &self.backend {
+            BackendSettings::Command(c) => c.footprint.clone(),
+            _ => FootprintSource::Processes,
+        }
+    }
+
     /// True when an eviction leaves its weights in the machine's RAM: vLLM asleep at level 1
     /// (its server keeps running and wakes from them), so they count against `[memory.cpu]`
     /// until it wakes.

@@ -137,12 +137,10 @@ enum Exports {
     V2 {
         lifecycle: Option<v2::lifecycle::GuestIndices>,
         events: Option<v2::events::GuestIndices>,
-        eviction: Option<v2::eviction::GuestIndices>,
-        selection: Option<v2::selection::GuestIndices>,
-        compression: Option<v2::compression::GuestIndices>,
         /// The two hot functions, called through [`lowered`]'s types.
-        choose_eviction: Option<ComponentExportIndex>,
-        select_model: Option<ComponentExportIndex>,
+        eviction: Option<ComponentExportIndex>,
+        selection: Option<ComponentExportIndex>,
+        compression: Option<v2::compression::GuestIndices>,
     },
 }
 
@@ -164,11 +162,9 @@ impl Exports {
         let v2 = Exports::V2 {
             lifecycle: v2::lifecycle::GuestIndices::new(pre).ok(),
             events: v2::events::GuestIndices::new(pre).ok(),
-            eviction: v2::eviction::GuestIndices::new(pre).ok(),
-            selection: v2::selection::GuestIndices::new(pre).ok(),
+            eviction: export(pre, v2::EVICTION, "choose-eviction"),
+            selection: export(pre, v2::SELECTION, "select-model"),
             compression: v2::compression::GuestIndices::new(pre).ok(),
-            choose_eviction: export(pre, v2::EVICTION, "choose-eviction"),
-            select_model: export(pre, v2::SELECTION, "select-model"),
         };
         if Hook::ALL.iter().any(|&h| v2.has(h)) {
             return v2;
@@ -879,19 +875,14 @@ impl Policy {
             Exports::V2 {
                 lifecycle,
                 events,
-                choose_eviction,
-                select_model,
+                eviction,
+                selection,
                 compression,
-                ..
             } => Guest::V2(V2Guest {
                 lifecycle: get(None, lifecycle, |i| i.load(&mut *s, &instance))?,
                 events: get(None, events, |i| i.load(&mut *s, &instance))?,
-                eviction: get(evict, choose_eviction, |i| {
-                    instance.get_typed_func(&mut *s, i)
-                })?,
-                selection: get(select, select_model, |i| {
-                    instance.get_typed_func(&mut *s, i)
-                })?,
+                eviction: get(evict, eviction, |i| instance.get_typed_func(&mut *s, i))?,
+                selection: get(select, selection, |i| instance.get_typed_func(&mut *s, i))?,
                 compression: get(compress, compression, |i| i.load(&mut *s, &instance))?,
                 configured: None,
             }),

@@ -53,21 +53,13 @@ pub(super) fn footprint(
     fp
 }
 
-/// Where model `cfg`'s memory is read.
-pub(super) fn source_of(cfg: &crate::config::ModelSettings) -> FootprintSource {
-    match &cfg.backend {
-        crate::config::BackendSettings::Command(c) => c.footprint.clone(),
-        _ => FootprintSource::Processes,
-    }
-}
-
 async fn refresh(inner: &Arc<Inner>) {
     let pids: Vec<(usize, u32, FootprintSource)> = inner
         .lock()
         .slots
         .iter()
         .enumerate()
-        .filter_map(|(i, s)| Some((i, s.instance()?.pid()?, source_of(&s.cfg))))
+        .filter_map(|(i, s)| Some((i, s.instance()?.pid()?, s.cfg.footprint_source())))
         .collect();
     let telemetry = inner.telemetry.clone();
     let read = move || {

@@ -71,7 +71,7 @@ async fn start(inner: &Arc<Inner>, idx: usize, generation: u64) -> Result<(), Sc
             reason: e.to_string(),
         })?;
     let footprint = match instance.pid() {
-        Some(pid) => measure(inner, pid, super::housekeeping::source_of(&cfg)).await,
+        Some(pid) => measure(inner, pid, cfg.footprint_source()).await,
         None => None,
     };
     let now = Instant::now();
@@ -258,10 +258,7 @@ async fn ask_for_room(inner: &Arc<Inner>, idx: usize, key: &str) -> Result<(), S
                     st.slots[idx].reserve();
                     return Ok(());
                 }
-                Shortfall::Never(reason) => {
-                    let reason = reason + &asleep_note(&st, idx);
-                    return Err(SchedError::Rejected { model: id, reason });
-                }
+                Shortfall::Never(reason) => return Err(SchedError::Rejected { model: id, reason }),
                 Shortfall::Bytes(needed) => {
                     let drained: Vec<String> = drain
                         .models

@@ -53,6 +53,13 @@ fn requests(seen: &Seen) -> Vec<(String, String, Value)> {
     seen.lock().expect("log").clone()
 }
 
+/// What the stand-in was sent, as `(method, path)` pairs.
+fn lines(sent: &[(String, String, Value)]) -> Vec<(&str, &str)> {
+    sent.iter()
+        .map(|(m, p, _)| (m.as_str(), p.as_str()))
+        .collect()
+}
+
 /// LM Studio's `GET /api/v1/models` example, with gemma's instance as given (or none).
 fn lmstudio_models(loaded: bool) -> Value {
     let instances = if loaded {
@@ -96,12 +103,8 @@ async fn lmstudio_loads_with_the_window_names_the_instance_and_unloads_it() {
     assert_eq!(instance.endpoint().model_name, "gemma-3-270m-it-qat:2");
     instance.stop().await;
     let sent = requests(&seen);
-    let lines: Vec<(&str, &str)> = sent
-        .iter()
-        .map(|(m, p, _)| (m.as_str(), p.as_str()))
-        .collect();
     assert_eq!(
-        lines,
+        lines(&sent),
         [
             ("GET", "/api/v1/models"),
             ("POST", "/api/v1/models/load"),
@@ -159,12 +162,8 @@ async fn vllm_wakes_a_sleeping_engine_and_sleeps_it_at_its_level() {
         instance.stop().await;
     }
     let sent = requests(&seen);
-    let lines: Vec<(&str, &str)> = sent
-        .iter()
-        .map(|(m, p, _)| (m.as_str(), p.as_str()))
-        .collect();
     assert_eq!(
-        lines,
+        lines(&sent),
         [
             ("GET", "/is_sleeping"),
             ("POST", "/wake_up"),

@@ -8,7 +8,7 @@ wasmtime::component::bindgen!({
     additional_derives: [PartialEq],
 });
 
-pub use self::exports::modelyard::policy::{compression, events, eviction, lifecycle, selection};
+pub use self::exports::modelyard::policy::{compression, events, lifecycle};
 
 /// The exported interfaces whose functions [`super::lowered`] calls.
 pub const EVICTION: &str = "modelyard:policy/eviction@0.2.0";
