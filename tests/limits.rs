@@ -5,8 +5,12 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use modelyard::engine::sample;
-use modelyard::engine::types::{CompressionRequest, EvictionDecision, EvictionRequest, Request};
-use modelyard::engine::{DecidedBy, EngineSettings, Hook, Hooks, Policy, PolicyError, fallback};
+use modelyard::engine::types::{
+    CompressionRequest, EvictionDecision, EvictionRequest, Request, Selection,
+};
+use modelyard::engine::{
+    Decided, DecidedBy, EngineSettings, Hook, Hooks, Policy, PolicyError, fallback,
+};
 
 use crate::util::{builtin, engine, evil, no_catalogue, relaxed};
 
@@ -280,4 +284,59 @@ fn no_policy_means_the_native_default_decides() {
     let decided = hooks.choose_eviction(&req);
     assert!(matches!(decided.by, DecidedBy::Fallback(None)));
     assert_eq!(decided.value, fallback::choose_eviction(&req));
+}
+
+fn with_inline_limit(limit: Duration) -> EngineSettings {
+    EngineSettings {
+        inline_limit: limit,
+        ..relaxed()
+    }
+}
+
+/// Asks `select-model` on `hooks` for a request carrying `mode`, or a plain one.
+fn select(hooks: &Hooks, mode: Option<&str>) -> Decided<Selection> {
+    let req = mode.map_or_else(sample::request, select_request);
+    hooks.select_model(
+        &req,
+        &sample::loaded(4),
+        &sample::telemetry(1_000, 4 << 30, 0),
+    )
+}
+
+/// A policy whose calls have all been fast is asked on the request's own thread.
+#[test]
+fn inline_limit_obeyed() {
+    // Generous, so that the test judges the rule, not this machine's speed.
+    let e = engine(with_inline_limit(Duration::from_secs(1)));
+    let hooks = Hooks::new();
+    assert!(
+        hooks.selects_inline(),
+        "no policy: the native default answers"
+    );
+    hooks.set(Hook::SelectModel, Some(evil(&e)));
+    assert!(!hooks.selects_inline(), "never asked: its speed is unknown");
+    assert!(!select(&hooks, None).fell_back());
+    assert!(hooks.selects_inline());
+}
+
+/// One call over the limit, or a failed last call, sends the policy to the blocking pool.
+#[test]
+fn inline_limit_violated() {
+    let e = engine(with_inline_limit(Duration::from_millis(1)));
+    let hooks = Hooks::new();
+    hooks.set(Hook::SelectModel, Some(evil(&e)));
+    // `work` spins 30 M iterations, then answers well: far over a millisecond anywhere.
+    assert!(!select(&hooks, Some("work")).fell_back());
+    assert!(!hooks.selects_inline(), "a slow call");
+    assert!(!select(&hooks, None).fell_back());
+    assert!(!hooks.selects_inline(), "it stays slow until reloaded");
+
+    let e = engine(with_inline_limit(Duration::from_secs(1)));
+    hooks.set(Hook::SelectModel, Some(evil(&e)));
+    assert!(!select(&hooks, None).fell_back());
+    assert!(hooks.selects_inline());
+    assert!(select(&hooks, Some("trap")).fell_back());
+    assert!(!hooks.selects_inline(), "its last call failed");
+    assert!(!select(&hooks, None).fell_back());
+    assert!(hooks.selects_inline(), "a good answer since");
 }

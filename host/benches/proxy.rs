@@ -4,8 +4,10 @@
 //! id, which the host routes without a `select-model` call, and as `auto`, which asks the
 //! `specialization` built-in with all 64 as candidates). Sequential requests, interleaved
 //! across the paths, give the added latency (p50, p99); 32 concurrent clients give throughput
-//! against the direct path. A stub upstream is right here: the bench measures the host, not a
-//! model. Run with `cargo bench --bench proxy`.
+//! against the direct path. A bare forwarder (read the body, send it on with the same HTTP
+//! client, stream the answer back) runs beside them as the floor: what one more hop costs on
+//! this runtime and machine, under any proxy. A stub upstream is right here: the bench
+//! measures the host, not a model. Run with `cargo bench --bench proxy`.
 
 use std::time::{Duration, Instant};
 
@@ -55,8 +57,10 @@ async fn run() -> anyhow::Result<()> {
         json!({"model": model, "max_tokens": 8,
             "messages": [{"role": "user", "content": "Hi!"}]})
     };
+    let bare = bare(&upstream).await?;
     let paths = [
         ("direct", upstream.clone(), ask("stub00")),
+        ("bare forwarder (floor)", bare, ask("stub00")),
         ("through modelyard, 1 model", one, ask("stub00")),
         ("64 models, by id", many.clone(), ask("stub07")),
         ("64 models, auto", many, ask("auto")),
@@ -132,6 +136,38 @@ async fn throughput(http: &reqwest::Client, base: &str, body: &Value) -> anyhow:
     }
     let secs = began.elapsed().max(Duration::from_micros(1)).as_secs_f64();
     Ok((CLIENTS * PER_CLIENT) as f64 / secs)
+}
+
+/// The least a proxy can do on this runtime: read the body, send it on with the same HTTP
+/// client the host uses, stream the answer back. The floor under any proxy's added latency
+/// here; returns its root URL.
+async fn bare(upstream: &str) -> anyhow::Result<String> {
+    let http = reqwest::Client::new();
+    let to = format!("{upstream}/v1/chat/completions");
+    let app = axum::Router::new().route(
+        "/v1/chat/completions",
+        post(move |body: axum::body::Bytes| {
+            let (http, to) = (http.clone(), to.clone());
+            async move {
+                let answer = http
+                    .post(&to)
+                    .header("content-type", "application/json")
+                    .body(body)
+                    .send()
+                    .await
+                    .map_err(|e| (axum::http::StatusCode::BAD_GATEWAY, e.to_string()))?;
+                let status = answer.status();
+                Ok::<_, (axum::http::StatusCode, String)>((
+                    status,
+                    axum::body::Body::from_stream(answer.bytes_stream()),
+                ))
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Ok(format!("http://{addr}"))
 }
 
 /// An OpenAI-shaped server that answers at once; returns its root URL.

@@ -52,6 +52,12 @@ pub use set::PolicySet;
 
 /// How long one hook call may run before it is stopped.
 pub const DEFAULT_HOOK_DEADLINE: Duration = Duration::from_millis(5);
+
+/// The longest any call of a policy on a hook may have taken for later calls on the request
+/// path to run on the caller's own async thread ([`Policy::runs_inline`]). Tokio asks a task
+/// to block for at most 10 to 100 µs between awaits; a fast `select-model` takes about 10 µs,
+/// a hop to the blocking pool and back about 40 µs on a 2-core machine.
+pub const DEFAULT_INLINE_LIMIT: Duration = Duration::from_micros(250);
 /// Linear memory one guest instance may grow to.
 pub const DEFAULT_MEMORY_CAP: usize = 256 << 20;
 /// Consecutive failed calls after which a policy is quarantined until it is replaced.
@@ -167,6 +173,8 @@ pub struct EngineSettings {
     pub quarantine_after: u32,
     pub recycle_after: u32,
     pub warm_instances: usize,
+    /// See [`DEFAULT_INLINE_LIMIT`].
+    pub inline_limit: Duration,
     /// Where compiled policies are cached; `None` compiles every time.
     pub cache_dir: Option<std::path::PathBuf>,
 }
@@ -179,6 +187,7 @@ impl Default for EngineSettings {
             quarantine_after: DEFAULT_QUARANTINE_AFTER,
             recycle_after: DEFAULT_RECYCLE_AFTER,
             warm_instances: DEFAULT_WARM_INSTANCES,
+            inline_limit: DEFAULT_INLINE_LIMIT,
             cache_dir: None,
         }
     }

@@ -62,6 +62,8 @@ pub struct HookStats {
     pub latency_buckets: [AtomicU64; LATENCY_BUCKETS_US.len() + 1],
     /// Total time in the guest, µs.
     pub latency_sum_us: AtomicU64,
+    /// The longest call, µs.
+    pub slowest_us: AtomicU64,
 }
 
 impl HookStats {
@@ -73,6 +75,7 @@ impl HookStats {
             .unwrap_or(LATENCY_BUCKETS_US.len());
         self.latency_buckets[i].fetch_add(1, Ordering::Relaxed);
         self.latency_sum_us.fetch_add(us, Ordering::Relaxed);
+        self.slowest_us.fetch_max(us, Ordering::Relaxed);
     }
 
     /// The latency (µs) under which `q` of the calls fell, as a bucket bound; `None` without
@@ -478,6 +481,29 @@ impl Policy {
 
     pub fn stats(&self, hook: Hook) -> &HookStats {
         &self.stats[hook]
+    }
+
+    /// Whether a call on `hook` may run on the caller's async thread instead of the blocking
+    /// pool: it has answered on the hook before, no call took longer than the engine's
+    /// `inline_limit`, its last call did not fail, and a 0.2 instance is made and not in
+    /// another call now. One slow call (a deadline, a cold instance's configure) sends every
+    /// later call of this policy (until it is reloaded) to the blocking pool.
+    pub fn runs_inline(&self, hook: Hook) -> bool {
+        let stats = self.stats(hook);
+        let limit = u64::try_from(self.engine.settings().inline_limit.as_micros()).unwrap_or(0);
+        let answered = stats
+            .latency_buckets
+            .iter()
+            .any(|c| c.load(Ordering::Relaxed) > 0);
+        if !answered
+            || stats.slowest_us.load(Ordering::Relaxed) > limit
+            || stats.consecutive_failures.load(Ordering::Relaxed) > 0
+        {
+            return false;
+        }
+        // Racy by nature: a call that begins just after this look is waited for, for one fast
+        // call's length.
+        !self.contract().stateful() || self.stateful.try_lock().is_ok_and(|s| s.is_some())
     }
 
     /// True once repeated failures have taken this policy out of service.

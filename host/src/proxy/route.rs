@@ -11,8 +11,9 @@ use super::{ApiError, AppState, fit};
 use crate::engine::Hook;
 use crate::engine::types::{Model, Request, Selection};
 
-/// Asks `select-model` (off the async threads: a guest may run to its deadline) and returns
-/// the chosen model as the contract shows it.
+/// Asks `select-model` and returns the chosen model as the contract shows it. A policy whose
+/// calls have all been fast is asked on this thread; any other goes to the blocking pool, as a
+/// guest may run to its deadline ([`crate::engine::DEFAULT_INLINE_LIMIT`]).
 pub async fn select(app: &AppState, ex: &mut Exchange) -> Result<Model, ApiError> {
     // A model asked for by name that no policy wants to see: the name decides, with no guest
     // call, no trip to the blocking pool and no look at the other models.
@@ -43,12 +44,17 @@ pub async fn select(app: &AppState, ex: &mut Exchange) -> Result<Model, ApiError
     let hooks = app.scheduler.hooks().clone();
     let request = contract_request(ex);
     let key = ex.key_for(Hook::SelectModel).to_string();
-    let (decided, mut candidates) = tokio::task::spawn_blocking(move || {
+    let (decided, mut candidates) = if hooks.selects_inline() {
         let decided = hooks.select_model_for(&key, &request, &candidates, &telemetry);
         (decided, candidates)
-    })
-    .await
-    .map_err(|e| ApiError::backend(format!("select-model did not run: {e}")))?;
+    } else {
+        tokio::task::spawn_blocking(move || {
+            let decided = hooks.select_model_for(&key, &request, &candidates, &telemetry);
+            (decided, candidates)
+        })
+        .await
+        .map_err(|e| ApiError::backend(format!("select-model did not run: {e}")))?
+    };
     let chosen = match decided.value {
         Selection::Model(id) => id,
         Selection::Reject(reason) => return Err(rejected(app, &ex.asked, &reason)),

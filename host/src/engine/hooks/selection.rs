@@ -46,6 +46,19 @@ impl Hooks {
         )
     }
 
+    /// Whether `select-model` may be called on the request's own async thread: every policy
+    /// it may ask (the serving one, an experiment's candidate) runs inline
+    /// ([`Policy::runs_inline`]), or none is set.
+    pub fn selects_inline(&self) -> bool {
+        let inline =
+            |p: Option<std::sync::Arc<Policy>>| p.is_none_or(|p| p.runs_inline(Hook::SelectModel));
+        inline(self.get(Hook::SelectModel))
+            && inline(
+                self.experiment(Hook::SelectModel)
+                    .map(|e| e.candidate.clone()),
+            )
+    }
+
     /// Whether a request asking for `asked` (an id, an alias, `auto` or another name) makes a
     /// guest call: false when no policy on the hook (or an experiment's candidate) wants to see
     /// such requests, and then the native default answers.
