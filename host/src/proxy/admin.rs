@@ -149,6 +149,7 @@ pub(super) fn policies_report(app: &AppState) -> Value {
 
 /// `GET /metrics`: Prometheus text.
 pub async fn metrics(State(app): State<Arc<AppState>>) -> impl IntoResponse {
+    app.kv.refresh(&app.scheduler, &app.http).await;
     (
         [(
             header::CONTENT_TYPE,

@@ -1,6 +1,8 @@
 //! `GET /metrics`: Prometheus text. Request counters and latencies are recorded as requests
 //! finish; everything the scheduler and the policies already count (loads, evictions by who
-//! decided, memory per device, hook calls, failures and latency) is read at scrape time.
+//! decided, memory per device, hook calls, failures and latency) is read at scrape time, as
+//! are the model-server protocol's gauges ([`super::model_server`]), which keep the names the
+//! Gateway API Inference Extension reads; the host's own carry the prefix `modelyard_`.
 
 use std::sync::Arc;
 
@@ -39,8 +41,13 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    pub fn new(scheduler: Scheduler) -> Self {
-        let mut registry = Registry::with_prefix("modelyard");
+    pub fn new(scheduler: Scheduler, kv: Arc<super::model_server::KvReadings>) -> Self {
+        let mut root = Registry::default();
+        root.register_collector(Box::new(super::model_server::Gauges {
+            scheduler: scheduler.clone(),
+            kv,
+        }));
+        let registry = root.sub_registry_with_prefix("modelyard");
         let requests = Family::<RequestLabels, Counter>::default();
         registry.register(
             "requests",
@@ -69,7 +76,7 @@ impl Metrics {
         );
         registry.register_collector(Box::new(Live { scheduler }));
         Self {
-            registry,
+            registry: root,
             requests,
             latency,
             prompt_tokens,

@@ -21,6 +21,7 @@ mod fit;
 mod forward;
 pub mod listen;
 mod metrics;
+pub mod model_server;
 mod ollama;
 mod openai;
 mod parse;
@@ -77,6 +78,8 @@ pub struct AppState {
     /// broke goes out on a new one, never on another idle one that may be closing too.
     pub http_fresh: reqwest::Client,
     pub metrics: Metrics,
+    /// What the ready models' servers last said of their KV caches, for `/metrics`.
+    pub kv: Arc<model_server::KvReadings>,
     /// Where each request's record goes, when `[trace] record` says.
     pub recorder: Option<Arc<Recorder>>,
     /// Which version of the config file serves, for `/admin/config`.
@@ -93,9 +96,11 @@ pub struct AppState {
 
 impl AppState {
     pub fn new(scheduler: Scheduler, policies: Arc<PolicySet>, http: reqwest::Client) -> Self {
+        let kv = Arc::new(model_server::KvReadings::default());
         Self {
             policies,
-            metrics: Metrics::new(scheduler.clone()),
+            metrics: Metrics::new(scheduler.clone(), kv.clone()),
+            kv,
             scheduler,
             http,
             http_fresh: reqwest::Client::builder()
