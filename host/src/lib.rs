@@ -11,7 +11,8 @@
 //!
 //! 1. **The route.** `proxy/mod.rs` builds the axum router: `/v1/*`, `/api/*` and
 //!    `/upstream/*` behind the client-key middleware, `/admin/*` behind the admin key,
-//!    `/metrics`, `/health`. Every front door (`proxy/openai.rs`, `proxy/anthropic.rs`,
+//!    `/metrics` (`proxy/metrics.rs`, and `proxy/model_server.rs`: the gauges llm-d's endpoint
+//!    picker reads), `/health`. Every front door (`proxy/openai.rs`, `proxy/anthropic.rs`,
 //!    `proxy/ollama.rs`) hands each request to `proxy/exchange.rs`, which runs the stages below
 //!    over one `Exchange` (what the request has become so far) and counts the answer; errors
 //!    take the route's own API shape (`proxy/dialect.rs`). `proxy/upstream.rs` is the raw
@@ -21,7 +22,9 @@
 //!    the task and priority from headers or the API key, the client's hash, the sticky key of
 //!    each running experiment.
 //! 3. **Route** (`proxy/route.rs`): `select-model` chooses among every configured model (a
-//!    request naming its model that no policy wants to see skips the call). The records a
+//!    request naming its model that no policy wants to see skips the call; a policy whose
+//!    calls have all been fast is asked on the request's own thread, any other on the
+//!    blocking pool). The records a
 //!    policy sees are built by `scheduler/view.rs`, the one projection to the contract, and
 //!    turned into each contract version's own at the bindings edge (`engine/bindings/v1.rs`,
 //!    `v2.rs`: 0.2's lean records index the `engine/catalogue.rs` each 0.2 instance is
