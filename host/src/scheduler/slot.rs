@@ -63,6 +63,9 @@ pub(super) struct Slot {
     /// last is first in line
     /// (the highest priority, and the earliest among equals).
     waiting: BTreeMap<Ticket, Arc<Notify>>,
+    /// How many of `waiting` have each priority: what a newcomer waits behind is counted by
+    /// priority, not by walking the line (a replay's queues reach thousands).
+    waiting_by_priority: BTreeMap<i32, u64>,
     /// The number the next request to join the queue gets.
     next_ticket: u64,
     consecutive_failures: u32,
@@ -123,6 +126,7 @@ impl Slot {
             outcome: None,
             in_flight: 0,
             waiting: BTreeMap::new(),
+            waiting_by_priority: BTreeMap::new(),
             next_ticket: 0,
             consecutive_failures: 0,
             last_error: None,
@@ -264,10 +268,7 @@ impl Slot {
         if self.stats.requests_done < ESTIMATE_AFTER {
             return None;
         }
-        let ahead = self
-            .waiting
-            .range(Ticket(priority, Reverse(u64::MAX))..)
-            .count() as u64;
+        let ahead: u64 = self.waiting_by_priority.range(priority..).map(|(_, n)| n).sum();
         let busy = u64::from(self.in_flight) + ahead;
         let rounds = (busy + 1).saturating_sub(u64::from(self.cfg.parallel))
             / u64::from(self.cfg.parallel.max(1));
@@ -361,12 +362,21 @@ impl Slot {
         let t = Ticket(priority, Reverse(self.next_ticket));
         self.next_ticket += 1;
         self.waiting.insert(t, wake);
+        *self.waiting_by_priority.entry(priority).or_default() += 1;
         t
     }
 
     /// Gives back a place taken with [`Slot::join_queue`].
     pub fn leave_queue(&mut self, ticket: Ticket) {
-        self.waiting.remove(&ticket);
+        if self.waiting.remove(&ticket).is_some()
+            && let std::collections::btree_map::Entry::Occupied(mut n) =
+                self.waiting_by_priority.entry(ticket.0)
+        {
+            *n.get_mut() -= 1;
+            if *n.get() == 0 {
+                n.remove();
+            }
+        }
     }
 
     /// A request starts on it, if it is ready: its server.
