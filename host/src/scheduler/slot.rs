@@ -268,7 +268,11 @@ impl Slot {
         if self.stats.requests_done < ESTIMATE_AFTER {
             return None;
         }
-        let ahead: u64 = self.waiting_by_priority.range(priority..).map(|(_, n)| n).sum();
+        let ahead: u64 = self
+            .waiting_by_priority
+            .range(priority..)
+            .map(|(_, n)| n)
+            .sum();
         let busy = u64::from(self.in_flight) + ahead;
         let rounds = (busy + 1).saturating_sub(u64::from(self.cfg.parallel))
             / u64::from(self.cfg.parallel.max(1));

@@ -10,6 +10,7 @@ use std::task::Poll;
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
+use rustc_hash::FxHashMap;
 use serde::Serialize;
 use tokio::time::Instant;
 
@@ -274,9 +275,10 @@ pub fn replay_with(
         // when they finish; only those that queue get a task of their own.
         let mut serving: BinaryHeap<Serving> = BinaryHeap::new();
         let mut queued = tokio::task::JoinSet::new();
-        // One demand per (priority, task) the trace names: most traces name one.
-        let mut demands: HashMap<(i32, Option<&str>), Arc<Demand>> = HashMap::new();
-        let mut names: HashMap<&str, Arc<str>> = HashMap::new();
+        // One demand per (priority, task) the trace names: most traces name one. Looked up
+        // once an arrival: FxHash, as the keys come from the trace, not from a client.
+        let mut demands: FxHashMap<(i32, Option<&str>), Arc<Demand>> = FxHashMap::default();
+        let mut names: FxHashMap<&str, Arc<str>> = FxHashMap::default();
         let mut seq = 0u64;
         for a in &trace.arrivals {
             let at = start + Duration::from_millis(a.t_ms);
