@@ -2,13 +2,16 @@
 //! loopback, each with another model loaded, expose on `/metrics` every name and label the
 //! protocol's endpoint picker reads, parsed by Prometheus's own Python parser, with values
 //! that follow each host's state (a load moves a model from waiting to running; a request in
-//! flight is counted running).
+//! flight is counted running); and what `modelyard pick` reads of them from an endpoints file in
+//! llm-d's file-discovery format.
 
 use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::demo::{TestHost, demo, llama_model, serial, settings};
+use modelyard::pick::{self, hosts::Seen};
+
+use crate::demo::{TestHost, demo, free_port, llama_model, serial, settings};
 
 /// Parses the host's `/metrics` with `prometheus_client`'s text parser and prints, for each
 /// family, its type and samples.
@@ -179,6 +182,39 @@ async fn two_hosts_speak_the_model_server_protocol_and_follow_their_state() {
     conformant(&during);
     assert!(value(&during, "vllm:kv_cache_usage_perc") > 0.0, "{during}");
     chat.await.expect("joins").expect("answers");
+
+    // What `modelyard pick` sees of the two, from an endpoints file in llm-d's format, and of a
+    // third address where nothing listens.
+    let file = format!(
+        "endpoints:\n  - name: a\n    address: \"127.0.0.1\"\n    port: \"{}\"\n\
+         \x20 - name: b\n    address: \"127.0.0.1\"\n    port: \"{}\"\n\
+         \x20 - name: gone\n    address: \"127.0.0.1\"\n    port: \"{}\"\n",
+        a.host.addr.port(),
+        b.host.addr.port(),
+        free_port()
+    );
+    let endpoints = pick::endpoints::parse(&file).expect("a valid endpoints file");
+    let seen = pick::hosts::look(&a.http, &endpoints, None).await;
+    let (Seen::Up(va), Seen::Up(vb)) = (&seen[0], &seen[1]) else {
+        panic!("{seen:?}");
+    };
+    let mut ready = va.gauges.ready_models.clone();
+    ready.sort_unstable();
+    assert_eq!(ready, ["gemma", "smol"]);
+    assert_eq!(vb.gauges.ready_models, ["gemma"]);
+    let state = |v: &pick::hosts::HostView, id: &str| {
+        v.models
+            .iter()
+            .find(|m| m.id == id)
+            .map(|m| m.state.clone())
+    };
+    assert_eq!(state(va, "gemma").as_deref(), Some("ready"));
+    assert_eq!(state(vb, "smol").as_deref(), Some("unloaded"));
+    assert!(
+        matches!(&seen[2], Seen::Down { why, .. } if why.contains("/admin/models")),
+        "{:?}",
+        seen[2]
+    );
     a.stop().await;
     b.stop().await;
 }

@@ -5,7 +5,8 @@
 //! [`telemetry`]. The engine runs policy components and knows nothing of HTTP or processes;
 //! backends start and stop model servers and know nothing of policies; the scheduler decides
 //! when, asking the engine's hooks, and knows nothing of HTTP. [`config`] parses the TOML once
-//! into typed settings; [`sim`] replays traces through the same scheduler on a virtual clock.
+//! into typed settings; [`sim`] replays traces through the same scheduler on a virtual clock;
+//! [`pick`] reads a fleet of hosts (for `modelyard pick`, the endpoint picker under way).
 //!
 //! # A tour: one request, from socket to model server and back
 //!
@@ -95,6 +96,7 @@ pub mod engine;
 pub mod estimate;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod pick;
 pub mod proxy;
 pub mod recorder;
 pub mod reload;
