@@ -486,8 +486,9 @@ impl Policy {
     /// Whether a call on `hook` may run on the caller's async thread instead of the blocking
     /// pool: it has answered on the hook before, no call took longer than the engine's
     /// `inline_limit`, its last call did not fail, and a 0.2 instance is made and not in
-    /// another call now. One slow call (a deadline, a cold instance's configure) sends every
-    /// later call of this policy (until it is reloaded) to the blocking pool.
+    /// another call now. One slow call (a deadline hit counts) sends every later call of this
+    /// policy (until it is reloaded) to the blocking pool; after a failure, the call that makes
+    /// a fresh instance runs there too.
     pub fn runs_inline(&self, hook: Hook) -> bool {
         let stats = self.stats(hook);
         let limit = u64::try_from(self.engine.settings().inline_limit.as_micros()).unwrap_or(0);
