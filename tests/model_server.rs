@@ -158,13 +158,17 @@ async fn two_hosts_speak_the_model_server_protocol_and_follow_their_state() {
     assert_eq!(label(&ma, "waiting_lora_adapters"), "");
     assert!(seen_waiting, "gemma was listed as waiting while it loaded");
 
-    // A request in flight on B counts as running, and fills its model's slots.
+    // A request in flight on B counts as running, and fills its model's slots. It runs for
+    // its whole length (llama-server's `ignore_eos`), seconds on two cores: long enough for
+    // several looks, each a Python start.
     let chat = {
         let (http, url) = (b.http.clone(), b.url("/v1/chat/completions"));
         tokio::spawn(async move {
             http.post(url)
-                .json(&serde_json::json!({"model": "gemma", "max_tokens": 400,
-                    "messages": [{"role": "user", "content": "Count to a hundred."}]}))
+                .json(
+                    &serde_json::json!({"model": "gemma", "max_tokens": 400, "ignore_eos": true,
+                    "messages": [{"role": "user", "content": "Count to a hundred."}]}),
+                )
                 .send()
                 .await
         })
@@ -181,7 +185,17 @@ async fn two_hosts_speak_the_model_server_protocol_and_follow_their_state() {
     assert!(!during.is_null(), "the request was never seen running");
     conformant(&during);
     assert!(value(&during, "vllm:kv_cache_usage_perc") > 0.0, "{during}");
-    chat.await.expect("joins").expect("answers");
+    let answer: Value = chat
+        .await
+        .expect("joins")
+        .expect("answers")
+        .json()
+        .await
+        .expect("a JSON answer");
+    assert_eq!(
+        answer["usage"]["completion_tokens"], 400,
+        "it ran its whole length: {answer}"
+    );
 
     // What `modelyard pick` sees of the two, from an endpoints file in llm-d's format, and of a
     // third address where nothing listens.
