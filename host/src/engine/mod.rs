@@ -44,8 +44,8 @@ pub mod fallback {
     pub use super::hooks::selection::fallback as select_model;
 }
 pub use policy::{
-    Contract, EVENT_BATCH, EventCounts, HookStats, LATENCY_BUCKETS_US, MAX_PENDING_EVENTS, Policy,
-    PolicySource, Resets,
+    Contract, EVENT_BATCH, EventCounts, HookStats, INLINE_SLOW_SHARE, LATENCY_BUCKETS_US,
+    MAX_PENDING_EVENTS, Policy, PolicySource, Resets,
 };
 use sandbox::GuestState;
 pub use set::PolicySet;
@@ -53,10 +53,11 @@ pub use set::PolicySet;
 /// How long one hook call may run before it is stopped.
 pub const DEFAULT_HOOK_DEADLINE: Duration = Duration::from_millis(5);
 
-/// The longest any call of a policy on a hook may have taken for later calls on the request
-/// path to run on the caller's own async thread ([`Policy::runs_inline`]). Tokio asks a task
-/// to block for at most 10 to 100 µs between awaits; a fast `select-model` takes about 10 µs,
-/// a hop to the blocking pool and back about 40 µs on a 2-core machine.
+/// A hook call longer than this is slow: a policy with more than one slow call in
+/// [`INLINE_SLOW_SHARE`] is not called on the request's own async thread
+/// ([`Policy::runs_inline`]). Tokio asks a task to block for at most 10 to 100 µs between
+/// awaits; a fast `select-model` takes about 10 µs, a hop to the blocking pool and back about
+/// 40 µs on a 2-core machine.
 pub const DEFAULT_INLINE_LIMIT: Duration = Duration::from_micros(250);
 /// Linear memory one guest instance may grow to.
 pub const DEFAULT_MEMORY_CAP: usize = 256 << 20;

@@ -51,6 +51,10 @@ pub enum PolicySource {
 /// Upper bounds (µs) of the buckets hook latencies are counted in; the last bucket is open.
 pub const LATENCY_BUCKETS_US: [u64; 8] = [10, 25, 50, 100, 250, 1_000, 5_000, 25_000];
 
+/// A policy runs on the caller's thread while at most one of this many of its calls on a
+/// hook took longer than the engine's `inline_limit` ([`Policy::runs_inline`]).
+pub const INLINE_SLOW_SHARE: u64 = 100;
+
 /// Counters for one hook of one policy.
 #[derive(Debug, Default)]
 pub struct HookStats {
@@ -62,8 +66,8 @@ pub struct HookStats {
     pub latency_buckets: [AtomicU64; LATENCY_BUCKETS_US.len() + 1],
     /// Total time in the guest, µs.
     pub latency_sum_us: AtomicU64,
-    /// The longest call, µs.
-    pub slowest_us: AtomicU64,
+    /// Calls that took longer than the engine's `inline_limit`.
+    pub slow_calls: AtomicU64,
 }
 
 impl HookStats {
@@ -75,7 +79,6 @@ impl HookStats {
             .unwrap_or(LATENCY_BUCKETS_US.len());
         self.latency_buckets[i].fetch_add(1, Ordering::Relaxed);
         self.latency_sum_us.fetch_add(us, Ordering::Relaxed);
-        self.slowest_us.fetch_max(us, Ordering::Relaxed);
     }
 
     /// The latency (µs) under which `q` of the calls fell, as a bucket bound; `None` without
@@ -484,20 +487,21 @@ impl Policy {
     }
 
     /// Whether a call on `hook` may run on the caller's async thread instead of the blocking
-    /// pool: it has answered on the hook before, no call took longer than the engine's
-    /// `inline_limit`, its last call did not fail, and a 0.2 instance is made and not in
-    /// another call now. One slow call (a deadline hit counts) sends every later call of this
-    /// policy (until it is reloaded) to the blocking pool; after a failure, the call that makes
-    /// a fresh instance runs there too.
+    /// pool: it has answered on the hook before, at most one call in [`INLINE_SLOW_SHARE`]
+    /// took longer than the engine's `inline_limit` (a deadline hit among them: a busy
+    /// machine may stretch any one call, a slow policy stretches many), its last call did not
+    /// fail, and a 0.2 instance is made and not in another call now. After a failure, the
+    /// call that makes a fresh instance runs on the pool.
     pub fn runs_inline(&self, hook: Hook) -> bool {
         let stats = self.stats(hook);
-        let limit = u64::try_from(self.engine.settings().inline_limit.as_micros()).unwrap_or(0);
-        let answered = stats
+        let answered: u64 = stats
             .latency_buckets
             .iter()
-            .any(|c| c.load(Ordering::Relaxed) > 0);
-        if !answered
-            || stats.slowest_us.load(Ordering::Relaxed) > limit
+            .map(|c| c.load(Ordering::Relaxed))
+            .sum();
+        let slow = stats.slow_calls.load(Ordering::Relaxed);
+        if answered == 0
+            || slow.saturating_mul(INLINE_SLOW_SHARE) > answered
             || stats.consecutive_failures.load(Ordering::Relaxed) > 0
         {
             return false;
@@ -606,7 +610,12 @@ impl Policy {
             .set_epoch_deadline(self.engine.settings().deadline_ticks());
         let began = std::time::Instant::now();
         let outcome = f(warm);
-        self.stats(hook).record(began.elapsed());
+        let took = began.elapsed();
+        let stats = self.stats(hook);
+        stats.record(took);
+        if took > self.engine.settings().inline_limit {
+            stats.slow_calls.fetch_add(1, Ordering::Relaxed);
+        }
         match outcome {
             Some(Ok(value)) => Ok(value),
             Some(Err(e)) => Err(self.classify(hook, &warm.store, &e)),

@@ -12,8 +12,8 @@ use crate::engine::Hook;
 use crate::engine::types::{Model, Request, Selection};
 
 /// Asks `select-model` and returns the chosen model as the contract shows it. A policy whose
-/// calls have all been fast is asked on this thread; any other goes to the blocking pool, as a
-/// guest may run to its deadline ([`crate::engine::DEFAULT_INLINE_LIMIT`]).
+/// calls are fast is asked on this thread; any other goes to the blocking pool, as a guest may
+/// run to its deadline ([`crate::engine::DEFAULT_INLINE_LIMIT`]).
 pub async fn select(app: &AppState, ex: &mut Exchange) -> Result<Model, ApiError> {
     // A model asked for by name that no policy wants to see: the name decides, with no guest
     // call, no trip to the blocking pool and no look at the other models.
