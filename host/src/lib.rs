@@ -24,8 +24,8 @@
 //!    each running experiment.
 //! 3. **Route** (`proxy/route.rs`): `select-model` chooses among every configured model (a
 //!    request naming its model that no policy wants to see skips the call; a policy whose
-//!    calls are fast is asked on the request's own thread, any other on the blocking pool). The records a
-//!    policy sees are built by `scheduler/view.rs`, the one projection to the contract, and
+//!    calls are fast is asked on the request's own thread, any other on the blocking pool).
+//!    The records a policy sees are built by `scheduler/view.rs`, the one projection to the contract, and
 //!    turned into each contract version's own at the bindings edge (`engine/bindings/v1.rs`,
 //!    `v2.rs`: 0.2's lean records index the `engine/catalogue.rs` each 0.2 instance is
 //!    configured with); the hook call itself is `engine/hooks/selection.rs`, which validates the

@@ -9,6 +9,7 @@ use serde::Deserialize;
 use tokio::time::Instant;
 
 use super::endpoints::Endpoint;
+use crate::proxy::model_server;
 
 /// How long one host's two reads may take.
 pub const SCRAPE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -139,24 +140,17 @@ async fn read(
 pub fn gauges(text: &str) -> Result<Gauges, String> {
     let mut g = Gauges::default();
     let mut seen = [false; 4];
-    for line in text.lines().filter(|l| !l.starts_with('#')) {
-        let Some((series, value)) = line.rsplit_once(' ') else {
-            continue;
-        };
-        let (name, labels) = match series.split_once('{') {
-            Some((n, rest)) => (n, rest.strip_suffix('}').unwrap_or(rest)),
-            None => (series, ""),
-        };
+    for (name, labels, value) in text.lines().filter_map(model_server::sample) {
         let number = || {
             value
                 .parse::<f64>()
                 .map_err(|_| format!("{name}: {value:?}"))
         };
         match name {
-            "vllm:num_requests_waiting" => (g.waiting, seen[0]) = (number()?, true),
-            "vllm:num_requests_running" => (g.running, seen[1]) = (number()?, true),
-            "vllm:kv_cache_usage_perc" => (g.kv_cache, seen[2]) = (number()?, true),
-            "vllm:lora_requests_info" => {
+            model_server::WAITING => (g.waiting, seen[0]) = (number()?, true),
+            model_server::RUNNING => (g.running, seen[1]) = (number()?, true),
+            model_server::KV_CACHE => (g.kv_cache, seen[2]) = (number()?, true),
+            model_server::LORA_INFO => {
                 for (k, v) in label_pairs(labels)? {
                     let list = || {
                         v.split(',')
@@ -166,9 +160,9 @@ pub fn gauges(text: &str) -> Result<Gauges, String> {
                             .collect()
                     };
                     match k.as_str() {
-                        "running_lora_adapters" => g.ready_models = list(),
-                        "waiting_lora_adapters" => g.waiting_models = list(),
-                        "max_lora" => {
+                        model_server::LORA_RUNNING => g.ready_models = list(),
+                        model_server::LORA_WAITING => g.waiting_models = list(),
+                        model_server::LORA_MAX => {
                             g.max_models = v.parse().map_err(|_| format!("max_lora {v:?}"))?;
                         }
                         _ => {}
@@ -180,10 +174,10 @@ pub fn gauges(text: &str) -> Result<Gauges, String> {
         }
     }
     let names = [
-        "vllm:num_requests_waiting",
-        "vllm:num_requests_running",
-        "vllm:kv_cache_usage_perc",
-        "vllm:lora_requests_info",
+        model_server::WAITING,
+        model_server::RUNNING,
+        model_server::KV_CACHE,
+        model_server::LORA_INFO,
     ];
     match names.iter().zip(seen).find(|(_, s)| !s) {
         Some((missing, _)) => Err(format!("no {missing}")),

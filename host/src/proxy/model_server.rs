@@ -33,6 +33,18 @@ use tokio::time::Instant;
 
 use crate::scheduler::{ModelStatus, Scheduler, Status};
 
+/// The protocol's names, as the EPP's default mapping reads them (vLLM's).
+pub const WAITING: &str = "vllm:num_requests_waiting";
+pub const RUNNING: &str = "vllm:num_requests_running";
+pub const KV_CACHE: &str = "vllm:kv_cache_usage_perc";
+/// [`KV_CACHE`]'s name before vLLM renamed it, which older EPPs read.
+pub const KV_CACHE_OLD: &str = "vllm:gpu_cache_usage_perc";
+pub const LORA_INFO: &str = "vllm:lora_requests_info";
+/// [`LORA_INFO`]'s labels (the fields of its label set below).
+pub const LORA_RUNNING: &str = "running_lora_adapters";
+pub const LORA_WAITING: &str = "waiting_lora_adapters";
+pub const LORA_MAX: &str = "max_lora";
+
 /// How long a reading of the model servers' own KV-cache gauges stays fresh: the EPP scrapes
 /// every 50 ms by default, the servers are asked at most this often.
 pub const KV_REFRESH: Duration = Duration::from_secs(1);
@@ -41,11 +53,7 @@ const KV_TIMEOUT: Duration = Duration::from_millis(250);
 
 /// The KV-cache gauges model servers report on their own `/metrics`, as a fraction: vLLM's
 /// (both its names) and llama.cpp's (which newer llama-server builds no longer report).
-const KV_GAUGES: [&str; 3] = [
-    "vllm:kv_cache_usage_perc",
-    "vllm:gpu_cache_usage_perc",
-    "llamacpp:kv_cache_usage_ratio",
-];
+const KV_GAUGES: [&str; 3] = [KV_CACHE, KV_CACHE_OLD, "llamacpp:kv_cache_usage_ratio"];
 
 /// What the ready models' servers last said of their KV cache, by model id.
 #[derive(Debug, Default)]
@@ -104,20 +112,28 @@ impl KvReadings {
     }
 }
 
+/// One sample line of a Prometheus text exposition: its name, its labels' text (between the
+/// braces, not parsed) and its value's text; `None` for a comment or a line that is no sample.
+pub fn sample(line: &str) -> Option<(&str, &str, &str)> {
+    if line.starts_with('#') {
+        return None;
+    }
+    let (series, value) = line.rsplit_once(' ')?;
+    match series.split_once('{') {
+        Some((name, labels)) => Some((name, labels.strip_suffix('}')?, value)),
+        None => Some((series, "", value)),
+    }
+}
+
 /// The first of [`KV_GAUGES`] in a Prometheus text exposition, as a fraction in 0..=1.
 fn kv_gauge(text: &str) -> Option<f64> {
-    KV_GAUGES.iter().find_map(|name| {
-        text.lines().find_map(|line| {
-            let rest = line.strip_prefix(name)?;
-            // The name whole (not a longer one), then optional labels, then the value.
-            let rest = match rest.chars().next()? {
-                '{' => &rest[rest.find('}')? + 1..],
-                ' ' => rest,
-                _ => return None,
-            };
-            let v: f64 = rest.split_whitespace().next()?.parse().ok()?;
-            v.is_finite().then_some(v.clamp(0.0, 1.0))
-        })
+    KV_GAUGES.iter().find_map(|want| {
+        let (_, _, value) = text
+            .lines()
+            .filter_map(sample)
+            .find(|(name, _, _)| name == want)?;
+        let v: f64 = value.parse().ok()?;
+        v.is_finite().then_some(v.clamp(0.0, 1.0))
     })
 }
 
@@ -205,18 +221,18 @@ impl Collector for Gauges {
         };
         gauge(
             &mut encoder,
-            "vllm:num_requests_waiting",
+            WAITING,
             "Requests waiting at the host, over all its models (the protocol's TotalQueuedRequests)",
             ConstGauge::new(sum(|m| m.queued)),
         )?;
         gauge(
             &mut encoder,
-            "vllm:num_requests_running",
+            RUNNING,
             "Requests in flight at the host, over all its models (TotalRunningRequests)",
             ConstGauge::new(sum(|m| m.in_flight)),
         )?;
         let kv = kv_usage(&status, &self.kv.current());
-        for name in ["vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc"] {
+        for name in [KV_CACHE, KV_CACHE_OLD] {
             gauge(
                 &mut encoder,
                 name,
@@ -242,7 +258,7 @@ impl Collector for Gauges {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0.0, |d| d.as_secs_f64().floor());
         let mut metric = encoder.encode_descriptor(
-            "vllm:lora_requests_info",
+            LORA_INFO,
             "The host's models as LoRA adapters: running = ready, waiting = waiting for a load, max = how many can be ready at once; the value is when it was read",
             None,
             MetricType::Gauge,

@@ -44,16 +44,17 @@ pub async fn select(app: &AppState, ex: &mut Exchange) -> Result<Model, ApiError
     let hooks = app.scheduler.hooks().clone();
     let request = contract_request(ex);
     let key = ex.key_for(Hook::SelectModel).to_string();
-    let (decided, mut candidates) = if hooks.selects_inline() {
+    let inline = hooks.selects_inline();
+    let decide = move || {
         let decided = hooks.select_model_for(&key, &request, &candidates, &telemetry);
         (decided, candidates)
+    };
+    let (decided, mut candidates) = if inline {
+        decide()
     } else {
-        tokio::task::spawn_blocking(move || {
-            let decided = hooks.select_model_for(&key, &request, &candidates, &telemetry);
-            (decided, candidates)
-        })
-        .await
-        .map_err(|e| ApiError::backend(format!("select-model did not run: {e}")))?
+        tokio::task::spawn_blocking(decide)
+            .await
+            .map_err(|e| ApiError::backend(format!("select-model did not run: {e}")))?
     };
     let chosen = match decided.value {
         Selection::Model(id) => id,

@@ -372,13 +372,14 @@ impl Slot {
 
     /// Gives back a place taken with [`Slot::join_queue`].
     pub fn leave_queue(&mut self, ticket: Ticket) {
-        if self.waiting.remove(&ticket).is_some()
-            && let std::collections::btree_map::Entry::Occupied(mut n) =
-                self.waiting_by_priority.entry(ticket.0)
-        {
-            *n.get_mut() -= 1;
-            if *n.get() == 0 {
-                n.remove();
+        if self.waiting.remove(&ticket).is_none() {
+            return;
+        }
+        let priority = ticket.0;
+        if let Some(n) = self.waiting_by_priority.get_mut(&priority) {
+            *n -= 1;
+            if *n == 0 {
+                self.waiting_by_priority.remove(&priority);
             }
         }
     }
