@@ -85,6 +85,10 @@ mod clients;
 // protocol on /metrics, parsed by Prometheus's own parser.
 mod model_server;
 
+// `modelyard pick` over two real hosts, a gRPC client playing Envoy: each model goes where it is
+// loaded, `auto` where the policy says, the subset hint and the fallback list hold.
+mod pick;
+
 // Recording live traffic: no content in the trace, and a replay that does what serving did.
 mod recording;
 

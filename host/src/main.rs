@@ -7,6 +7,12 @@ use clap::{Parser, Subcommand};
 use modelyard::cli::{self, import, key, models, policy, sdk, serve, setup};
 use modelyard::sim::{report, trace};
 
+/// What `modelyard pick` is built from.
+mod pick {
+    pub use modelyard::pick::decide::{DEFAULT_SHED_KV, DEFAULT_SHED_WAITING, Shedding};
+    pub use modelyard::pick::serve::{DEFAULT_LISTEN, PickSettings};
+}
+
 #[derive(Debug, Parser)]
 #[command(
     name = "modelyard",
@@ -77,6 +83,31 @@ enum Command {
     /// Keys for `[auth]`.
     #[command(subcommand)]
     Key(KeyCommand),
+    /// Serve the endpoint picker of a fleet of modelyard hosts: Envoy's ext_proc (the Gateway
+    /// API Inference Extension's endpoint-picker protocol) with gRPC health, deciding with a
+    /// select-model policy over every host's models.
+    Pick {
+        /// The hosts, in llm-d's file-discovery format (read again when it changes).
+        #[arg(long)]
+        endpoints: PathBuf,
+        /// Where to serve gRPC.
+        #[arg(long, default_value = pick::DEFAULT_LISTEN)]
+        listen: std::net::SocketAddr,
+        /// The select-model policy: a built-in's name or a .wasm file (default: the native
+        /// rule, the picker's ranking).
+        #[arg(long)]
+        policy: Option<String>,
+        /// How often the hosts are read.
+        #[arg(long, default_value = "50ms", value_parser = humantime::parse_duration)]
+        interval: std::time::Duration,
+        /// A sheddable request (priority below 0) gets 429 when every host that could serve it
+        /// has more requests waiting than this...
+        #[arg(long, default_value_t = pick::DEFAULT_SHED_WAITING)]
+        shed_waiting: f64,
+        /// ...or a KV cache fuller than this (0 to 1).
+        #[arg(long, default_value_t = pick::DEFAULT_SHED_KV)]
+        shed_kv: f64,
+    },
     /// Replay a request trace through the scheduler with each policy on a virtual clock, and
     /// report what users feel (failed requests, time to first token, goodput) and the swap
     /// cost, with the offline bounds.
@@ -325,6 +356,24 @@ fn main() -> ExitCode {
                     .block_on(serve::serve(&c, allow_open))
                     .map(|()| ExitCode::SUCCESS)
             })
+        }
+        Command::Pick {
+            endpoints,
+            listen,
+            policy,
+            interval,
+            shed_waiting,
+            shed_kv,
+        } => {
+            let mut settings = pick::PickSettings::new(listen, endpoints);
+            settings.interval = interval;
+            settings.shedding = pick::Shedding {
+                waiting: shed_waiting,
+                kv: shed_kv,
+            };
+            runtime()
+                .block_on(cli::pick::pick(settings, policy.as_deref()))
+                .map(|()| ExitCode::SUCCESS)
         }
         Command::Models {
             config,

@@ -32,11 +32,35 @@ pub struct HostModel {
     pub priority: i32,
     #[serde(default)]
     pub pinned: bool,
+    #[serde(default)]
+    pub size_measured: bool,
+    #[serde(default)]
+    pub use_count: u64,
+    #[serde(default)]
+    pub load_count: u32,
+    #[serde(default)]
+    pub errors: u32,
+    #[serde(default)]
+    pub mean_load_ms: u32,
+    #[serde(default)]
+    pub mean_latency_ms: u32,
+}
+
+/// A device of a host, as its `/admin/models` says.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct HostDevice {
+    pub name: String,
+    pub total_bytes: u64,
+    pub free_bytes: u64,
+    #[serde(default)]
+    pub utilization_percent: Option<u8>,
 }
 
 #[derive(Debug, Deserialize)]
 struct ModelsPage {
     models: Vec<HostModel>,
+    #[serde(default)]
+    devices: Vec<HostDevice>,
 }
 
 /// The protocol's gauges, as a host exposes them.
@@ -61,8 +85,19 @@ pub struct Gauges {
 pub struct HostView {
     pub endpoint: Endpoint,
     pub models: Vec<HostModel>,
+    pub devices: Vec<HostDevice>,
     pub gauges: Gauges,
     pub read_at: Instant,
+}
+
+impl HostView {
+    /// Bytes free on the device a model of this host lives on.
+    pub fn free_on(&self, device: &str) -> u64 {
+        self.devices
+            .iter()
+            .find(|d| d.name == device)
+            .map_or(0, |d| d.free_bytes)
+    }
 }
 
 /// What a look at a host found.
@@ -114,13 +149,12 @@ async fn read(
         models = models.bearer_auth(key);
     }
     let (models, metrics) = tokio::join!(models.send(), http.get(format!("{root}/metrics")).send());
-    let models = models
+    let page = models
         .and_then(reqwest::Response::error_for_status)
         .map_err(|e| format!("GET /admin/models: {e}"))?
         .json::<ModelsPage>()
         .await
-        .map_err(|e| format!("GET /admin/models: {e}"))?
-        .models;
+        .map_err(|e| format!("GET /admin/models: {e}"))?;
     let text = metrics
         .and_then(reqwest::Response::error_for_status)
         .map_err(|e| format!("GET /metrics: {e}"))?
@@ -129,7 +163,8 @@ async fn read(
         .map_err(|e| format!("GET /metrics: {e}"))?;
     Ok(HostView {
         endpoint: ep.clone(),
-        models,
+        models: page.models,
+        devices: page.devices,
         gauges: gauges(&text).map_err(|e| format!("GET /metrics: {e}"))?,
         read_at: Instant::now(),
     })

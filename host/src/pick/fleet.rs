@@ -1,0 +1,179 @@
+//! The fleet as the picker last read it: every host's [`Seen`], and the (model, host) pairs a
+//! policy chooses among. Each pair is a model record to `select-model`, named `MODEL@HOST`
+//! (HOST is the endpoint's name) with the model's id and aliases as its aliases and the host as
+//! its device; the pairs' catalogue is handed to the policy again only when the hosts' models
+//! change, not on every read.
+
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::endpoints::Endpoint;
+use super::hosts::{self, HostModel, HostView, Seen};
+use crate::engine::{Catalogue, Hooks, ModelInfo};
+
+/// How often the hosts are read: the EPP's default metrics refresh.
+pub const DEFAULT_SCRAPE_INTERVAL: Duration = Duration::from_millis(50);
+
+/// A model of an up host.
+#[derive(Debug, Clone)]
+pub struct Pair {
+    /// `MODEL@HOST`.
+    pub id: String,
+    /// The host's index in [`Snapshot::hosts`].
+    pub host: usize,
+    /// The model's index in that host's models.
+    pub model: usize,
+}
+
+/// One read of every host.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    /// In the endpoints file's order.
+    pub hosts: Vec<Seen>,
+    /// Every model of every up host, host by host.
+    pub pairs: Vec<Pair>,
+    pub read_at: Instant,
+}
+
+impl Snapshot {
+    /// The view of the host a pair is on, and its model there.
+    pub fn pair(&self, p: &Pair) -> (&HostView, &HostModel) {
+        match &self.hosts[p.host] {
+            Seen::Up(view) => (view, &view.models[p.model]),
+            // Pairs are built from up hosts only.
+            Seen::Down { .. } => unreachable!("a pair on a host that is down"),
+        }
+    }
+
+    /// The snapshot of `hosts`, with their pairs.
+    pub fn of(hosts: Vec<Seen>) -> Self {
+        let pairs = hosts
+            .iter()
+            .enumerate()
+            .filter_map(|(h, seen)| match seen {
+                Seen::Up(view) => Some((h, view)),
+                Seen::Down { .. } => None,
+            })
+            .flat_map(|(h, view)| {
+                view.models.iter().enumerate().map(move |(m, model)| Pair {
+                    id: pair_id(&model.id, &view.endpoint.name),
+                    host: h,
+                    model: m,
+                })
+            })
+            .collect();
+        Self {
+            hosts,
+            pairs,
+            read_at: Instant::now(),
+        }
+    }
+
+    /// The catalogue of its pairs: each pair's id, its model's id and aliases as aliases, its
+    /// model's tags; the devices are the hosts, in the file's order.
+    pub fn catalogue(&self) -> Catalogue {
+        let models = self
+            .pairs
+            .iter()
+            .map(|p| {
+                let (_, m) = self.pair(p);
+                let mut aliases = Vec::with_capacity(m.aliases.len() + 1);
+                aliases.push(m.id.clone());
+                aliases.extend(m.aliases.iter().cloned());
+                ModelInfo {
+                    id: p.id.clone(),
+                    aliases,
+                    tags: m.tags.clone(),
+                    context_tokens: 0,
+                    parallel: m.parallel,
+                }
+            })
+            .collect();
+        let devices = self
+            .hosts
+            .iter()
+            .map(|s| s.endpoint().name.clone())
+            .collect();
+        Catalogue::new(models, devices)
+    }
+}
+
+/// A pair's id: the model's id and the host's name.
+pub fn pair_id(model: &str, host: &str) -> String {
+    format!("{model}@{host}")
+}
+
+/// The picker's shared view, replaced whole on each read.
+pub struct Fleet {
+    endpoints: RwLock<Vec<Endpoint>>,
+    current: RwLock<Option<Arc<Snapshot>>>,
+    hooks: Arc<Hooks>,
+    /// The catalogue last handed to the hooks, to hand it again only on a change.
+    configured: RwLock<Option<(Vec<ModelInfo>, Vec<String>)>>,
+}
+
+impl Fleet {
+    pub fn new(endpoints: Vec<Endpoint>, hooks: Arc<Hooks>) -> Self {
+        Self {
+            endpoints: RwLock::new(endpoints),
+            current: RwLock::new(None),
+            hooks,
+            configured: RwLock::new(None),
+        }
+    }
+
+    pub fn hooks(&self) -> &Arc<Hooks> {
+        &self.hooks
+    }
+
+    /// The last read, or `None` before the first.
+    pub fn current(&self) -> Option<Arc<Snapshot>> {
+        self.current.read().ok().and_then(|c| c.clone())
+    }
+
+    pub fn endpoints(&self) -> Vec<Endpoint> {
+        self.endpoints.read().map(|e| e.clone()).unwrap_or_default()
+    }
+
+    /// Replaces the hosts read from now on (a changed endpoints file).
+    pub fn set_endpoints(&self, endpoints: Vec<Endpoint>) {
+        if let Ok(mut e) = self.endpoints.write() {
+            *e = endpoints;
+        }
+    }
+
+    /// Takes a new read of the hosts; the policy is configured again when their models changed.
+    pub fn update(&self, hosts: Vec<Seen>) {
+        let snapshot = Snapshot::of(hosts);
+        let catalogue = snapshot.catalogue();
+        let key = (catalogue.models().to_vec(), catalogue.devices().to_vec());
+        let changed = self
+            .configured
+            .read()
+            .map(|c| c.as_ref() != Some(&key))
+            .unwrap_or(true);
+        if changed {
+            self.hooks.set_catalogue(catalogue);
+            if let Ok(mut c) = self.configured.write() {
+                *c = Some(key);
+            }
+        }
+        if let Ok(mut c) = self.current.write() {
+            *c = Some(Arc::new(snapshot));
+        }
+    }
+
+    /// Reads every host once and takes the read.
+    pub async fn scrape(&self, http: &reqwest::Client, admin_key: Option<&str>) {
+        let endpoints = self.endpoints();
+        let seen = hosts::look(http, &endpoints, admin_key).await;
+        for s in &seen {
+            if let Seen::Down { endpoint, why } = s {
+                tracing::debug!(host = %endpoint.name, %why, "host down");
+            }
+        }
+        self.update(seen);
+    }
+}

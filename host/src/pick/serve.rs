@@ -1,0 +1,172 @@
+//! The picker's server: the `ext_proc` service and gRPC health on one listener, and the loop
+//! that reads the hosts (and the endpoints file, when it changes) on an interval.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use envoy_types::pb::envoy::service::ext_proc::v3::external_processor_server::ExternalProcessorServer;
+use tonic_health::ServingStatus;
+
+use super::decide::Shedding;
+use super::endpoints;
+use super::ext_proc::Picker;
+use super::fleet::{DEFAULT_SCRAPE_INTERVAL, Fleet};
+use crate::engine::Hooks;
+
+/// The picker's gRPC port in the inference extension's manifests.
+pub const DEFAULT_LISTEN: &str = "0.0.0.0:9002";
+/// The health services the protocol names; all but `liveness` serve once the hosts were read.
+pub const READINESS: &str = "readiness";
+pub const LIVENESS: &str = "liveness";
+pub const EXT_PROC_SERVICE: &str = "envoy.service.ext_proc.v3.ExternalProcessor";
+
+/// How long a stop waits for open streams.
+pub const STOP_GRACE: Duration = Duration::from_secs(1);
+
+/// How a picker runs.
+#[derive(Debug, Clone)]
+pub struct PickSettings {
+    pub listen: SocketAddr,
+    /// The endpoints file, read again when it changes.
+    pub endpoints: PathBuf,
+    pub interval: Duration,
+    /// Sent to the hosts' `/admin/models`.
+    pub admin_key: Option<String>,
+    pub shedding: Shedding,
+}
+
+impl PickSettings {
+    pub fn new(listen: SocketAddr, endpoints: PathBuf) -> Self {
+        Self {
+            listen,
+            endpoints,
+            interval: DEFAULT_SCRAPE_INTERVAL,
+            admin_key: None,
+            shedding: Shedding::default(),
+        }
+    }
+}
+
+/// A running picker.
+pub struct Running {
+    pub addr: SocketAddr,
+    pub fleet: Arc<Fleet>,
+    stop: tokio::sync::watch::Sender<bool>,
+    server: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+    scraper: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    /// Stops reading and serving: streams in progress get [`STOP_GRACE`] to end (Envoy keeps
+    /// its gRPC connections open, so a graceful stop alone may never come).
+    pub async fn stop(self) -> anyhow::Result<()> {
+        let _ = self.stop.send(true);
+        self.scraper.abort();
+        let mut server = self.server;
+        match tokio::time::timeout(STOP_GRACE, &mut server).await {
+            Ok(ended) => ended??,
+            Err(_) => server.abort(),
+        }
+        Ok(())
+    }
+
+    /// Serves until the task is cancelled or the server fails.
+    pub async fn wait(self) -> anyhow::Result<()> {
+        self.server.await??;
+        Ok(())
+    }
+}
+
+/// Reads the endpoints file, binds the listener and starts serving with `hooks` deciding.
+pub async fn start(settings: PickSettings, hooks: Arc<Hooks>) -> anyhow::Result<Running> {
+    let (list, mut seen) = read_endpoints(&settings.endpoints, None)?
+        .ok_or_else(|| anyhow::anyhow!("{} could not be read", settings.endpoints.display()))?;
+    let fleet = Arc::new(Fleet::new(list, hooks));
+    let listener = tokio::net::TcpListener::bind(settings.listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("binding {}: {e}", settings.listen))?;
+    let addr = listener.local_addr()?;
+    let (reporter, health) = tonic_health::server::health_reporter();
+    reporter
+        .set_service_status(LIVENESS, ServingStatus::Serving)
+        .await;
+    for service in [READINESS, EXT_PROC_SERVICE, ""] {
+        reporter
+            .set_service_status(service, ServingStatus::NotServing)
+            .await;
+    }
+
+    let scraper = {
+        let fleet = fleet.clone();
+        let settings = settings.clone();
+        tokio::spawn(async move {
+            let http = reqwest::Client::new();
+            let mut tick = tokio::time::interval(settings.interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut ready = false;
+            loop {
+                tick.tick().await;
+                match read_endpoints(&settings.endpoints, seen) {
+                    Ok(Some((list, modified))) => {
+                        tracing::info!(hosts = list.len(), "endpoints file read again");
+                        fleet.set_endpoints(list);
+                        seen = modified;
+                    }
+                    Ok(None) => {}
+                    Err(e) => tracing::warn!("endpoints file refused, the old list serves: {e}"),
+                }
+                fleet.scrape(&http, settings.admin_key.as_deref()).await;
+                if !ready {
+                    ready = true;
+                    for service in [READINESS, EXT_PROC_SERVICE, ""] {
+                        reporter
+                            .set_service_status(service, ServingStatus::Serving)
+                            .await;
+                    }
+                }
+            }
+        })
+    };
+
+    let (stop, mut stopped) = tokio::sync::watch::channel(false);
+    let picker = Picker::new(fleet.clone(), settings.shedding);
+    let server = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(health)
+            .add_service(ExternalProcessorServer::new(picker))
+            .serve_with_incoming_shutdown(
+                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+                async move {
+                    let _ = stopped.wait_for(|s| *s).await;
+                },
+            ),
+    );
+    Ok(Running {
+        addr,
+        fleet,
+        stop,
+        server,
+        scraper,
+    })
+}
+
+/// The endpoints file when it changed since `seen` (its modification time): `Ok(None)` when it
+/// did not; an error names every problem of a file that does not parse.
+fn read_endpoints(
+    path: &std::path::Path,
+    seen: Option<SystemTime>,
+) -> anyhow::Result<Option<(Vec<endpoints::Endpoint>, Option<SystemTime>)>> {
+    let modified = std::fs::metadata(path)
+        .and_then(|m| m.modified())
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    if seen == Some(modified) {
+        return Ok(None);
+    }
+    let text =
+        std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let list = endpoints::parse(&text)
+        .map_err(|problems| anyhow::anyhow!("{}: {}", path.display(), problems.join("; ")))?;
+    Ok(Some((list, Some(modified))))
+}
