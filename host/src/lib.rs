@@ -6,7 +6,8 @@
 //! backends start and stop model servers and know nothing of policies; the scheduler decides
 //! when, asking the engine's hooks, and knows nothing of HTTP. [`config`] parses the TOML once
 //! into typed settings; [`sim`] replays traces through the same scheduler on a virtual clock;
-//! [`pick`] reads a fleet of hosts (for `modelyard pick`, the endpoint picker under way).
+//! [`pick`] is `modelyard pick`: the endpoint picker of a fleet of hosts over Envoy's `ext_proc`,
+//! deciding with `select-model` over every host's models (`pick/decide.rs`).
 //!
 //! # A tour: one request, from socket to model server and back
 //!
