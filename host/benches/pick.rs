@@ -8,7 +8,9 @@
 //!   rule and with the `specialization` built-in (contract 0.2) asked over every pair;
 //! - `ext_proc`: one request's whole exchange with a running picker over gRPC on loopback, as
 //!   Envoy plays it: a stream opened, the headers, the body, the headers' answer and the body
-//!   given back; with the native rule, so the difference to `decide` is the protocol's cost.
+//!   given back; with the native rule; beside it the same exchange with a server that reads
+//!   nothing and answers a fixed endpoint (the protocol's floor on this machine), so that the
+//!   difference is what the picker adds.
 //!
 //! Run with `cargo bench --bench pick` (`-- --requests N`, default 2,000).
 
@@ -18,12 +20,19 @@ use std::net::SocketAddrV4;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use envoy_types::pb::envoy::config::core::v3::{HeaderMap, HeaderValue};
+use std::pin::Pin;
+
+use envoy_types::pb::envoy::config::core::v3::{HeaderMap, HeaderValue, HeaderValueOption};
 use envoy_types::pb::envoy::service::ext_proc::v3::external_processor_client::ExternalProcessorClient;
-use envoy_types::pb::envoy::service::ext_proc::v3::external_processor_server::ExternalProcessorServer;
-use envoy_types::pb::envoy::service::ext_proc::v3::{
-    HttpBody, HttpHeaders, ProcessingRequest, processing_request::Request as In,
+use envoy_types::pb::envoy::service::ext_proc::v3::external_processor_server::{
+    ExternalProcessor, ExternalProcessorServer,
 };
+use envoy_types::pb::envoy::service::ext_proc::v3::{
+    BodyMutation, BodyResponse, CommonResponse, HeaderMutation, HeadersResponse, HttpBody,
+    HttpHeaders, ProcessingRequest, ProcessingResponse, StreamedBodyResponse, body_mutation,
+    processing_request::Request as In, processing_response::Response as Out,
+};
+use futures_util::Stream;
 use modelyard::engine::{EngineSettings, Hook, Hooks, PolicyEngine};
 use modelyard::pick::decide::{self, Ask, Shedding};
 use modelyard::pick::endpoints::Endpoint;
@@ -120,9 +129,9 @@ fn main() -> anyhow::Result<()> {
         .build()?;
     println!("picker cost per request, µs (median / p99); llm-d's published scheduling: ~200");
     println!(
-        "| fleet | decide, named | decide, auto | specialization, named | specialization, auto | ext_proc exchange, named |"
+        "| fleet | decide, named | decide, auto | specialization, named | specialization, auto | ext_proc exchange, named | fixed-answer exchange (floor) |"
     );
-    println!("|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|");
     for (hosts, models) in FLEETS {
         let native = Arc::new(Hooks::new());
         let with_policy = Arc::new(Hooks::new());
@@ -149,7 +158,16 @@ fn main() -> anyhow::Result<()> {
             decide_with(&fleets[0], "auto"),
             decide_with(&fleets[1], &named),
             decide_with(&fleets[1], "auto"),
-            rt.block_on(exchange(fleets[0].clone(), &named, requests))?,
+            rt.block_on(exchange(
+                ExternalProcessorServer::new(Picker::new(fleets[0].clone(), Shedding::default())),
+                &named,
+                requests,
+            ))?,
+            rt.block_on(exchange(
+                ExternalProcessorServer::new(Fixed),
+                &named,
+                requests,
+            ))?,
         ];
         let row: Vec<String> = cells
             .iter()
@@ -164,9 +182,80 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Whole exchanges with a picker served on loopback, one stream per request as Envoy opens.
-async fn exchange(
-    fleet: Arc<Fleet>,
+/// The protocol's floor: answers the headers with a fixed endpoint once the body has come, and
+/// gives the body back, reading neither.
+#[derive(Clone)]
+struct Fixed;
+
+#[tonic::async_trait]
+impl ExternalProcessor for Fixed {
+    type ProcessStream =
+        Pin<Box<dyn Stream<Item = Result<ProcessingResponse, tonic::Status>> + Send>>;
+
+    async fn process(
+        &self,
+        request: tonic::Request<tonic::Streaming<ProcessingRequest>>,
+    ) -> Result<tonic::Response<Self::ProcessStream>, tonic::Status> {
+        let mut inbound = request.into_inner();
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        tokio::spawn(async move {
+            while let Ok(Some(msg)) = inbound.message().await {
+                let Some(In::RequestBody(b)) = msg.request else {
+                    continue;
+                };
+                let headers = ProcessingResponse {
+                    response: Some(Out::RequestHeaders(HeadersResponse {
+                        response: Some(CommonResponse {
+                            header_mutation: Some(HeaderMutation {
+                                set_headers: vec![HeaderValueOption {
+                                    header: Some(HeaderValue {
+                                        key: "x-gateway-destination-endpoint".into(),
+                                        raw_value: b"10.0.0.1:8000".to_vec(),
+                                        ..Default::default()
+                                    }),
+                                    ..Default::default()
+                                }],
+                                ..Default::default()
+                            }),
+                            ..Default::default()
+                        }),
+                    })),
+                    ..Default::default()
+                };
+                let body = ProcessingResponse {
+                    response: Some(Out::RequestBody(BodyResponse {
+                        response: Some(CommonResponse {
+                            body_mutation: Some(BodyMutation {
+                                mutation: Some(body_mutation::Mutation::StreamedResponse(
+                                    StreamedBodyResponse {
+                                        body: b.body,
+                                        end_of_stream: true,
+                                        ..Default::default()
+                                    },
+                                )),
+                            }),
+                            ..Default::default()
+                        }),
+                    })),
+                    ..Default::default()
+                };
+                for r in [headers, body] {
+                    if tx.send(Ok(r)).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        let out = futures_util::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|item| (item, rx))
+        });
+        Ok(tonic::Response::new(Box::pin(out)))
+    }
+}
+
+/// Whole exchanges with `service` served on loopback, one stream per request as Envoy opens.
+async fn exchange<S: ExternalProcessor>(
+    service: ExternalProcessorServer<S>,
     model: &str,
     requests: usize,
 ) -> anyhow::Result<(Duration, Duration)> {
@@ -174,13 +263,16 @@ async fn exchange(
     let addr = listener.local_addr()?;
     let server = tokio::spawn(
         tonic::transport::Server::builder()
-            .add_service(ExternalProcessorServer::new(Picker::new(
-                fleet,
-                Shedding::default(),
-            )))
-            .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
+            .add_service(service)
+            .serve_with_incoming(
+                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+            ),
     );
-    let mut client = ExternalProcessorClient::connect(format!("http://{addr}")).await?;
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
+        .tcp_nodelay(true)
+        .connect()
+        .await?;
+    let mut client = ExternalProcessorClient::new(channel);
     let body = serde_json::json!({"model": model, "max_tokens": 16,
         "messages": [{"role": "user", "content": "Write a function."}]})
     .to_string()

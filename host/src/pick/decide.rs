@@ -1,19 +1,20 @@
 //! One request's decision: which hosts, in order, may serve it.
 //!
 //! The candidates are the (model, host) pairs of the hosts that are up (and in the request's
-//! subset, when Envoy sends one), ranked by the picker: the model ready with a free slot, ready,
-//! loading, fitting its host's free memory, then the rest; within a class, the shorter queue
-//! and the emptier KV cache first. `select-model` is asked over those pairs in that order (a
+//! subset, when Envoy sends one), in the order the read ranked them ([`super::fleet::rank`]):
+//! the model ready with a free slot, ready, loading, fitting its host's free memory, then the
+//! rest; within a class, the shorter queue and the emptier KV cache first. `select-model` is asked over those pairs in that order (a
 //! named model is asked as the pair ranked first, `MODEL@HOST`; `auto` as is), so the native
 //! default and a policy that takes the first match follow the ranking, and a policy that knows
 //! better (tasks, priorities, its own history) names another pair. The chosen pair's host heads
 //! the answer; the other hosts with the same model follow as fallbacks, ranked.
 
+use std::borrow::Cow;
 use std::net::SocketAddrV4;
 
 use super::fleet::{Pair, Snapshot};
-use super::hosts::{HostModel, HostView};
-use crate::engine::types::{Device, Model, ModelState, Request, Selection, Telemetry};
+use super::hosts::{HostView, Seen};
+use crate::engine::types::{Model, Request, Selection};
 use crate::engine::{DecidedBy, Hooks};
 
 /// A host is saturated past this many waiting requests (the EPP's saturation detector's
@@ -93,11 +94,11 @@ pub fn decide(
     shedding: Shedding,
 ) -> Result<Route, Refusal> {
     let eligible = |h: usize| match &snapshot.hosts[h] {
-        super::hosts::Seen::Up(v) => ask
+        Seen::Up(v) => ask
             .subset
             .as_ref()
             .is_none_or(|s| s.contains(&v.endpoint.addr)),
-        super::hosts::Seen::Down { .. } => false,
+        Seen::Down { .. } => false,
     };
     if let Some(subset) = &ask.subset
         && subset.is_empty()
@@ -106,16 +107,23 @@ pub fn decide(
             "the request's endpoint subset is empty".into(),
         ));
     }
-    let mut ranked: Vec<(&Pair, Rank)> = snapshot
-        .pairs
-        .iter()
-        .filter(|p| eligible(p.host))
-        .map(|p| {
-            let (view, model) = snapshot.pair(p);
-            (p, rank(view, model))
-        })
-        .collect();
-    ranked.sort_by_key(|(_, r)| *r);
+    // The pairs and their records, best first: the read's own, unless a subset leaves some out.
+    let (ranked, candidates): (Cow<'_, [usize]>, Cow<'_, [Model]>) = match &ask.subset {
+        None => (
+            Cow::Borrowed(snapshot.ranked.as_slice()),
+            Cow::Borrowed(snapshot.records.as_slice()),
+        ),
+        Some(_) => {
+            let keep: Vec<usize> = (0..snapshot.ranked.len())
+                .filter(|&r| eligible(snapshot.pairs[snapshot.ranked[r]].host))
+                .collect();
+            (
+                Cow::Owned(keep.iter().map(|&r| snapshot.ranked[r]).collect()),
+                Cow::Owned(keep.iter().map(|&r| snapshot.records[r].clone()).collect()),
+            )
+        }
+    };
+    let pair = |i: usize| &snapshot.pairs[i];
 
     let Some(asked) = &ask.model else {
         return any_host(snapshot, &eligible);
@@ -125,18 +133,16 @@ pub fn decide(
         p.id == *asked || m.id == *asked || m.aliases.contains(asked)
     };
     let auto = asked == "auto";
-    let named: Vec<&Pair> = ranked
+    let mut named = ranked
         .iter()
-        .map(|(p, _)| *p)
-        .filter(|p| auto || matches(p))
-        .collect();
-    let Some(first) = named.first() else {
+        .map(|&i| pair(i))
+        .filter(|p| auto || matches(p));
+    let Some(first) = named.next() else {
         return Err(unmatched(snapshot, ask, asked, &matches));
     };
     if ask.priority < 0
-        && named
-            .iter()
-            .all(|p| saturated(snapshot.pair(p).0, shedding))
+        && saturated(snapshot.pair(first).0, shedding)
+        && named.all(|p| saturated(snapshot.pair(p).0, shedding))
     {
         return Err(Refusal {
             status: 429,
@@ -149,7 +155,6 @@ pub fn decide(
         });
     }
 
-    let candidates: Vec<Model> = ranked.iter().map(|(p, _)| record(snapshot, p)).collect();
     let request = Request {
         id: String::new(),
         model: if auto {
@@ -168,7 +173,7 @@ pub fn decide(
         ask.client.as_deref().unwrap_or(""),
         &request,
         &candidates,
-        &telemetry(snapshot),
+        &snapshot.telemetry,
     );
     let by_policy = matches!(decided.by, DecidedBy::Policy(_));
     let chosen = match decided.value {
@@ -181,15 +186,15 @@ pub fn decide(
             });
         }
     };
-    let Some(pair) = ranked.iter().map(|(p, _)| *p).find(|p| p.id == chosen) else {
+    let Some(chosen) = ranked.iter().map(|&i| pair(i)).find(|p| p.id == chosen) else {
         return Err(Refusal::unavailable(format!(
             "select-model chose {chosen:?}, which no host serves"
         )));
     };
-    let (view, model) = snapshot.pair(pair);
+    let (view, model) = snapshot.pair(chosen);
     let mut endpoints = vec![view.endpoint.addr];
-    for (p, _) in &ranked {
-        let (v, m) = snapshot.pair(p);
+    for &i in ranked.iter() {
+        let (v, m) = snapshot.pair(pair(i));
         if m.id == model.id && !endpoints.contains(&v.endpoint.addr) {
             endpoints.push(v.endpoint.addr);
         }
@@ -197,31 +202,10 @@ pub fn decide(
     let rewrite = (model.id != *asked && !model.aliases.contains(asked)).then(|| model.id.clone());
     Ok(Route {
         endpoints,
-        pair: Some(pair.id.clone()),
+        pair: Some(chosen.id.clone()),
         rewrite,
         by_policy,
     })
-}
-
-/// A pair's place in the picker's order: lower is better.
-type Rank = (u8, u64, u64, u64);
-
-fn rank(view: &HostView, m: &HostModel) -> Rank {
-    let class = match m.state.as_str() {
-        "ready" if m.in_flight < m.parallel.max(1) => 0,
-        "ready" => 1,
-        "loading" => 2,
-        "failed" => 5,
-        _ if view.free_on(&m.device) >= m.size_bytes => 3,
-        _ => 4,
-    };
-    let g = &view.gauges;
-    (
-        class,
-        u64::from(m.queued) + g.waiting as u64,
-        g.running as u64,
-        (g.kv_cache * 1000.0) as u64,
-    )
 }
 
 fn saturated(view: &HostView, shedding: Shedding) -> bool {
@@ -236,8 +220,8 @@ fn any_host(snapshot: &Snapshot, eligible: &dyn Fn(usize) -> bool) -> Result<Rou
         .enumerate()
         .filter(|(h, _)| eligible(*h))
         .filter_map(|(_, s)| match s {
-            super::hosts::Seen::Up(v) => Some(v),
-            super::hosts::Seen::Down { .. } => None,
+            Seen::Up(v) => Some(v),
+            Seen::Down { .. } => None,
         })
         .collect();
     up.sort_by_key(|v| (v.gauges.waiting as u64, v.gauges.running as u64));
@@ -268,12 +252,7 @@ fn unmatched(
         };
         return Refusal::unavailable(format!("hosts serve {asked:?}, but {why}"));
     }
-    if asked != "auto"
-        && snapshot
-            .hosts
-            .iter()
-            .any(|s| matches!(s, super::hosts::Seen::Up(_)))
-    {
+    if asked != "auto" && snapshot.hosts.iter().any(|s| matches!(s, Seen::Up(_))) {
         return Refusal {
             status: 404,
             code: "model_not_found",
@@ -283,73 +262,11 @@ fn unmatched(
     Refusal::unavailable("no host is up".into())
 }
 
-/// A pair as `select-model` sees it: its model on its host, the host as its device.
-fn record(snapshot: &Snapshot, p: &Pair) -> Model {
-    let (view, m) = snapshot.pair(p);
-    let mut aliases = Vec::with_capacity(m.aliases.len() + 1);
-    aliases.push(m.id.clone());
-    aliases.extend(m.aliases.iter().cloned());
-    Model {
-        id: p.id.clone(),
-        aliases,
-        state: match m.state.as_str() {
-            "ready" => ModelState::Ready,
-            "loading" => ModelState::Loading,
-            "unloading" => ModelState::Unloading,
-            "failed" => ModelState::Failed,
-            _ => ModelState::Unloaded,
-        },
-        device: view.endpoint.name.clone(),
-        size_bytes: m.size_bytes,
-        size_measured: m.size_measured,
-        context_tokens: 0,
-        tags: m.tags.clone(),
-        priority: m.priority,
-        pinned: m.pinned,
-        last_used_ms: 0,
-        loaded_at_ms: 0,
-        use_count: m.use_count,
-        load_count: m.load_count,
-        in_flight: m.in_flight,
-        queued: m.queued,
-        errors: m.errors,
-        mean_load_ms: m.mean_load_ms,
-        mean_latency_ms: m.mean_latency_ms,
-    }
-}
-
-/// Each host as one device: its devices' budgets and free bytes summed.
-fn telemetry(snapshot: &Snapshot) -> Telemetry {
-    let devices = snapshot
-        .hosts
-        .iter()
-        .map(|s| match s {
-            super::hosts::Seen::Up(v) => Device {
-                name: v.endpoint.name.clone(),
-                total_bytes: v.devices.iter().map(|d| d.total_bytes).sum(),
-                free_bytes: v.devices.iter().map(|d| d.free_bytes).sum(),
-                utilization_percent: None,
-            },
-            super::hosts::Seen::Down { endpoint, .. } => Device {
-                name: endpoint.name.clone(),
-                total_bytes: 0,
-                free_bytes: 0,
-                utilization_percent: None,
-            },
-        })
-        .collect();
-    Telemetry {
-        now_ms: 0,
-        devices,
-        cpu_percent: 0.0,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::pick::endpoints::Endpoint;
-    use crate::pick::hosts::{Gauges, HostDevice, Seen};
+    use crate::pick::hosts::{Gauges, HostDevice, HostModel};
 
     fn model(id: &str, state: &str) -> HostModel {
         HostModel {

@@ -2,7 +2,8 @@
 //! policy chooses among. Each pair is a model record to `select-model`, named `MODEL@HOST`
 //! (HOST is the endpoint's name) with the model's id and aliases as its aliases and the host as
 //! its device; the pairs' catalogue is handed to the policy again only when the hosts' models
-//! change, not on every read.
+//! change, not on every read. A read ranks its pairs and builds their records once, so that the
+//! requests decided on it until the next read build nothing per pair.
 
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -11,6 +12,7 @@ use tokio::time::Instant;
 
 use super::endpoints::Endpoint;
 use super::hosts::{self, HostModel, HostView, Seen};
+use crate::engine::types::{Device, Model, ModelState, Telemetry};
 use crate::engine::{Catalogue, Hooks, ModelInfo};
 
 /// How often the hosts are read: the EPP's default metrics refresh.
@@ -34,6 +36,12 @@ pub struct Snapshot {
     pub hosts: Vec<Seen>,
     /// Every model of every up host, host by host.
     pub pairs: Vec<Pair>,
+    /// The pairs' indices, best first ([`rank`]).
+    pub ranked: Vec<usize>,
+    /// Each pair's record, in the `ranked` order.
+    pub records: Vec<Model>,
+    /// Each host as one device.
+    pub telemetry: Telemetry,
     pub read_at: Instant,
 }
 
@@ -47,9 +55,9 @@ impl Snapshot {
         }
     }
 
-    /// The snapshot of `hosts`, with their pairs.
+    /// The snapshot of `hosts`, with their pairs ranked and their records built.
     pub fn of(hosts: Vec<Seen>) -> Self {
-        let pairs = hosts
+        let pairs: Vec<Pair> = hosts
             .iter()
             .enumerate()
             .filter_map(|(h, seen)| match seen {
@@ -64,11 +72,28 @@ impl Snapshot {
                 })
             })
             .collect();
-        Self {
+        let mut snapshot = Self {
+            telemetry: telemetry(&hosts),
             hosts,
             pairs,
+            ranked: Vec::new(),
+            records: Vec::new(),
             read_at: Instant::now(),
-        }
+        };
+        let mut ranked: Vec<(usize, Rank)> = (0..snapshot.pairs.len())
+            .map(|i| {
+                let (view, model) = snapshot.pair(&snapshot.pairs[i]);
+                (i, rank(view, model))
+            })
+            .collect();
+        ranked.sort_by_key(|(_, r)| *r);
+        snapshot.ranked = ranked.into_iter().map(|(i, _)| i).collect();
+        snapshot.records = snapshot
+            .ranked
+            .iter()
+            .map(|&i| record(&snapshot, &snapshot.pairs[i]))
+            .collect();
+        snapshot
     }
 
     /// The catalogue of its pairs: each pair's id, its model's id and aliases as aliases, its
@@ -97,6 +122,93 @@ impl Snapshot {
             .map(|s| s.endpoint().name.clone())
             .collect();
         Catalogue::new(models, devices)
+    }
+}
+
+/// A pair's place in the picker's order: lower is better. First the class: the model ready
+/// with a free slot, ready, loading, fitting its host's free memory, the rest, failed; then the
+/// requests waiting for it and at its host, those running there, and the host's KV-cache use.
+pub type Rank = (u8, u64, u64, u64);
+
+pub fn rank(view: &HostView, m: &HostModel) -> Rank {
+    let class = match m.state.as_str() {
+        "ready" if m.in_flight < m.parallel.max(1) => 0,
+        "ready" => 1,
+        "loading" => 2,
+        "failed" => 5,
+        _ if view.free_on(&m.device) >= m.size_bytes => 3,
+        _ => 4,
+    };
+    let g = &view.gauges;
+    (
+        class,
+        u64::from(m.queued) + g.waiting as u64,
+        g.running as u64,
+        (g.kv_cache * 1000.0) as u64,
+    )
+}
+
+/// A pair as `select-model` sees it: its model on its host, the host as its device. The
+/// hosts' clocks are not the picker's: the `*-ms` times are left at 0.
+fn record(snapshot: &Snapshot, p: &Pair) -> Model {
+    let (view, m) = snapshot.pair(p);
+    let mut aliases = Vec::with_capacity(m.aliases.len() + 1);
+    aliases.push(m.id.clone());
+    aliases.extend(m.aliases.iter().cloned());
+    Model {
+        id: p.id.clone(),
+        aliases,
+        state: match m.state.as_str() {
+            "ready" => ModelState::Ready,
+            "loading" => ModelState::Loading,
+            "unloading" => ModelState::Unloading,
+            "failed" => ModelState::Failed,
+            _ => ModelState::Unloaded,
+        },
+        device: view.endpoint.name.clone(),
+        size_bytes: m.size_bytes,
+        size_measured: m.size_measured,
+        context_tokens: 0,
+        tags: m.tags.clone(),
+        priority: m.priority,
+        pinned: m.pinned,
+        last_used_ms: 0,
+        loaded_at_ms: 0,
+        use_count: m.use_count,
+        load_count: m.load_count,
+        in_flight: m.in_flight,
+        queued: m.queued,
+        errors: m.errors,
+        mean_load_ms: m.mean_load_ms,
+        mean_latency_ms: m.mean_latency_ms,
+    }
+}
+
+/// Each host as one device: its devices' budgets and free bytes summed (0 for one that is
+/// down).
+fn telemetry(hosts: &[Seen]) -> Telemetry {
+    let devices = hosts
+        .iter()
+        .map(|s| {
+            let (total_bytes, free_bytes) = match s {
+                Seen::Up(v) => (
+                    v.devices.iter().map(|d| d.total_bytes).sum(),
+                    v.devices.iter().map(|d| d.free_bytes).sum(),
+                ),
+                Seen::Down { .. } => (0, 0),
+            };
+            Device {
+                name: s.endpoint().name.clone(),
+                total_bytes,
+                free_bytes,
+                utilization_percent: None,
+            }
+        })
+        .collect();
+    Telemetry {
+        now_ms: 0,
+        devices,
+        cpu_percent: 0.0,
     }
 }
 
