@@ -526,3 +526,37 @@ async fn the_picker_sends_requests_where_their_model_is_and_its_fallbacks_hold()
     picker.stop().await.expect("stops");
     a.stop().await;
 }
+
+/// `modelyard pick` refuses what it cannot serve with, before it listens: every problem of the
+/// endpoints file with its entry, a policy without `select-model`.
+#[test]
+fn the_command_refuses_a_bad_endpoints_file_and_a_policy_that_cannot_pick() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let run = |file: &str, policy: &str| {
+        let path = dir.path().join("endpoints.yaml");
+        std::fs::write(&path, file).expect("written");
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_modelyard"))
+            .args([
+                "pick",
+                "--listen",
+                "127.0.0.1:0",
+                "--policy",
+                policy,
+                "--endpoints",
+            ])
+            .arg(&path)
+            .output()
+            .expect("runs");
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let bad = run(
+        "endpoints:\n  - name: a\n    address: \"host.local\"\n    port: \"99999\"\n",
+        "specialization",
+    );
+    assert!(bad.contains("endpoints[0]: `address`"), "{bad}");
+    assert!(bad.contains("endpoints[0]: `port`"), "{bad}");
+    let good = "endpoints:\n  - name: a\n    address: \"127.0.0.1\"\n    port: \"8000\"\n";
+    let lru = run(good, "lru");
+    assert!(lru.contains("does not export select-model"), "{lru}");
+}
