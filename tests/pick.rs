@@ -21,6 +21,7 @@ use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
 use modelyard::engine::{Hook, Hooks};
 use modelyard::pick::ext_proc::{DESTINATION, DESTINATION_NAMESPACE, SUBSET, SUBSET_NAMESPACE};
+use modelyard::pick::hosts::Seen;
 use modelyard::pick::serve::{self, PickSettings, Running};
 
 use crate::demo::{TestHost, demo, llama_model, serial, settings};
@@ -290,7 +291,8 @@ async fn start_picker(endpoints: &std::path::Path, policy: Option<&str>) -> Runn
         .expect("liveness");
     assert_eq!(live.into_inner().status, ServingStatus::Serving as i32);
     let mut ready = false;
-    for _ in 0..100 {
+    // Every host is read once first: a host that never answers takes its whole timeout.
+    for _ in 0..200 {
         let r = health
             .check(status(serve::READINESS))
             .await
@@ -299,7 +301,7 @@ async fn start_picker(endpoints: &std::path::Path, policy: Option<&str>) -> Runn
             ready = true;
             break;
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(ready, "ready once the hosts were read");
     let ext_proc = health
@@ -325,19 +327,29 @@ async fn the_picker_sends_requests_where_their_model_is_and_its_fallbacks_hold()
         assert!(resp.status().is_success(), "{model}: {}", resp.status());
     }
     let (ea, eb) = (a.host.addr.to_string(), b.host.addr.to_string());
+    // A third host accepts connections and never answers: it is down, and holds nothing up.
+    let stalled = std::net::TcpListener::bind("127.0.0.1:0").expect("a port");
     let dir = tempfile::tempdir().expect("a temp dir");
     let file = dir.path().join("endpoints.yaml");
     std::fs::write(
         &file,
         format!(
             "endpoints:\n  - name: a\n    address: \"127.0.0.1\"\n    port: \"{}\"\n\
-             \x20 - name: b\n    address: \"127.0.0.1\"\n    port: \"{}\"\n",
+             \x20 - name: b\n    address: \"127.0.0.1\"\n    port: \"{}\"\n\
+             \x20 - name: stalled\n    address: \"127.0.0.1\"\n    port: \"{}\"\n",
             a.host.addr.port(),
-            b.host.addr.port()
+            b.host.addr.port(),
+            stalled.local_addr().expect("bound").port()
         ),
     )
     .expect("written");
     let picker = start_picker(&file, None).await;
+    let view = picker.fleet.current().expect("read");
+    assert!(
+        matches!(&view.hosts[2], Seen::Down { why, .. } if why.contains("no answer")),
+        "{:?}",
+        view.hosts[2]
+    );
 
     // Each model goes where it is loaded; the other host follows as the fallback.
     let to_gemma = route(&picker, chat("gemma"), &[]).await;

@@ -280,12 +280,78 @@ impl Fleet {
     /// Reads every host once and takes the read.
     pub async fn scrape(&self, http: &reqwest::Client, admin_key: Option<&str>) {
         let endpoints = self.endpoints();
-        let seen = hosts::look(http, &endpoints, admin_key).await;
-        for s in &seen {
-            if let Seen::Down { endpoint, why } = s {
-                tracing::debug!(host = %endpoint.name, %why, "host down");
+        self.update(hosts::look(http, &endpoints, admin_key).await);
+    }
+}
+
+/// The hosts' reads over time: each host is read on its own, so that one slow to answer (up to
+/// [`hosts::SCRAPE_TIMEOUT`]) holds back neither the others' reads nor the fleet's updates; it
+/// keeps its last read until its next one ends.
+#[derive(Default)]
+pub struct Reads {
+    last: std::collections::HashMap<std::net::SocketAddrV4, Seen>,
+    pending: std::collections::HashMap<std::net::SocketAddrV4, tokio::task::JoinHandle<Seen>>,
+}
+
+impl Reads {
+    /// Starts a read of every host that has none under way, takes the reads that ended, and
+    /// gives the fleet every host's latest: `None` until each host was read once.
+    pub fn tick(
+        &mut self,
+        http: &reqwest::Client,
+        endpoints: &[Endpoint],
+        admin_key: Option<&str>,
+    ) -> Option<Vec<Seen>> {
+        let ended: Vec<_> = self
+            .pending
+            .iter()
+            .filter(|(_, h)| h.is_finished())
+            .map(|(a, _)| *a)
+            .collect();
+        for addr in ended {
+            if let Some(handle) = self.pending.remove(&addr)
+                && let Some(seen) = handle.now_or_never_ok()
+            {
+                self.last.insert(addr, seen);
             }
         }
-        self.update(seen);
+        for ep in endpoints {
+            if let std::collections::hash_map::Entry::Vacant(slot) = self.pending.entry(ep.addr) {
+                let (http, ep, key) = (http.clone(), ep.clone(), admin_key.map(String::from));
+                slot.insert(tokio::spawn(async move {
+                    hosts::look_one(&http, &ep, key.as_deref()).await
+                }));
+            }
+        }
+        // A host taken out of the file is forgotten.
+        self.last
+            .retain(|a, _| endpoints.iter().any(|e| e.addr == *a));
+        endpoints
+            .iter()
+            .map(|ep| {
+                self.last.get(&ep.addr).map(|s| match s {
+                    // Its name and labels as the file says now.
+                    Seen::Up(v) => Seen::Up(HostView {
+                        endpoint: ep.clone(),
+                        ..v.clone()
+                    }),
+                    Seen::Down { why, .. } => Seen::Down {
+                        endpoint: ep.clone(),
+                        why: why.clone(),
+                    },
+                })
+            })
+            .collect()
+    }
+}
+
+/// A finished task's output, without waiting.
+trait NowOrNever<T> {
+    fn now_or_never_ok(self) -> Option<T>;
+}
+
+impl<T> NowOrNever<T> for tokio::task::JoinHandle<T> {
+    fn now_or_never_ok(self) -> Option<T> {
+        futures_util::FutureExt::now_or_never(self).and_then(Result::ok)
     }
 }

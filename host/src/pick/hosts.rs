@@ -122,20 +122,23 @@ pub async fn look(
     endpoints: &[Endpoint],
     admin_key: Option<&str>,
 ) -> Vec<Seen> {
-    let looks = endpoints.iter().map(|ep| async move {
-        match tokio::time::timeout(SCRAPE_TIMEOUT, read(http, ep, admin_key)).await {
-            Ok(Ok(view)) => Seen::Up(view),
-            Ok(Err(why)) => Seen::Down {
-                endpoint: ep.clone(),
-                why,
-            },
-            Err(_) => Seen::Down {
-                endpoint: ep.clone(),
-                why: format!("no answer within {SCRAPE_TIMEOUT:?}"),
-            },
-        }
-    });
+    let looks = endpoints.iter().map(|ep| look_one(http, ep, admin_key));
     futures_util::future::join_all(looks).await
+}
+
+/// Reads one host, within [`SCRAPE_TIMEOUT`].
+pub async fn look_one(http: &reqwest::Client, ep: &Endpoint, admin_key: Option<&str>) -> Seen {
+    match tokio::time::timeout(SCRAPE_TIMEOUT, read(http, ep, admin_key)).await {
+        Ok(Ok(view)) => Seen::Up(view),
+        Ok(Err(why)) => Seen::Down {
+            endpoint: ep.clone(),
+            why,
+        },
+        Err(_) => Seen::Down {
+            endpoint: ep.clone(),
+            why: format!("no answer within {SCRAPE_TIMEOUT:?}"),
+        },
+    }
 }
 
 async fn read(

@@ -1,5 +1,6 @@
 //! The picker's server: the `ext_proc` service and gRPC health on one listener, and the loop
-//! that reads the hosts (and the endpoints file, when it changes) on an interval.
+//! that reads the hosts (and the endpoints file, when it changes) on an interval, each host on
+//! its own ([`Reads`]).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -12,7 +13,7 @@ use tonic_health::ServingStatus;
 use super::decide::Shedding;
 use super::endpoints;
 use super::ext_proc::Picker;
-use super::fleet::{DEFAULT_SCRAPE_INTERVAL, Fleet};
+use super::fleet::{DEFAULT_SCRAPE_INTERVAL, Fleet, Reads};
 use crate::engine::Hooks;
 
 /// The picker's gRPC port in the inference extension's manifests.
@@ -106,6 +107,7 @@ pub async fn start(settings: PickSettings, hooks: Arc<Hooks>) -> anyhow::Result<
             let mut tick = tokio::time::interval(settings.interval);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             let mut ready = false;
+            let mut reads = Reads::default();
             loop {
                 tick.tick().await;
                 match read_endpoints(&settings.endpoints, seen) {
@@ -117,7 +119,12 @@ pub async fn start(settings: PickSettings, hooks: Arc<Hooks>) -> anyhow::Result<
                     Ok(None) => {}
                     Err(e) => tracing::warn!("endpoints file refused, the old list serves: {e}"),
                 }
-                fleet.scrape(&http, settings.admin_key.as_deref()).await;
+                let Some(hosts) =
+                    reads.tick(&http, &fleet.endpoints(), settings.admin_key.as_deref())
+                else {
+                    continue;
+                };
+                fleet.update(hosts);
                 if !ready {
                     ready = true;
                     for service in [READINESS, EXT_PROC_SERVICE, ""] {
