@@ -20,6 +20,7 @@ use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
 use modelyard::engine::{Hook, Hooks};
+use modelyard::pick::decide::Shedding;
 use modelyard::pick::ext_proc::{DESTINATION, DESTINATION_NAMESPACE, SUBSET, SUBSET_NAMESPACE};
 use modelyard::pick::hosts::Seen;
 use modelyard::pick::serve::{self, PickSettings, Running};
@@ -267,7 +268,11 @@ async fn follow(http: &reqwest::Client, answer: &Answer) -> (String, serde_json:
     panic!("no endpoint of {endpoints:?} answered");
 }
 
-async fn start_picker(endpoints: &std::path::Path, policy: Option<&str>) -> Running {
+async fn start_picker(
+    endpoints: &std::path::Path,
+    policy: Option<&str>,
+    shedding: Shedding,
+) -> Running {
     let hooks = Arc::new(Hooks::new());
     if let Some(name) = policy {
         let engine = util::engine(util::relaxed());
@@ -275,6 +280,7 @@ async fn start_picker(endpoints: &std::path::Path, policy: Option<&str>) -> Runn
     }
     let mut s = PickSettings::new("127.0.0.1:0".parse().expect("an address"), endpoints.into());
     s.interval = Duration::from_millis(50);
+    s.shedding = shedding;
     let picker = serve::start(s, hooks).await.expect("the picker starts");
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", picker.addr))
         .expect("a URL")
@@ -343,7 +349,7 @@ async fn the_picker_sends_requests_where_their_model_is_and_its_fallbacks_hold()
         ),
     )
     .expect("written");
-    let picker = start_picker(&file, None).await;
+    let picker = start_picker(&file, None, Shedding::default()).await;
     let view = picker.fleet.current().expect("read");
     assert!(
         matches!(&view.hosts[2], Seen::Down { why, .. } if why.contains("no answer")),
@@ -450,13 +456,34 @@ async fn the_picker_sends_requests_where_their_model_is_and_its_fallbacks_hold()
     let native = route(&picker, chat("auto"), &coding).await;
     assert_eq!(native.endpoints()[0], ea);
     assert_eq!(native.model(), "smol");
-    let special = start_picker(&file, Some("specialization")).await;
+    // This one counts every host as saturated (thresholds below any reading), to shed.
+    let saturated = Shedding {
+        waiting: -1.0,
+        kv: -1.0,
+    };
+    let special = start_picker(&file, Some("specialization"), saturated).await;
     let code = route(&special, chat("auto"), &coding).await;
     assert_eq!(code.endpoints(), [eb.clone(), ea.clone()]);
     assert_eq!(code.model(), "gemma");
     let talk = route(&special, chat("auto"), &[("x-modelyard-task", "chat")]).await;
     assert_eq!(talk.endpoints()[0], ea);
     assert_eq!(talk.model(), "smol");
+    // Shedding: a sheddable request (priority below 0) is refused with 429 while every host
+    // that could serve it is saturated; one that is not sheddable still goes.
+    match route(&special, chat("gemma"), &[("x-modelyard-priority", "-1")]).await {
+        Answer::Refused { status, error } => {
+            assert_eq!(
+                (status, error["error"]["code"].as_str()),
+                (429, Some("shed"))
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    let kept = route(&special, chat("gemma"), &[("x-modelyard-priority", "0")]).await;
+    assert_eq!(kept.endpoints()[0], eb);
+    // The same sheddable request, on the picker with the EPP's thresholds: the hosts are idle.
+    let idle = route(&picker, chat("gemma"), &[("x-modelyard-priority", "-1")]).await;
+    assert_eq!(idle.endpoints()[0], eb);
     special.stop().await.expect("stops");
 
     // The subset hint: only A may serve gemma; an empty subset is 503.
