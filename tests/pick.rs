@@ -281,6 +281,7 @@ async fn start_picker(
     let mut s = PickSettings::new("127.0.0.1:0".parse().expect("an address"), endpoints.into());
     s.interval = Duration::from_millis(50);
     s.shedding = shedding;
+    s.metrics = Some("127.0.0.1:0".parse().expect("an address"));
     let picker = serve::start(s, hooks).await.expect("the picker starts");
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", picker.addr))
         .expect("a URL")

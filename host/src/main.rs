@@ -10,6 +10,7 @@ use modelyard::sim::{report, trace};
 /// What `modelyard pick` is built from.
 mod pick {
     pub use modelyard::pick::decide::{DEFAULT_SHED_KV, DEFAULT_SHED_WAITING, Shedding};
+    pub use modelyard::pick::metrics::DEFAULT_METRICS;
     pub use modelyard::pick::serve::{DEFAULT_LISTEN, PickSettings};
 }
 
@@ -100,6 +101,9 @@ enum Command {
         /// How often the hosts are read.
         #[arg(long, default_value = "50ms", value_parser = humantime::parse_duration)]
         interval: std::time::Duration,
+        /// Where to serve the picker's Prometheus metrics (`GET /metrics`).
+        #[arg(long, default_value = pick::DEFAULT_METRICS)]
+        metrics: std::net::SocketAddr,
         /// A sheddable request (priority below 0) gets 429 when every host that could serve it
         /// has more requests waiting than this...
         #[arg(long, default_value_t = pick::DEFAULT_SHED_WAITING)]
@@ -362,11 +366,13 @@ fn main() -> ExitCode {
             listen,
             policy,
             interval,
+            metrics,
             shed_waiting,
             shed_kv,
         } => {
             let mut settings = pick::PickSettings::new(listen, endpoints);
             settings.interval = interval;
+            settings.metrics = Some(metrics);
             settings.shedding = pick::Shedding {
                 waiting: shed_waiting,
                 kv: shed_kv,

@@ -30,6 +30,7 @@ use tonic::{Status, Streaming};
 
 use super::decide::{self, Ask, Refusal, Route, Shedding};
 use super::fleet::Fleet;
+use super::metrics::PickMetrics;
 use crate::proxy::{PRIORITY_HEADER, TASK_HEADER};
 
 /// The header and `envoy.lb` key that carry the picked endpoints.
@@ -50,16 +51,49 @@ pub const BODY_CHUNK: usize = 62_000;
 pub struct Picker {
     fleet: Arc<Fleet>,
     shedding: Shedding,
+    metrics: Arc<PickMetrics>,
 }
 
 impl Picker {
     pub fn new(fleet: Arc<Fleet>, shedding: Shedding) -> Self {
-        Self { fleet, shedding }
+        Self::with_metrics(fleet, shedding, Arc::default())
     }
 
-    /// Where the request `ask` goes, as the fleet was last read. `select-model` runs on this
-    /// thread when its policy's calls are fast, else on the blocking pool.
+    pub fn with_metrics(fleet: Arc<Fleet>, shedding: Shedding, metrics: Arc<PickMetrics>) -> Self {
+        Self {
+            fleet,
+            shedding,
+            metrics,
+        }
+    }
+
+    /// Where the request `ask` goes, as the fleet was last read, counted in the metrics.
     pub async fn decide(&self, ask: Ask) -> Result<Route, Refusal> {
+        let started = std::time::Instant::now();
+        let decided = self.decide_uncounted(ask).await;
+        let took = started.elapsed();
+        match &decided {
+            Ok(route) => {
+                let host = self
+                    .fleet
+                    .current()
+                    .and_then(|s| {
+                        s.hosts
+                            .iter()
+                            .find(|h| Some(&h.endpoint().addr) == route.endpoints.first())
+                            .map(|h| h.endpoint().name.clone())
+                    })
+                    .unwrap_or_default();
+                self.metrics.routed(&host, route.by_policy, took);
+            }
+            Err(refusal) => self.metrics.refused(refusal.status, took),
+        }
+        decided
+    }
+
+    /// `select-model` runs on this thread when its policy's calls are fast, else on the
+    /// blocking pool.
+    async fn decide_uncounted(&self, ask: Ask) -> Result<Route, Refusal> {
         let Some(snapshot) = self.fleet.current() else {
             return Err(Refusal {
                 status: 503,
@@ -178,6 +212,8 @@ impl Picker {
                         code: "request_too_large",
                         message: format!("the request body is over {MAX_BODY_BYTES} bytes"),
                     };
+                    self.metrics
+                        .refused(refusal.status, std::time::Duration::ZERO);
                     return (vec![immediate(&refusal)], true);
                 }
                 ex.body.extend_from_slice(&b.body);
@@ -187,7 +223,11 @@ impl Picker {
                 let body = std::mem::take(&mut ex.body);
                 let (ask, mut json) = match ask_of(ex, &body) {
                     Ok(parsed) => parsed,
-                    Err(refusal) => return (vec![immediate(&refusal)], true),
+                    Err(refusal) => {
+                        self.metrics
+                            .refused(refusal.status, std::time::Duration::ZERO);
+                        return (vec![immediate(&refusal)], true);
+                    }
                 };
                 let route = match self.decide(ask).await {
                     Ok(route) => route,

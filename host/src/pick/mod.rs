@@ -3,7 +3,7 @@
 //! protocol over Envoy's `ext_proc`). The hosts come from an endpoints file in llm-d's
 //! file-discovery format ([`endpoints`]); each is read on an interval ([`hosts`], [`fleet`]);
 //! each request's decision ([`decide`]) asks `select-model` over the fleet's (model, host)
-//! pairs; [`ext_proc`] speaks the protocol and [`serve`] runs it with gRPC health. It never
+//! pairs; [`ext_proc`] speaks the protocol and [`serve`] runs it with gRPC health and [`metrics`]. It never
 //! changes a host; it only reads `/admin/models` and `/metrics`.
 
 pub mod decide;
@@ -11,4 +11,5 @@ pub mod endpoints;
 pub mod ext_proc;
 pub mod fleet;
 pub mod hosts;
+pub mod metrics;
 pub mod serve;

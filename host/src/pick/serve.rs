@@ -14,6 +14,8 @@ use super::decide::Shedding;
 use super::endpoints;
 use super::ext_proc::Picker;
 use super::fleet::{DEFAULT_SCRAPE_INTERVAL, Fleet, Reads};
+use super::hosts::Seen;
+use super::metrics::PickMetrics;
 use crate::engine::Hooks;
 
 /// The picker's gRPC port in the inference extension's manifests.
@@ -36,6 +38,8 @@ pub struct PickSettings {
     /// Sent to the hosts' `/admin/models`.
     pub admin_key: Option<String>,
     pub shedding: Shedding,
+    /// Where `GET /metrics` is served, if anywhere.
+    pub metrics: Option<SocketAddr>,
 }
 
 impl PickSettings {
@@ -46,6 +50,7 @@ impl PickSettings {
             interval: DEFAULT_SCRAPE_INTERVAL,
             admin_key: None,
             shedding: Shedding::default(),
+            metrics: None,
         }
     }
 }
@@ -53,7 +58,11 @@ impl PickSettings {
 /// A running picker.
 pub struct Running {
     pub addr: SocketAddr,
+    /// Where `GET /metrics` is served.
+    pub metrics_addr: Option<SocketAddr>,
     pub fleet: Arc<Fleet>,
+    pub metrics: Arc<PickMetrics>,
+    metrics_server: Option<tokio::task::JoinHandle<()>>,
     stop: tokio::sync::watch::Sender<bool>,
     server: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
     scraper: tokio::task::JoinHandle<()>,
@@ -65,6 +74,9 @@ impl Running {
     pub async fn stop(self) -> anyhow::Result<()> {
         let _ = self.stop.send(true);
         self.scraper.abort();
+        if let Some(m) = &self.metrics_server {
+            m.abort();
+        }
         let mut server = self.server;
         match tokio::time::timeout(STOP_GRACE, &mut server).await {
             Ok(ended) => ended??,
@@ -89,6 +101,18 @@ pub async fn start(settings: PickSettings, hooks: Arc<Hooks>) -> anyhow::Result<
         .await
         .map_err(|e| anyhow::anyhow!("binding {}: {e}", settings.listen))?;
     let addr = listener.local_addr()?;
+    let metrics = Arc::new(PickMetrics::default());
+    let (metrics_addr, metrics_server) = match settings.metrics {
+        Some(at) => {
+            let l = super::metrics::bind(at).await?;
+            let bound = l.local_addr()?;
+            (
+                Some(bound),
+                Some(tokio::spawn(super::metrics::serve(l, metrics.clone()))),
+            )
+        }
+        None => (None, None),
+    };
     let (reporter, health) = tonic_health::server::health_reporter();
     reporter
         .set_service_status(LIVENESS, ServingStatus::Serving)
@@ -102,6 +126,7 @@ pub async fn start(settings: PickSettings, hooks: Arc<Hooks>) -> anyhow::Result<
     let scraper = {
         let fleet = fleet.clone();
         let settings = settings.clone();
+        let metrics = metrics.clone();
         tokio::spawn(async move {
             let http = reqwest::Client::new();
             let mut tick = tokio::time::interval(settings.interval);
@@ -124,6 +149,8 @@ pub async fn start(settings: PickSettings, hooks: Arc<Hooks>) -> anyhow::Result<
                 else {
                     continue;
                 };
+                let up = hosts.iter().filter(|h| matches!(h, Seen::Up(_))).count();
+                metrics.hosts(up, hosts.len() - up);
                 fleet.update(hosts);
                 if !ready {
                     ready = true;
@@ -138,7 +165,7 @@ pub async fn start(settings: PickSettings, hooks: Arc<Hooks>) -> anyhow::Result<
     };
 
     let (stop, mut stopped) = tokio::sync::watch::channel(false);
-    let picker = Picker::new(fleet.clone(), settings.shedding);
+    let picker = Picker::with_metrics(fleet.clone(), settings.shedding, metrics.clone());
     let server = tokio::spawn(
         tonic::transport::Server::builder()
             .add_service(health)
@@ -152,7 +179,10 @@ pub async fn start(settings: PickSettings, hooks: Arc<Hooks>) -> anyhow::Result<
     );
     Ok(Running {
         addr,
+        metrics_addr,
         fleet,
+        metrics,
+        metrics_server,
         stop,
         server,
         scraper,
