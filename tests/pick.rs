@@ -563,6 +563,79 @@ async fn the_picker_sends_requests_where_their_model_is_and_its_fallbacks_hold()
         "a host that is down is not listed"
     );
 
+    // What the picker counted: requests routed by host and by who chose, refusals by status,
+    // the hosts up and down.
+    let metrics_url = format!("http://{}/metrics", picker.metrics_addr.expect("served"));
+    let text = a
+        .http
+        .get(metrics_url)
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    let value = |series: &str| -> f64 {
+        text.lines()
+            .find_map(|l| {
+                l.strip_prefix(series)
+                    .map(|v| v.trim().parse().expect("a number"))
+            })
+            .unwrap_or_else(|| panic!("no {series} in\n{text}"))
+    };
+    assert!(
+        value("modelyard_pick_routed_total{host=\"b\",by=\"native\"}") >= 4.0,
+        "{text}"
+    );
+    assert!(
+        value("modelyard_pick_routed_total{host=\"a\",by=\"native\"}") >= 2.0,
+        "{text}"
+    );
+    for status in [503, 404, 400] {
+        assert!(
+            value(&format!(
+                "modelyard_pick_refused_total{{status=\"{status}\"}}"
+            )) >= 1.0
+        );
+    }
+    assert_eq!(value("modelyard_pick_hosts{state=\"up\"}"), 1.0, "{text}");
+    assert_eq!(value("modelyard_pick_hosts{state=\"down\"}"), 2.0, "{text}");
+    assert!(
+        value("modelyard_pick_decision_seconds_count") >= 10.0,
+        "{text}"
+    );
+
+    // The endpoints file is read again when it changes: a file that does not parse leaves the
+    // old list serving; a valid one replaces it.
+    std::fs::write(&file, "endpoints: [").expect("written");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        picker.fleet.endpoints().len(),
+        3,
+        "a broken file changes nothing"
+    );
+    std::fs::write(
+        &file,
+        format!(
+            "endpoints:\n  - name: a\n    address: \"127.0.0.1\"\n    port: \"{}\"\n",
+            a.host.addr.port()
+        ),
+    )
+    .expect("written");
+    let mut hosts = 0;
+    for _ in 0..100 {
+        hosts = picker.fleet.current().map_or(0, |s| s.hosts.len());
+        if hosts == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(hosts, 1, "the new file's hosts are read");
+    assert_eq!(
+        route(&picker, chat("gemma"), &[]).await.endpoints(),
+        std::slice::from_ref(&ea)
+    );
+
     picker.stop().await.expect("stops");
     a.stop().await;
 }
