@@ -259,7 +259,11 @@ fn unmatched(
             message: format!("the model {asked:?} does not exist on any host"),
         };
     }
-    Refusal::unavailable("no host is up".into())
+    Refusal::unavailable(if ask.subset.is_some() {
+        "no host in the request's endpoint subset is up".into()
+    } else {
+        "no host is up".into()
+    })
 }
 
 #[cfg(test)]
