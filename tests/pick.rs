@@ -21,7 +21,9 @@ use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
 use modelyard::engine::{Hook, Hooks};
 use modelyard::pick::decide::Shedding;
-use modelyard::pick::ext_proc::{DESTINATION, DESTINATION_NAMESPACE, SUBSET, SUBSET_NAMESPACE};
+use modelyard::pick::ext_proc::{
+    DESTINATION, DESTINATION_NAMESPACE, SERVED, SUBSET, SUBSET_NAMESPACE,
+};
 use modelyard::pick::hosts::Seen;
 use modelyard::pick::serve::{self, PickSettings, Running};
 
@@ -137,6 +139,23 @@ fn subset_hint(addrs: &[String]) -> Metadata {
     };
     Metadata {
         filter_metadata: [(SUBSET_NAMESPACE.to_string(), inner)].into(),
+        ..Default::default()
+    }
+}
+
+/// Envoy's word on which endpoint served the request, sent with the response.
+fn served(addr: &str) -> Metadata {
+    let inner = Struct {
+        fields: [(
+            SERVED.to_string(),
+            Value {
+                kind: Some(Kind::StringValue(addr.into())),
+            },
+        )]
+        .into(),
+    };
+    Metadata {
+        filter_metadata: [(DESTINATION_NAMESPACE.to_string(), inner)].into(),
         ..Default::default()
     }
 }
@@ -387,7 +406,10 @@ async fn the_picker_sends_requests_where_their_model_is_and_its_fallbacks_hold()
     assert_eq!(served_by, eb);
     assert_eq!(reply["model"], "gemma");
     envoy
-        .send(In::ResponseHeaders(HttpHeaders::default()), None)
+        .send(
+            In::ResponseHeaders(HttpHeaders::default()),
+            Some(served(&served_by)),
+        )
         .await;
     assert!(matches!(envoy.next().await, Out::ResponseHeaders(_)));
     let chunk = b"data: {\"choices\":[]}\n\n".to_vec();
@@ -540,12 +562,21 @@ async fn the_picker_sends_requests_where_their_model_is_and_its_fallbacks_hold()
 
     // B stops after the picker listed it first: Envoy goes down the list, and A serves gemma
     // (loading it in smol's place). The picker then leaves B out.
-    let listed = route(&picker, chat("gemma"), &[]).await;
+    let mut envoy = Envoy::open(picker.addr).await;
+    let listed = ask(&mut envoy, chat("gemma").to_string().as_bytes(), &[], None).await;
     assert_eq!(listed.endpoints(), [eb.clone(), ea.clone()]);
     b.stop().await;
     let (served_by, reply) = follow(&a.http, &listed).await;
     assert_eq!(served_by, ea, "the fallback served");
     assert_eq!(reply["model"], "gemma");
+    // Envoy tells the picker who served, with the response: counted as a fallback.
+    envoy
+        .send(
+            In::ResponseHeaders(HttpHeaders::default()),
+            Some(served(&served_by)),
+        )
+        .await;
+    assert!(matches!(envoy.next().await, Out::ResponseHeaders(_)));
     let mut without_b = Vec::new();
     for _ in 0..100 {
         without_b = route(&picker, chat("gemma"), &[])
@@ -598,6 +629,13 @@ async fn the_picker_sends_requests_where_their_model_is_and_its_fallbacks_hold()
             )) >= 1.0
         );
     }
+    let served = |host: &str, fallback: &str| {
+        value(&format!(
+            "modelyard_pick_served_total{{host=\"{host}\",fallback=\"{fallback}\"}}"
+        ))
+    };
+    assert_eq!(served("b", "false"), 1.0, "{text}");
+    assert_eq!(served("a", "true"), 1.0, "{text}");
     assert_eq!(value("modelyard_pick_hosts{state=\"up\"}"), 1.0, "{text}");
     assert_eq!(value("modelyard_pick_hosts{state=\"down\"}"), 2.0, "{text}");
     assert!(

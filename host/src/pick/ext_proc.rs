@@ -41,6 +41,9 @@ pub const DESTINATION_NAMESPACE: &str = "envoy.lb";
 pub const SUBSET_NAMESPACE: &str = "envoy.lb.subset_hint";
 /// The subset hint's key: the endpoints the picker may choose among.
 pub const SUBSET: &str = "x-gateway-destination-endpoint-subset";
+/// The `envoy.lb` key in which Envoy tells which endpoint served the request (the protocol's
+/// v1.0.0), with the response.
+pub const SERVED: &str = "x-gateway-destination-endpoint-served";
 /// The largest request body read (the reference picker's bound).
 pub const MAX_BODY_BYTES: usize = 10 << 20;
 /// The largest body chunk sent back in one message (the reference picker's).
@@ -74,21 +77,26 @@ impl Picker {
         let took = started.elapsed();
         match &decided {
             Ok(route) => {
-                let host = self
-                    .fleet
-                    .current()
-                    .and_then(|s| {
-                        s.hosts
-                            .iter()
-                            .find(|h| Some(&h.endpoint().addr) == route.endpoints.first())
-                            .map(|h| h.endpoint().name.clone())
-                    })
-                    .unwrap_or_default();
-                self.metrics.routed(&host, route.by_policy, took);
+                let host = route.endpoints.first().map(|a| self.host_name(*a));
+                self.metrics
+                    .routed(host.as_deref().unwrap_or_default(), route.by_policy, took);
             }
             Err(refusal) => self.metrics.refused(refusal.status, took),
         }
         decided
+    }
+
+    /// A host's name in the endpoints file, or its address when the file no longer has it.
+    fn host_name(&self, addr: SocketAddrV4) -> String {
+        self.fleet
+            .current()
+            .and_then(|s| {
+                s.hosts
+                    .iter()
+                    .find(|h| h.endpoint().addr == addr)
+                    .map(|h| h.endpoint().name.clone())
+            })
+            .unwrap_or_else(|| addr.to_string())
     }
 
     /// `select-model` runs on this thread when its policy's calls are fast, else on the
@@ -124,6 +132,10 @@ struct Exchange {
     headers: Vec<(String, String)>,
     body: Vec<u8>,
     subset: Option<Vec<SocketAddrV4>>,
+    /// The host listed first.
+    first: Option<SocketAddrV4>,
+    /// Whether Envoy's word on who served was counted.
+    served: bool,
 }
 
 impl Exchange {
@@ -187,6 +199,13 @@ impl Picker {
         if let Some(subset) = subset_hint(msg.metadata_context.as_ref()) {
             ex.subset = Some(subset);
         }
+        if !ex.served
+            && let Some(served) = served_by(msg.metadata_context.as_ref())
+        {
+            ex.served = true;
+            let fallback = ex.first.is_some_and(|first| first != served);
+            self.metrics.served(&self.host_name(served), fallback);
+        }
         use processing_request::Request as In;
         use processing_response::Response as Out;
         match msg.request {
@@ -201,7 +220,10 @@ impl Picker {
                     ..Ask::default()
                 };
                 match self.decide(ask).await {
-                    Ok(route) => (vec![headers_answer(&route, None)], false),
+                    Ok(route) => {
+                        ex.first = route.endpoints.first().copied();
+                        (vec![headers_answer(&route, None)], false)
+                    }
                     Err(refusal) => (vec![immediate(&refusal)], true),
                 }
             }
@@ -233,6 +255,7 @@ impl Picker {
                     Ok(route) => route,
                     Err(refusal) => return (vec![immediate(&refusal)], true),
                 };
+                ex.first = route.endpoints.first().copied();
                 let body = match &route.rewrite {
                     Some(model) => {
                         json["model"] = serde_json::Value::String(model.clone());
@@ -315,6 +338,15 @@ fn subset_hint(metadata: Option<&Metadata>) -> Option<Vec<SocketAddrV4>> {
         _ => Vec::new(),
     };
     Some(list)
+}
+
+/// The endpoint Envoy says served the request, when the message carries it.
+fn served_by(metadata: Option<&Metadata>) -> Option<SocketAddrV4> {
+    let lb = metadata?.filter_metadata.get(DESTINATION_NAMESPACE)?;
+    match lb.fields.get(SERVED)?.kind.as_ref()? {
+        Kind::StringValue(s) => s.trim().parse().ok(),
+        _ => None,
+    }
 }
 
 /// What the picker reads of a request: the body's `model`, and the headers' task, priority
@@ -528,6 +560,26 @@ mod tests {
         assert_eq!(subset_hint(Some(&hint(Vec::new()))), Some(Vec::new()));
         assert_eq!(subset_hint(Some(&Metadata::default())), None);
         assert_eq!(subset_hint(None), None);
+    }
+
+    #[test]
+    fn the_served_endpoint_is_read_from_envoy_lb() {
+        let lb = |v: &str| Metadata {
+            filter_metadata: [(
+                DESTINATION_NAMESPACE.to_string(),
+                Struct {
+                    fields: [(SERVED.to_string(), string_value(v.into()))].into(),
+                },
+            )]
+            .into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            served_by(Some(&lb("10.0.0.2:8000"))),
+            Some("10.0.0.2:8000".parse().expect("an address"))
+        );
+        assert_eq!(served_by(Some(&lb("nowhere"))), None);
+        assert_eq!(served_by(Some(&Metadata::default())), None);
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The picker's own `GET /metrics` (Prometheus text, on its own port as the EPP's): requests
-//! routed by the host chosen and by who chose (the policy, or the native rule), requests refused
+//! routed by the host chosen and by who chose (the policy, or the native rule), responses by
+//! the host that served them as Envoy tells (a fallback or not), requests refused
 //! by status, the decision's time, and the hosts up and down at the last read.
 
 use std::net::SocketAddr;
@@ -23,6 +24,12 @@ struct RoutedLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ServedLabels {
+    host: String,
+    fallback: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StatusLabels {
     status: u16,
 }
@@ -37,6 +44,7 @@ struct HostStateLabels {
 pub struct PickMetrics {
     registry: Registry,
     routed: Family<RoutedLabels, Counter>,
+    served: Family<ServedLabels, Counter>,
     refused: Family<StatusLabels, Counter>,
     decision: Histogram,
     hosts: Family<HostStateLabels, Gauge>,
@@ -51,6 +59,13 @@ impl Default for PickMetrics {
             "routed",
             "Requests routed, by the host chosen first and by who chose (policy or native)",
             routed.clone(),
+        );
+        let served = Family::<ServedLabels, Counter>::default();
+        registry.register(
+            "served",
+            "Responses by the host that served them, as Envoy tells, and whether it was a \
+             fallback (not the host listed first)",
+            served.clone(),
         );
         let refused = Family::<StatusLabels, Counter>::default();
         registry.register(
@@ -70,6 +85,7 @@ impl Default for PickMetrics {
         Self {
             registry: root,
             routed,
+            served,
             refused,
             decision,
             hosts,
@@ -86,6 +102,15 @@ impl PickMetrics {
             })
             .inc();
         self.decision.observe(took.as_secs_f64());
+    }
+
+    pub fn served(&self, host: &str, fallback: bool) {
+        self.served
+            .get_or_create(&ServedLabels {
+                host: host.to_string(),
+                fallback: if fallback { "true" } else { "false" },
+            })
+            .inc();
     }
 
     pub fn refused(&self, status: u16, took: Duration) {
