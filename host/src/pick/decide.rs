@@ -3,10 +3,11 @@
 //! The candidates are the (model, host) pairs of the hosts that are up (and in the request's
 //! subset, when Envoy sends one), in the order the read ranked them ([`super::fleet::rank`]):
 //! the model ready with a free slot, ready, loading, fitting its host's free memory, then the
-//! rest; within a class, the shorter queue and the emptier KV cache first. `select-model` is asked over those pairs in that order (a
-//! named model is asked as the pair ranked first, `MODEL@HOST`; `auto` as is), so the native
-//! default and a policy that takes the first match follow the ranking, and a policy that knows
-//! better (tasks, priorities, its own history) names another pair. The chosen pair's host heads
+//! rest; within a class, the shorter queue and the emptier KV cache first. `select-model` is
+//! asked over those pairs in that order (a named model is asked as the pair ranked first,
+//! `MODEL@HOST`; `auto` as is), so the native default and a policy that takes the first match
+//! follow the ranking, and a policy that knows better (tasks, priorities, its own history)
+//! names another pair. The chosen pair's host heads
 //! the answer; the other hosts with the same model follow as fallbacks, ranked.
 
 use std::borrow::Cow;
