@@ -276,12 +276,6 @@ impl Fleet {
             *c = Some(Arc::new(snapshot));
         }
     }
-
-    /// Reads every host once and takes the read.
-    pub async fn scrape(&self, http: &reqwest::Client, admin_key: Option<&str>) {
-        let endpoints = self.endpoints();
-        self.update(hosts::look(http, &endpoints, admin_key).await);
-    }
 }
 
 /// The hosts' reads over time: each host is read on its own, so that one slow to answer (up to
