@@ -139,6 +139,23 @@ impl TestHost {
         })
     }
 
+    /// Loads `model` through the admin API and waits until it is ready; fails the test with
+    /// the host's answer otherwise.
+    pub async fn load(&self, model: &str) {
+        let resp = self
+            .http
+            .post(self.url(&format!("/admin/models/{model}/load")))
+            .send()
+            .await
+            .expect("the host answers");
+        let status = resp.status();
+        assert!(
+            status.is_success(),
+            "loading {model}: {status} {}",
+            resp.text().await.unwrap_or_default()
+        );
+    }
+
     /// A short chat completion; returns the status and the JSON body.
     pub async fn chat(&self, model: &str, max_tokens: u32) -> (u16, Value) {
         let resp = self

@@ -605,17 +605,7 @@ async fn cmd_stop_stops_the_server_and_one_that_does_not_is_followed_by_a_kill()
     )))
     .await;
     for id in ["polite", "stubborn"] {
-        let load = host
-            .http
-            .post(host.url(&format!("/admin/models/{id}/load")))
-            .send()
-            .await
-            .unwrap();
-        assert!(
-            load.status().is_success(),
-            "{id}: {}",
-            load.text().await.unwrap_or_default()
-        );
+        host.load(id).await;
         let pid = host
             .status()
             .models

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use modelyard::engine::types::ModelState;
 use modelyard::pick::{self, hosts::Seen};
 
 use crate::demo::{TestHost, demo, free_port, llama_model, serial, settings};
@@ -113,15 +114,8 @@ async fn two_hosts_speak_the_model_server_protocol_and_follow_their_state() {
     let _one = serial();
     let a = TestHost::start(host_settings()).await;
     let b = TestHost::start(host_settings()).await;
-    for (host, model) in [(&a, "smol"), (&b, "gemma")] {
-        let resp = host
-            .http
-            .post(host.url(&format!("/admin/models/{model}/load")))
-            .send()
-            .await
-            .expect("load");
-        assert!(resp.status().is_success(), "{model}: {}", resp.status());
-    }
+    a.load("smol").await;
+    b.load("gemma").await;
     let (ma, mb) = (a.python(PARSE_METRICS).await, b.python(PARSE_METRICS).await);
     for m in [&ma, &mb] {
         conformant(m);
@@ -216,14 +210,10 @@ async fn two_hosts_speak_the_model_server_protocol_and_follow_their_state() {
     ready.sort_unstable();
     assert_eq!(ready, ["gemma", "smol"]);
     assert_eq!(vb.gauges.ready_models, ["gemma"]);
-    let state = |v: &pick::hosts::HostView, id: &str| {
-        v.models
-            .iter()
-            .find(|m| m.id == id)
-            .map(|m| m.state.clone())
-    };
-    assert_eq!(state(va, "gemma").as_deref(), Some("ready"));
-    assert_eq!(state(vb, "smol").as_deref(), Some("unloaded"));
+    let state =
+        |v: &pick::hosts::HostView, id: &str| v.models.iter().find(|m| m.id == id).map(|m| m.state);
+    assert_eq!(state(va, "gemma"), Some(ModelState::Ready));
+    assert_eq!(state(vb, "smol"), Some(ModelState::Unloaded));
     assert!(
         matches!(&seen[2], Seen::Down { why, .. } if why.contains("/admin/models")),
         "{:?}",

@@ -10,8 +10,9 @@ use std::time::Duration;
 use envoy_types::pb::envoy::config::core::v3::{HeaderMap, HeaderValue, Metadata};
 use envoy_types::pb::envoy::service::ext_proc::v3::external_processor_client::ExternalProcessorClient;
 use envoy_types::pb::envoy::service::ext_proc::v3::{
-    HttpBody, HttpHeaders, ProcessingRequest, ProcessingResponse, body_mutation,
-    processing_request::Request as In, processing_response::Response as Out,
+    BodyResponse, HttpBody, HttpHeaders, ProcessingRequest, ProcessingResponse,
+    StreamedBodyResponse, body_mutation, processing_request::Request as In,
+    processing_response::Response as Out,
 };
 use envoy_types::pb::google::protobuf::{ListValue, Struct, Value, value::Kind};
 use serde_json::json;
@@ -74,13 +75,36 @@ impl Envoy {
         self.tx.send(msg).await.expect("the stream is open");
     }
 
-    async fn next(&mut self) -> Out {
-        let msg = tokio::time::timeout(Duration::from_secs(10), self.rx.message())
+    async fn message(&mut self) -> ProcessingResponse {
+        tokio::time::timeout(Duration::from_secs(10), self.rx.message())
             .await
             .expect("an answer within 10 s")
             .expect("no gRPC error")
-            .expect("the stream goes on");
-        msg.response.expect("a response")
+            .expect("the stream goes on")
+    }
+
+    async fn next(&mut self) -> Out {
+        self.message().await.response.expect("a response")
+    }
+}
+
+fn http_body(bytes: &[u8], end_of_stream: bool) -> HttpBody {
+    HttpBody {
+        body: bytes.to_vec(),
+        end_of_stream,
+        ..Default::default()
+    }
+}
+
+/// The body an answer gives back, in the streamed mode.
+fn streamed(answer: BodyResponse) -> StreamedBodyResponse {
+    match answer
+        .response
+        .and_then(|r| r.body_mutation)
+        .and_then(|m| m.mutation)
+    {
+        Some(body_mutation::Mutation::StreamedResponse(s)) => s,
+        other => panic!("a streamed body: {other:?}"),
     }
 }
 
@@ -90,6 +114,8 @@ enum Answer {
     To {
         /// The header's list.
         endpoints: Vec<String>,
+        /// The `envoy.lb` metadata's value.
+        lb: String,
         /// The body to send on.
         body: Vec<u8>,
         content_length: usize,
@@ -190,17 +216,23 @@ async fn ask(
     let half = body.len() / 2;
     for (chunk, end) in [(&body[..half], false), (&body[half..], true)] {
         envoy
-            .send(
-                In::RequestBody(HttpBody {
-                    body: chunk.to_vec(),
-                    end_of_stream: end,
-                    ..Default::default()
-                }),
-                None,
-            )
+            .send(In::RequestBody(http_body(chunk, end)), None)
             .await;
     }
-    let headers = match envoy.next().await {
+    let answer = envoy.message().await;
+    let lb = answer
+        .dynamic_metadata
+        .as_ref()
+        .and_then(|m| m.fields.get(DESTINATION_NAMESPACE))
+        .and_then(|v| match &v.kind {
+            Some(Kind::StructValue(lb)) => lb.fields.get(DESTINATION),
+            _ => None,
+        })
+        .and_then(|v| match &v.kind {
+            Some(Kind::StringValue(s)) => Some(s.clone()),
+            _ => None,
+        });
+    let headers = match answer.response.expect("a response") {
         Out::ImmediateResponse(r) => {
             return Answer::Refused {
                 status: r.status.map_or(0, |s| s.code),
@@ -229,25 +261,18 @@ async fn ask(
         .expect("a number");
     let mut body = Vec::new();
     loop {
-        match envoy.next().await {
-            Out::RequestBody(b) => match b
-                .response
-                .and_then(|r| r.body_mutation)
-                .and_then(|m| m.mutation)
-            {
-                Some(body_mutation::Mutation::StreamedResponse(s)) => {
-                    body.extend(s.body);
-                    if s.end_of_stream {
-                        break;
-                    }
-                }
-                other => panic!("a streamed body: {other:?}"),
-            },
-            other => panic!("the body follows the headers: {other:?}"),
+        let Out::RequestBody(b) = envoy.next().await else {
+            panic!("the body follows the headers");
+        };
+        let chunk = streamed(b);
+        body.extend(chunk.body);
+        if chunk.end_of_stream {
+            break;
         }
     }
     Answer::To {
         endpoints: list.split(',').map(String::from).collect(),
+        lb: lb.expect("the list in the envoy.lb metadata"),
         body,
         content_length,
     }
@@ -343,15 +368,8 @@ async fn the_picker_sends_requests_where_their_model_is_and_its_fallbacks_hold()
     let _one = serial();
     let a = TestHost::start(host_settings()).await;
     let b = TestHost::start(host_settings()).await;
-    for (host, model) in [(&a, "smol"), (&b, "gemma")] {
-        let resp = host
-            .http
-            .post(host.url(&format!("/admin/models/{model}/load")))
-            .send()
-            .await
-            .expect("load");
-        assert!(resp.status().is_success(), "{model}: {}", resp.status());
-    }
+    a.load("smol").await;
+    b.load("gemma").await;
     let (ea, eb) = (a.host.addr.to_string(), b.host.addr.to_string());
     // A third host accepts connections and never answers: it is down, and holds nothing up.
     let stalled = std::net::TcpListener::bind("127.0.0.1:0").expect("a port");
@@ -391,11 +409,17 @@ async fn the_picker_sends_requests_where_their_model_is_and_its_fallbacks_hold()
     let Answer::To {
         body,
         content_length,
-        ..
+        endpoints,
+        lb,
     } = &answer
     else {
         panic!("{answer:?}");
     };
+    assert_eq!(
+        *lb,
+        endpoints.join(","),
+        "the metadata and the header agree"
+    );
     assert_eq!(
         body,
         sent.as_bytes(),
@@ -414,63 +438,13 @@ async fn the_picker_sends_requests_where_their_model_is_and_its_fallbacks_hold()
     assert!(matches!(envoy.next().await, Out::ResponseHeaders(_)));
     let chunk = b"data: {\"choices\":[]}\n\n".to_vec();
     envoy
-        .send(
-            In::ResponseBody(HttpBody {
-                body: chunk.clone(),
-                end_of_stream: true,
-                ..Default::default()
-            }),
-            None,
-        )
+        .send(In::ResponseBody(http_body(&chunk, true)), None)
         .await;
-    match envoy.next().await {
-        Out::ResponseBody(b) => match b
-            .response
-            .and_then(|r| r.body_mutation)
-            .and_then(|m| m.mutation)
-        {
-            Some(body_mutation::Mutation::StreamedResponse(s)) => {
-                assert_eq!((s.body, s.end_of_stream), (chunk, true));
-            }
-            other => panic!("{other:?}"),
-        },
-        other => panic!("{other:?}"),
-    }
-
-    // The metadata carries the header's list (a fresh stream, to read the whole message).
-    let mut envoy = Envoy::open(picker.addr).await;
-    envoy
-        .send(
-            In::RequestHeaders(HttpHeaders {
-                end_of_stream: false,
-                ..Default::default()
-            }),
-            None,
-        )
-        .await;
-    envoy
-        .send(
-            In::RequestBody(HttpBody {
-                body: chat("gemma").to_string().into_bytes(),
-                end_of_stream: true,
-                ..Default::default()
-            }),
-            None,
-        )
-        .await;
-    let whole = tokio::time::timeout(Duration::from_secs(10), envoy.rx.message())
-        .await
-        .expect("in time")
-        .expect("no error")
-        .expect("a message");
-    let lb = &whole.dynamic_metadata.expect("dynamic metadata").fields[DESTINATION_NAMESPACE];
-    let Some(Kind::StructValue(lb)) = &lb.kind else {
-        panic!("{lb:?}");
+    let Out::ResponseBody(back) = envoy.next().await else {
+        panic!("the response's body is answered");
     };
-    assert_eq!(
-        lb.fields[DESTINATION].kind,
-        Some(Kind::StringValue(format!("{eb},{ea}")))
-    );
+    let back = streamed(back);
+    assert_eq!((back.body, back.end_of_stream), (chunk, true));
 
     // Both full: `auto` goes where the policy says. The native rule takes the first ready
     // pair (smol on A); specialization reads the task and sends code to gemma on B, chat to

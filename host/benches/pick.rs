@@ -33,6 +33,7 @@ use envoy_types::pb::envoy::service::ext_proc::v3::{
     processing_request::Request as In, processing_response::Response as Out,
 };
 use futures_util::Stream;
+use modelyard::engine::types::ModelState;
 use modelyard::engine::{EngineSettings, Hook, Hooks, PolicyEngine};
 use modelyard::pick::decide::{self, Ask, Shedding};
 use modelyard::pick::endpoints::Endpoint;
@@ -50,7 +51,12 @@ fn fleet(hosts: usize, models: usize) -> Vec<Seen> {
                 .map(|m| HostModel {
                     id: format!("model-{m}"),
                     aliases: vec![format!("alias-{m}")],
-                    state: ["ready", "unloaded", "loading", "unloaded"][(h + m) % 4].into(),
+                    state: [
+                        ModelState::Ready,
+                        ModelState::Unloaded,
+                        ModelState::Loading,
+                        ModelState::Unloaded,
+                    ][(h + m) % 4],
                     device: "cpu".into(),
                     size_bytes: 1 << 30,
                     tags: vec![["chat", "code", "general"][m % 3].into()],

@@ -60,6 +60,8 @@ pub struct Ask {
 pub struct Route {
     /// The hosts in the order Envoy tries them; never empty.
     pub endpoints: Vec<SocketAddrV4>,
+    /// The first one's name in the endpoints file.
+    pub host: String,
     /// The chosen pair, `MODEL@HOST` (none for a request without a model).
     pub pair: Option<String>,
     /// The model's id on its host, when the body must name it instead of what was asked
@@ -203,6 +205,7 @@ pub fn decide(
     let rewrite = (model.id != *asked && !model.aliases.contains(asked)).then(|| model.id.clone());
     Ok(Route {
         endpoints,
+        host: view.endpoint.name.clone(),
         pair: Some(chosen.id.clone()),
         rewrite,
         by_policy,
@@ -231,6 +234,7 @@ fn any_host(snapshot: &Snapshot, eligible: &dyn Fn(usize) -> bool) -> Result<Rou
     }
     Ok(Route {
         endpoints: up.iter().map(|v| v.endpoint.addr).collect(),
+        host: up[0].endpoint.name.clone(),
         pair: None,
         rewrite: None,
         by_policy: false,
@@ -270,14 +274,15 @@ fn unmatched(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::types::ModelState;
     use crate::pick::endpoints::Endpoint;
     use crate::pick::hosts::{Gauges, HostDevice, HostModel};
 
-    fn model(id: &str, state: &str) -> HostModel {
+    fn model(id: &str, state: ModelState) -> HostModel {
         HostModel {
             id: id.into(),
             aliases: vec![format!("{id}-alias")],
-            state: state.into(),
+            state,
             device: "cpu".into(),
             size_bytes: 100,
             tags: Vec::new(),
@@ -337,10 +342,10 @@ mod tests {
     fn a_named_model_goes_where_it_is_ready_then_loading_then_where_it_fits() {
         let fleet = || {
             vec![
-                host("a", 1, vec![model("m", "unloaded")], 0),
-                host("b", 2, vec![model("m", "unloaded")], 500),
-                host("c", 3, vec![model("m", "loading")], 0),
-                host("d", 4, vec![model("m", "ready")], 0),
+                host("a", 1, vec![model("m", ModelState::Unloaded)], 0),
+                host("b", 2, vec![model("m", ModelState::Unloaded)], 500),
+                host("c", 3, vec![model("m", ModelState::Loading)], 0),
+                host("d", 4, vec![model("m", ModelState::Ready)], 0),
             ]
         };
         let route = pick(fleet(), &ask("m")).expect("routed");
@@ -356,15 +361,15 @@ mod tests {
 
     #[test]
     fn a_busy_ready_model_ranks_below_a_free_one_and_a_queue_below_none() {
-        let mut busy = model("m", "ready");
+        let mut busy = model("m", ModelState::Ready);
         busy.in_flight = 1;
-        let mut queued = model("m", "ready");
+        let mut queued = model("m", ModelState::Ready);
         queued.queued = 3;
         let route = pick(
             vec![
                 host("busy", 1, vec![busy], 0),
                 host("queued", 2, vec![queued], 0),
-                host("free", 3, vec![model("m", "ready")], 0),
+                host("free", 3, vec![model("m", ModelState::Ready)], 0),
             ],
             &ask("m"),
         )
@@ -376,8 +381,8 @@ mod tests {
     fn only_hosts_with_the_model_follow_as_fallbacks() {
         let route = pick(
             vec![
-                host("a", 1, vec![model("m", "ready")], 0),
-                host("b", 2, vec![model("other", "ready")], 0),
+                host("a", 1, vec![model("m", ModelState::Ready)], 0),
+                host("b", 2, vec![model("other", ModelState::Ready)], 0),
             ],
             &ask("m"),
         )
@@ -389,8 +394,8 @@ mod tests {
     fn auto_takes_the_first_ready_pair_and_the_body_names_its_model() {
         let route = pick(
             vec![
-                host("a", 1, vec![model("x", "unloaded")], 0),
-                host("b", 2, vec![model("y", "ready")], 0),
+                host("a", 1, vec![model("x", ModelState::Unloaded)], 0),
+                host("b", 2, vec![model("y", ModelState::Ready)], 0),
             ],
             &ask("auto"),
         )
@@ -403,8 +408,8 @@ mod tests {
     fn the_subset_hint_is_obeyed_and_an_empty_one_refused() {
         let fleet = || {
             vec![
-                host("a", 1, vec![model("m", "unloaded")], 0),
-                host("b", 2, vec![model("m", "ready")], 0),
+                host("a", 1, vec![model("m", ModelState::Unloaded)], 0),
+                host("b", 2, vec![model("m", ModelState::Ready)], 0),
             ]
         };
         let mut only_a = ask("m");
@@ -433,7 +438,10 @@ mod tests {
             },
             why: "refused".into(),
         };
-        let fleet = vec![host("a", 1, vec![model("m", "ready")], 0), down.clone()];
+        let fleet = vec![
+            host("a", 1, vec![model("m", ModelState::Ready)], 0),
+            down.clone(),
+        ];
         assert_eq!(
             pick(fleet.clone(), &ask("nope")).map_err(|r| r.status),
             Err(404)
@@ -453,8 +461,8 @@ mod tests {
     fn shedding_obeyed_and_violated() {
         let fleet = |waiting_b: f64| {
             let mut hosts = vec![
-                host("a", 1, vec![model("m", "ready")], 0),
-                host("b", 2, vec![model("m", "ready")], 0),
+                host("a", 1, vec![model("m", ModelState::Ready)], 0),
+                host("b", 2, vec![model("m", ModelState::Ready)], 0),
             ];
             for (h, w) in hosts
                 .iter_mut()

@@ -76,11 +76,7 @@ impl Picker {
         let decided = self.decide_uncounted(ask).await;
         let took = started.elapsed();
         match &decided {
-            Ok(route) => {
-                let host = route.endpoints.first().map(|a| self.host_name(*a));
-                self.metrics
-                    .routed(host.as_deref().unwrap_or_default(), route.by_policy, took);
-            }
+            Ok(route) => self.metrics.routed(&route.host, route.by_policy, took),
             Err(refusal) => self.metrics.refused(refusal.status, took),
         }
         decided

@@ -131,11 +131,11 @@ impl Snapshot {
 pub type Rank = (u8, u64, u64, u64);
 
 pub fn rank(view: &HostView, m: &HostModel) -> Rank {
-    let class = match m.state.as_str() {
-        "ready" if m.in_flight < m.parallel.max(1) => 0,
-        "ready" => 1,
-        "loading" => 2,
-        "failed" => 5,
+    let class = match m.state {
+        ModelState::Ready if m.in_flight < m.parallel.max(1) => 0,
+        ModelState::Ready => 1,
+        ModelState::Loading => 2,
+        ModelState::Failed => 5,
         _ if view.free_on(&m.device) >= m.size_bytes => 3,
         _ => 4,
     };
@@ -158,13 +158,7 @@ fn record(snapshot: &Snapshot, p: &Pair) -> Model {
     Model {
         id: p.id.clone(),
         aliases,
-        state: match m.state.as_str() {
-            "ready" => ModelState::Ready,
-            "loading" => ModelState::Loading,
-            "unloading" => ModelState::Unloading,
-            "failed" => ModelState::Failed,
-            _ => ModelState::Unloaded,
-        },
+        state: m.state,
         device: view.endpoint.name.clone(),
         size_bytes: m.size_bytes,
         size_measured: m.size_measured,
@@ -304,7 +298,7 @@ impl Reads {
             .collect();
         for addr in ended {
             if let Some(handle) = self.pending.remove(&addr)
-                && let Some(seen) = handle.now_or_never_ok()
+                && let Some(Ok(seen)) = futures_util::FutureExt::now_or_never(handle)
             {
                 self.last.insert(addr, seen);
             }
@@ -336,16 +330,5 @@ impl Reads {
                 })
             })
             .collect()
-    }
-}
-
-/// A finished task's output, without waiting.
-trait NowOrNever<T> {
-    fn now_or_never_ok(self) -> Option<T>;
-}
-
-impl<T> NowOrNever<T> for tokio::task::JoinHandle<T> {
-    fn now_or_never_ok(self) -> Option<T> {
-        futures_util::FutureExt::now_or_never(self).and_then(Result::ok)
     }
 }

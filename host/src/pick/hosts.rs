@@ -9,7 +9,9 @@ use serde::Deserialize;
 use tokio::time::Instant;
 
 use super::endpoints::Endpoint;
+use crate::engine::types::ModelState;
 use crate::proxy::model_server;
+use crate::scheduler::state_of_name;
 
 /// How long one host's two reads may take.
 pub const SCRAPE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -20,7 +22,9 @@ pub struct HostModel {
     pub id: String,
     #[serde(default)]
     pub aliases: Vec<String>,
-    pub state: String,
+    /// A state this version does not know reads as `unloaded`.
+    #[serde(deserialize_with = "state")]
+    pub state: ModelState,
     pub device: String,
     pub size_bytes: u64,
     #[serde(default)]
@@ -44,6 +48,11 @@ pub struct HostModel {
     pub mean_load_ms: u32,
     #[serde(default)]
     pub mean_latency_ms: u32,
+}
+
+fn state<'de, D: serde::Deserializer<'de>>(d: D) -> Result<ModelState, D::Error> {
+    let name = String::deserialize(d)?;
+    Ok(state_of_name(&name).unwrap_or(ModelState::Unloaded))
 }
 
 /// A device of a host, as its `/admin/models` says.
@@ -279,6 +288,29 @@ mod tests {
     fn a_server_without_the_protocol_is_refused_by_name() {
         let text = "vllm:num_requests_waiting 0\nvllm:num_requests_running 0\n";
         assert_eq!(gauges(text), Err("no vllm:kv_cache_usage_perc".into()));
+    }
+
+    #[test]
+    fn a_models_state_is_read_by_name_and_an_unknown_one_as_unloaded() {
+        let page: ModelsPage = serde_json::from_str(
+            r#"{"models": [
+                {"id": "a", "state": "ready", "device": "cpu", "size_bytes": 1, "parallel": 1,
+                 "in_flight": 0, "queued": 0},
+                {"id": "b", "state": "hibernating", "device": "cpu", "size_bytes": 1,
+                 "parallel": 1, "in_flight": 0, "queued": 0}]}"#,
+        )
+        .expect("a page");
+        let states: Vec<ModelState> = page.models.iter().map(|m| m.state).collect();
+        assert_eq!(states, [ModelState::Ready, ModelState::Unloaded]);
+        for s in [
+            ModelState::Unloaded,
+            ModelState::Loading,
+            ModelState::Ready,
+            ModelState::Unloading,
+            ModelState::Failed,
+        ] {
+            assert_eq!(state_of_name(&crate::scheduler::state_name(s)), Some(s));
+        }
     }
 
     #[test]

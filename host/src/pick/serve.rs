@@ -94,7 +94,8 @@ impl Running {
 
 /// Reads the endpoints file, binds the listener and starts serving with `hooks` deciding.
 pub async fn start(settings: PickSettings, hooks: Arc<Hooks>) -> anyhow::Result<Running> {
-    let (list, mut seen) = read_endpoints(&settings.endpoints, None)?
+    let mut seen = None;
+    let list = read_endpoints(&settings.endpoints, &mut seen)?
         .ok_or_else(|| anyhow::anyhow!("{} could not be read", settings.endpoints.display()))?;
     let fleet = Arc::new(Fleet::new(list, hooks));
     let listener = tokio::net::TcpListener::bind(settings.listen)
@@ -135,11 +136,10 @@ pub async fn start(settings: PickSettings, hooks: Arc<Hooks>) -> anyhow::Result<
             let mut reads = Reads::default();
             loop {
                 tick.tick().await;
-                match read_endpoints(&settings.endpoints, seen) {
-                    Ok(Some((list, modified))) => {
+                match read_endpoints(&settings.endpoints, &mut seen) {
+                    Ok(Some(list)) => {
                         tracing::info!(hosts = list.len(), "endpoints file read again");
                         fleet.set_endpoints(list);
-                        seen = modified;
                     }
                     Ok(None) => {}
                     Err(e) => tracing::warn!("endpoints file refused, the old list serves: {e}"),
@@ -189,21 +189,23 @@ pub async fn start(settings: PickSettings, hooks: Arc<Hooks>) -> anyhow::Result<
     })
 }
 
-/// The endpoints file when it changed since `seen` (its modification time): `Ok(None)` when it
-/// did not; an error names every problem of a file that does not parse.
+/// The endpoints file when it changed since `seen` (its modification time, updated here):
+/// `Ok(None)` when it did not; an error names every problem of a file that does not parse, once
+/// for each change.
 fn read_endpoints(
     path: &std::path::Path,
-    seen: Option<SystemTime>,
-) -> anyhow::Result<Option<(Vec<endpoints::Endpoint>, Option<SystemTime>)>> {
+    seen: &mut Option<SystemTime>,
+) -> anyhow::Result<Option<Vec<endpoints::Endpoint>>> {
     let modified = std::fs::metadata(path)
         .and_then(|m| m.modified())
         .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-    if seen == Some(modified) {
+    if *seen == Some(modified) {
         return Ok(None);
     }
+    *seen = Some(modified);
     let text =
         std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     let list = endpoints::parse(&text)
         .map_err(|problems| anyhow::anyhow!("{}: {}", path.display(), problems.join("; ")))?;
-    Ok(Some((list, Some(modified))))
+    Ok(Some(list))
 }

@@ -42,7 +42,9 @@ use lease::Waiter;
 pub use reconfigure::Reconfigured;
 pub use slot::ESTIMATE_AFTER;
 use slot::{Slot, millis_since};
-pub use status::{DeviceStatus, Event, EvictionStats, ModelStatus, Status};
+pub use status::{
+    DeviceStatus, Event, EvictionStats, ModelStatus, Status, state_name, state_of_name,
+};
 
 use crate::backend::{Instance, Launcher};
 use crate::config::{CPU_DEVICE, Settings};

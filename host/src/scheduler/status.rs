@@ -155,6 +155,7 @@ pub(super) fn model(slot: &Slot, now: Instant) -> ModelStatus {
     }
 }
 
+/// A state's name on `/admin/models`; [`state_of_name`] reads it back.
 pub fn state_name(s: ModelState) -> String {
     match s {
         ModelState::Unloaded => "unloaded",
@@ -164,4 +165,17 @@ pub fn state_name(s: ModelState) -> String {
         ModelState::Failed => "failed",
     }
     .to_string()
+}
+
+/// The state a name on `/admin/models` means (`None` for a name this version does not know).
+pub fn state_of_name(name: &str) -> Option<ModelState> {
+    [
+        ModelState::Unloaded,
+        ModelState::Loading,
+        ModelState::Ready,
+        ModelState::Unloading,
+        ModelState::Failed,
+    ]
+    .into_iter()
+    .find(|s| state_name(*s) == name)
 }
