@@ -90,6 +90,10 @@ fn micros(d: Duration) -> String {
     format!("{:.1}", d.as_secs_f64() * 1e6)
 }
 
+// The `modelyard` binary's allocator, so the bench times what the binary does.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     let deadline = EngineSettings {
         hook_deadline: Duration::from_secs(1),

@@ -121,6 +121,10 @@ fn quantiles(mut samples: Vec<Duration>) -> (Duration, Duration) {
     )
 }
 
+// The `modelyard` binary's allocator, so the bench times what the binary does.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> anyhow::Result<()> {
     let requests = common::arg("--requests").unwrap_or(2_000) as usize;
     let engine = PolicyEngine::new(EngineSettings::default())?;

@@ -24,6 +24,10 @@ const PER_CLIENT: usize = 250;
 /// Models configured on the larger host.
 const MANY: usize = 64;
 
+// The `modelyard` binary's allocator, so the bench times what the binary does.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

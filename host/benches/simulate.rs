@@ -3,7 +3,8 @@
 //! Azure Functions sample (621,128 requests in a day) followed by its first 378,872 requests
 //! again as a second day. Prints, per policy and memory size, the policy calls made and the wall time of
 //! each of [`RUNS`] replays (their median, best and worst: a shared machine's speed drifts
-//! from one minute to the next). Run with `cargo bench --bench simulate`.
+//! from one minute to the next). Run with `cargo bench --bench simulate`; arguments narrow it
+//! to the named policies and memory sizes (`cargo bench --bench simulate -- hybrid 80`).
 
 use std::sync::Arc;
 
@@ -13,9 +14,16 @@ use modelyard::sim::report;
 use modelyard::sim::run::replay;
 use modelyard::sim::trace::{self, Format};
 
+// The `modelyard` binary's allocator, so the bench times what `modelyard simulate` does.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const REQUESTS: usize = 1_000_000;
 const DAY_MS: u64 = 86_400_000;
 const RUNS: usize = 3;
+const POLICIES: [&str; 3] = ["lru", "hybrid", "adaptive"];
+/// Device memory of the replays: enough for every model, and a pressed one.
+const MEMORIES_GIB: [u64; 2] = [1024, 80];
 
 fn main() -> anyhow::Result<()> {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -46,9 +54,21 @@ fn main() -> anyhow::Result<()> {
         "worst s",
         "requests/s"
     );
-    for name in ["lru", "hybrid", "adaptive"] {
+    // `cargo bench` passes `--bench` itself; any other argument narrows the table.
+    let only: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    // Every item of a list, unless some are named.
+    let wanted = |list: &[String], item: &String| {
+        !list.iter().any(|i| only.contains(i)) || only.contains(item)
+    };
+    let policies = POLICIES.map(String::from);
+    let memories = MEMORIES_GIB.map(|g| g.to_string());
+    for name in policies.iter().filter(|p| wanted(&policies, p)) {
         let policy = Arc::new(engine.builtin(name).expect("built in")?);
-        for gib in [1024u64, 80] {
+        for gib in memories.iter().filter(|m| wanted(&memories, m)) {
+            let gib: u64 = gib.parse()?;
             let mut walls = Vec::new();
             let mut m = replay(&t, &catalogue, gib << 30, policy.clone())?;
             walls.push(m.wall_seconds);
