@@ -36,6 +36,8 @@ fn main() {
         "sdk/rust/build.rs",
         "wit",
         "Cargo.lock",
+        // Where the guest profile is set.
+        "Cargo.toml",
     ] {
         println!("cargo:rerun-if-changed={}", root.join(dir).display());
     }

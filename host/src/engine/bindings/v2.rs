@@ -68,10 +68,15 @@ pub fn model(m: &host::Model, c: &Catalogue) -> Result<types::Model, String> {
 
 /// A model's record as lists of them are lowered ([`lowered::Model`]).
 fn lean(m: &host::Model, c: &Catalogue) -> Result<lowered::Model, String> {
+    lean_on(m, c, c.device(&m.device).unwrap_or(u32::MAX))
+}
+
+/// [`lean`], its device's index already looked up.
+fn lean_on(m: &host::Model, c: &Catalogue, device: u32) -> Result<lowered::Model, String> {
     Ok(lowered::Model {
         index: c.model(&m.id).ok_or_else(|| unknown(&m.id))?,
         state: state(m.state),
-        device: c.device(&m.device).unwrap_or(u32::MAX),
+        device,
         size_bytes: m.size_bytes,
         size_measured: m.size_measured,
         priority: m.priority,
@@ -89,8 +94,24 @@ fn lean(m: &host::Model, c: &Catalogue) -> Result<lowered::Model, String> {
 }
 
 /// Models' records (the selection candidates, the loaded models).
+///
+/// Made for every model of every call: the list is sized once, and a device is looked up once
+/// for the run of models on it (a list is mostly one or two devices).
 pub fn models(ms: &[host::Model], c: &Catalogue) -> Result<Vec<lowered::Model>, String> {
-    ms.iter().map(|m| lean(m, c)).collect()
+    let mut out = Vec::with_capacity(ms.len());
+    let mut device: Option<(&str, u32)> = None;
+    for m in ms {
+        let d = match device {
+            Some((name, d)) if name == m.device => d,
+            _ => {
+                let d = c.device(&m.device).unwrap_or(u32::MAX);
+                device = Some((&m.device, d));
+                d
+            }
+        };
+        out.push(lean_on(m, c, d)?);
+    }
+    Ok(out)
 }
 
 fn state(s: host::ModelState) -> types::ModelState {
@@ -323,4 +344,53 @@ pub fn event(e: &host::Event, c: &Catalogue, policy: &str) -> Option<types::Even
         at_ms: e.at_ms,
         kind,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::{ModelInfo, sample};
+
+    fn info(id: &str) -> ModelInfo {
+        ModelInfo {
+            id: id.into(),
+            aliases: vec![],
+            tags: vec![],
+            context_tokens: 8192,
+            parallel: 1,
+        }
+    }
+
+    #[test]
+    fn a_list_of_models_names_each_ones_own_device_as_the_devices_alternate() {
+        let c = Catalogue::new(
+            vec![info("a"), info("b"), info("c"), info("d")],
+            vec!["cpu".into(), "cuda:0".into()],
+        );
+        let on = |id: &str, device: &str| host::Model {
+            device: device.into(),
+            ..sample::model(id, 1, &[])
+        };
+        let list = [
+            on("c", "cuda:0"),
+            on("a", "cpu"),
+            on("b", "cpu"),
+            on("d", "cuda:0"),
+            on("a", "gone"),
+        ];
+        let lean = models(&list, &c).expect("all in the catalogue");
+        let got: Vec<(u32, u32)> = lean.iter().map(|m| (m.index, m.device)).collect();
+        assert_eq!(got, [(2, 1), (0, 0), (1, 0), (3, 1), (0, u32::MAX)]);
+        // One by one, the same.
+        for (m, l) in list.iter().zip(&lean) {
+            assert_eq!(lean_one(m, &c), (l.index, l.device));
+        }
+        let err = models(&[on("a", "cpu"), on("zz", "cpu")], &c).expect_err("zz is unknown");
+        assert!(err.contains("\"zz\""), "{err}");
+    }
+
+    fn lean_one(m: &host::Model, c: &Catalogue) -> (u32, u32) {
+        let l = lean(m, c).expect("in the catalogue");
+        (l.index, l.device)
+    }
 }
