@@ -86,6 +86,17 @@ impl Envoy {
     async fn next(&mut self) -> Out {
         self.message().await.response.expect("a response")
     }
+
+    /// Sends the response's headers with Envoy's word on who served it, and takes the
+    /// picker's answer to them.
+    async fn tell_served(&mut self, served_by: &str) {
+        self.send(
+            In::ResponseHeaders(HttpHeaders::default()),
+            Some(served(served_by)),
+        )
+        .await;
+        assert!(matches!(self.next().await, Out::ResponseHeaders(_)));
+    }
 }
 
 fn http_body(bytes: &[u8], end_of_stream: bool) -> HttpBody {
@@ -429,13 +440,7 @@ async fn the_picker_sends_requests_where_their_model_is_and_its_fallbacks_hold()
     let (served_by, reply) = follow(&a.http, &answer).await;
     assert_eq!(served_by, eb);
     assert_eq!(reply["model"], "gemma");
-    envoy
-        .send(
-            In::ResponseHeaders(HttpHeaders::default()),
-            Some(served(&served_by)),
-        )
-        .await;
-    assert!(matches!(envoy.next().await, Out::ResponseHeaders(_)));
+    envoy.tell_served(&served_by).await;
     let chunk = b"data: {\"choices\":[]}\n\n".to_vec();
     envoy
         .send(In::ResponseBody(http_body(&chunk, true)), None)
@@ -544,13 +549,7 @@ async fn the_picker_sends_requests_where_their_model_is_and_its_fallbacks_hold()
     assert_eq!(served_by, ea, "the fallback served");
     assert_eq!(reply["model"], "gemma");
     // Envoy tells the picker who served, with the response: counted as a fallback.
-    envoy
-        .send(
-            In::ResponseHeaders(HttpHeaders::default()),
-            Some(served(&served_by)),
-        )
-        .await;
-    assert!(matches!(envoy.next().await, Out::ResponseHeaders(_)));
+    envoy.tell_served(&served_by).await;
     let mut without_b = Vec::new();
     for _ in 0..100 {
         without_b = route(&picker, chat("gemma"), &[])

@@ -8,6 +8,8 @@
 //! conversion to 0.2's lean records included; and the 0.1 crate natively (including the input
 //! copy a wasm call also makes). Run with `cargo bench --bench hook_call`.
 
+#[path = "common/allocator.rs"]
+mod allocator;
 mod common;
 
 use std::hint::black_box;
@@ -89,10 +91,6 @@ fn to_guest_request(r: &host::EvictionRequest) -> guest::EvictionRequest {
 fn micros(d: Duration) -> String {
     format!("{:.1}", d.as_secs_f64() * 1e6)
 }
-
-// The `modelyard` binary's allocator, so the bench times what the binary does.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
     let deadline = EngineSettings {

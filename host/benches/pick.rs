@@ -14,6 +14,8 @@
 //!
 //! Run with `cargo bench --bench pick` (`-- --requests N`, default 2,000).
 
+#[path = "common/allocator.rs"]
+mod allocator;
 mod common;
 
 use std::net::SocketAddrV4;
@@ -120,10 +122,6 @@ fn quantiles(mut samples: Vec<Duration>) -> (Duration, Duration) {
         samples[samples.len() * 99 / 100],
     )
 }
-
-// The `modelyard` binary's allocator, so the bench times what the binary does.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> anyhow::Result<()> {
     let requests = common::arg("--requests").unwrap_or(2_000) as usize;

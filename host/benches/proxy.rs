@@ -9,6 +9,9 @@
 //! this runtime and machine, under any proxy. A stub upstream is right here: the bench
 //! measures the host, not a model. Run with `cargo bench --bench proxy`.
 
+#[path = "common/allocator.rs"]
+mod allocator;
+
 use std::time::{Duration, Instant};
 
 use axum::Json;
@@ -23,10 +26,6 @@ const CLIENTS: usize = 32;
 const PER_CLIENT: usize = 250;
 /// Models configured on the larger host.
 const MANY: usize = 64;
-
-// The `modelyard` binary's allocator, so the bench times what the binary does.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()

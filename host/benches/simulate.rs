@@ -6,6 +6,9 @@
 //! from one minute to the next). Run with `cargo bench --bench simulate`; arguments narrow it
 //! to the named policies and memory sizes (`cargo bench --bench simulate -- hybrid 80`).
 
+#[path = "common/allocator.rs"]
+mod allocator;
+
 use std::sync::Arc;
 
 use modelyard::engine::PolicyEngine;
@@ -14,16 +17,24 @@ use modelyard::sim::report;
 use modelyard::sim::run::replay;
 use modelyard::sim::trace::{self, Format};
 
-// The `modelyard` binary's allocator, so the bench times what `modelyard simulate` does.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 const REQUESTS: usize = 1_000_000;
 const DAY_MS: u64 = 86_400_000;
 const RUNS: usize = 3;
 const POLICIES: [&str; 3] = ["lru", "hybrid", "adaptive"];
 /// Device memory of the replays: enough for every model, and a pressed one.
 const MEMORIES_GIB: [u64; 2] = [1024, 80];
+
+/// The items of `all` that `only` names, or all of them when it names none.
+fn named<T: Copy + ToString>(all: &[T], only: &[String]) -> Vec<T> {
+    let named: Vec<T> = (all.iter().copied())
+        .filter(|x| only.contains(&x.to_string()))
+        .collect();
+    if named.is_empty() {
+        all.to_vec()
+    } else {
+        named
+    }
+}
 
 fn main() -> anyhow::Result<()> {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -59,16 +70,9 @@ fn main() -> anyhow::Result<()> {
         .skip(1)
         .filter(|a| !a.starts_with("--"))
         .collect();
-    // Every item of a list, unless some are named.
-    let wanted = |list: &[String], item: &String| {
-        !list.iter().any(|i| only.contains(i)) || only.contains(item)
-    };
-    let policies = POLICIES.map(String::from);
-    let memories = MEMORIES_GIB.map(|g| g.to_string());
-    for name in policies.iter().filter(|p| wanted(&policies, p)) {
+    for name in named(&POLICIES, &only) {
         let policy = Arc::new(engine.builtin(name).expect("built in")?);
-        for gib in memories.iter().filter(|m| wanted(&memories, m)) {
-            let gib: u64 = gib.parse()?;
+        for gib in named(&MEMORIES_GIB, &only) {
             let mut walls = Vec::new();
             let mut m = replay(&t, &catalogue, gib << 30, policy.clone())?;
             walls.push(m.wall_seconds);
