@@ -237,10 +237,10 @@ impl Instance for CommandInstance {
         })
     }
 
-    fn exited(&self) -> BoxFuture<'static, String> {
+    fn exited(&self) -> Option<BoxFuture<'static, String>> {
         let mut exit = self.exit.clone();
         let tail = self.tail.clone();
-        Box::pin(async move {
+        Some(Box::pin(async move {
             let status = match exit.wait_for(Option::is_some).await {
                 Ok(s) => s.clone().unwrap_or_default(),
                 Err(_) => "the host stopped watching it".to_string(),
@@ -257,7 +257,7 @@ impl Instance for CommandInstance {
             } else {
                 format!("the server exited ({status}); last output: {last}")
             }
-        })
+        }))
     }
 }
 

@@ -66,9 +66,10 @@ pub trait Instance: Send + Sync + fmt::Debug {
     fn pid(&self) -> Option<u32>;
     /// Stops the instance and waits until it is gone. Calling it again is harmless.
     fn stop(&self) -> BoxFuture<'_, ()>;
-    /// Resolves, with a reason, when the instance dies without being asked to; never resolves
-    /// for servers the host does not own.
-    fn exited(&self) -> BoxFuture<'static, String>;
+    /// Resolves, with a reason, when the instance dies without being asked to; `None` for an
+    /// instance that cannot die on its own (a server the host does not own, a simulated one), so
+    /// that nothing waits on it.
+    fn exited(&self) -> Option<BoxFuture<'static, String>>;
     /// The token count of each text with the server's own tokenizer. Backends without one
     /// keep this default.
     fn count_tokens<'a>(

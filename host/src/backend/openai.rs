@@ -303,8 +303,8 @@ impl Instance for RemoteInstance {
         })
     }
 
-    fn exited(&self) -> BoxFuture<'static, String> {
-        Box::pin(futures_util::future::pending())
+    fn exited(&self) -> Option<BoxFuture<'static, String>> {
+        None
     }
 }
 

@@ -280,7 +280,10 @@ impl Lease {
     /// instead of meeting the dead server.
     pub async fn backend_failed(&mut self) {
         self.failed = true;
-        if let Ok(reason) = tokio::time::timeout(CRASH_CONFIRM, self.instance.exited()).await {
+        let Some(exited) = self.instance.exited() else {
+            return;
+        };
+        if let Ok(reason) = tokio::time::timeout(CRASH_CONFIRM, exited).await {
             room::mark_crashed(&self.inner, self.idx, self.generation, reason).await;
         }
     }

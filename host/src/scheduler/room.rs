@@ -95,12 +95,9 @@ async fn start(inner: &Arc<Inner>, idx: usize, generation: u64) -> Result<(), Sc
         instance.stop().await;
         return Err(SchedError::ShuttingDown);
     }
-    tokio::spawn(watch_crash(
-        Arc::downgrade(inner),
-        idx,
-        generation,
-        instance.exited(),
-    ));
+    if let Some(exited) = instance.exited() {
+        tokio::spawn(watch_crash(Arc::downgrade(inner), idx, generation, exited));
+    }
     Ok(())
 }
 

@@ -16,12 +16,15 @@ use crate::config::{ModelSettings, Settings};
 pub(super) struct Fake {
     pub(super) starts: AtomicU32,
     pub(super) fail: AtomicBool,
+    /// Its instances run on a server the host does not own: they cannot exit on their own.
+    pub(super) unowned: AtomicBool,
 }
 
 #[derive(Debug)]
 struct FakeInstance {
     endpoint: Endpoint,
-    exit: watch::Sender<bool>,
+    /// `None` for an instance on a server the host does not own.
+    exit: Option<watch::Sender<bool>>,
 }
 
 impl Instance for FakeInstance {
@@ -34,12 +37,12 @@ impl Instance for FakeInstance {
     fn stop(&self) -> BoxFuture<'_, ()> {
         Box::pin(async {})
     }
-    fn exited(&self) -> BoxFuture<'static, String> {
-        let mut rx = self.exit.subscribe();
-        Box::pin(async move {
+    fn exited(&self) -> Option<BoxFuture<'static, String>> {
+        let mut rx = self.exit.as_ref()?.subscribe();
+        Some(Box::pin(async move {
             let _ = rx.wait_for(|dead| *dead).await;
             "killed".to_string()
-        })
+        }))
     }
 }
 
@@ -65,7 +68,7 @@ impl Launcher for Arc<Fake> {
                     api_key: None,
                     model_name: id,
                 },
-                exit: watch::channel(false).0,
+                exit: (!me.unowned.load(Ordering::SeqCst)).then(|| watch::channel(false).0),
             }) as Arc<dyn Instance>)
         })
     }
@@ -106,6 +109,29 @@ async fn concurrent_cold_requests_share_one_load() {
     assert_eq!(s.status().models[0].in_flight, 3);
     drop(all);
     assert_eq!(s.status().models[0].in_flight, 0);
+}
+
+#[tokio::test]
+async fn an_instance_that_cannot_exit_on_its_own_leaves_no_watcher_behind() {
+    let (s, fake) = scheduler("");
+    fake.unowned.store(true, Ordering::SeqCst);
+    let alive = || {
+        tokio::runtime::Handle::current()
+            .metrics()
+            .num_alive_tasks()
+    };
+    drop(s.acquire("a", &NO_DEMAND).await.expect("a loads"));
+    let before = alive();
+    // a and b do not fit together: each load evicts the other.
+    for model in ["b", "a", "b", "a"] {
+        drop(s.acquire(model, &NO_DEMAND).await.expect("loads"));
+    }
+    assert_eq!(s.status().eviction.evictions, 4);
+    assert_eq!(
+        alive(),
+        before,
+        "a task was left watching an evicted instance"
+    );
 }
 
 #[tokio::test]

@@ -165,8 +165,8 @@ impl Instance for SimInstance {
             .insert(self.endpoint.model_name.clone(), Instant::now());
         Box::pin(async {})
     }
-    fn exited(&self) -> BoxFuture<'static, String> {
-        Box::pin(futures_util::future::pending())
+    fn exited(&self) -> Option<BoxFuture<'static, String>> {
+        None
     }
 }
 
