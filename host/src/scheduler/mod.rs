@@ -508,16 +508,22 @@ impl State {
     /// Bytes models hold on `device`: those loaded there, and on the CPU also what sleeping
     /// servers keep in RAM.
     fn held_on(&self, device: &str) -> u64 {
-        let loaded: u64 = (self.slots.iter())
-            .filter(|s| s.holds_memory() && s.cfg.device == device)
-            .map(Slot::size)
-            .sum();
-        let asleep: u64 = if device == CPU_DEVICE {
-            self.slots.iter().map(Slot::asleep_bytes).sum()
-        } else {
-            0
-        };
-        loaded + asleep
+        // One pass: this runs for every room check, over every slot.
+        let cpu = device == CPU_DEVICE;
+        (self.slots.iter())
+            .map(|s| {
+                let loaded = if s.holds_memory() && s.cfg.device == device {
+                    s.size()
+                } else {
+                    0
+                };
+                if cpu {
+                    loaded + s.asleep_bytes()
+                } else {
+                    loaded
+                }
+            })
+            .sum()
     }
 
     /// Counts a request for `task` in the recent window.

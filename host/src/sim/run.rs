@@ -274,7 +274,8 @@ pub fn replay_with(
         // Requests whose model was ready take their lease at once and wait here, ordered by
         // when they finish; only those that queue get a task of their own.
         let mut serving: BinaryHeap<Serving> = BinaryHeap::new();
-        let mut queued = tokio::task::JoinSet::new();
+        // Each queued request's task holds a sender; the replay ends when all are dropped.
+        let (queued, mut all_served) = tokio::sync::mpsc::channel::<()>(1);
         // One demand per (priority, task) the trace names: most traces name one. Looked up
         // once an arrival: FxHash, as the keys come from the trace, not from a client.
         let mut demands: FxHashMap<(i32, Option<&str>), Arc<Demand>> = FxHashMap::default();
@@ -286,7 +287,6 @@ pub fn replay_with(
             if Instant::now() < at {
                 tokio::time::sleep_until(at).await;
             }
-            while queued.try_join_next().is_some() {}
             let demand = if observed {
                 // A policy that observes is told each request's prompt.
                 Arc::new(Demand {
@@ -352,17 +352,20 @@ pub fn replay_with(
                 }
                 Poll::Ready(None) => {}
                 Poll::Pending => {
-                    queued.spawn(async move {
+                    let queued = queued.clone();
+                    tokio::spawn(async move {
                         if let Some(lease) = request.await {
                             tokio::time::sleep(service).await;
                             drop(lease);
                         }
+                        drop(queued);
                     });
                 }
             }
         }
         finish(&mut serving, None).await;
-        while queued.join_next().await.is_some() {}
+        drop(queued);
+        let _ = all_served.recv().await;
         let status = sched.status();
         sched.shutdown().await;
         let mut o = std::mem::take(&mut *outcomes.lock().unwrap_or_else(|e| e.into_inner()));
