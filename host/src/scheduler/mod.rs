@@ -29,10 +29,11 @@ mod slot;
 mod status;
 mod view;
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 
+use rustc_hash::FxHashMap;
 use tokio::time::Instant;
 
 use signal::Signal;
@@ -204,7 +205,9 @@ struct Inner {
     epoch: Instant,
     /// Slot index by model id, then by alias (an id wins over another model's alias); retired
     /// slots have no name.
-    names: RwLock<HashMap<String, usize>>,
+    /// FxHash, looked up on every request: the table is made from the config and only read, so
+    /// a client's name can be looked up but never inserted (it cannot grow a collision chain).
+    names: RwLock<FxHashMap<String, usize>>,
     /// [`SchedulerOptions::inline_calls`].
     inline: bool,
     /// A delivery of policy events is due ([`events`]).

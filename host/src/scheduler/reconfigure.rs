@@ -9,8 +9,10 @@
 //! only ever added: a slot index stays the same model for the host's life, so a waiting request
 //! or a policy's catalogue index never points elsewhere.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
+
+use rustc_hash::FxHashMap;
 
 use super::room::{self, Authority, Evictor};
 use super::slot::Slot;
@@ -78,9 +80,9 @@ pub(super) fn capacities(
 
 /// Slot index by model id, then by alias (an id wins over another model's alias); retired
 /// slots have no name.
-pub(super) fn names(slots: &[Slot]) -> HashMap<String, usize> {
+pub(super) fn names(slots: &[Slot]) -> FxHashMap<String, usize> {
     let live = || slots.iter().enumerate().filter(|(_, s)| !s.retired());
-    let mut names = HashMap::new();
+    let mut names = FxHashMap::default();
     for (i, s) in live() {
         for alias in &s.cfg.aliases {
             names.entry(alias.clone()).or_insert(i);
