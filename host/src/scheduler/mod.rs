@@ -507,7 +507,6 @@ impl State {
         self.estimator.take_save()
     }
 
-    /// What the models that count against `device` hold on it.
     /// Bytes models hold on `device`: those loaded there, and on the CPU also what sleeping
     /// servers keep in RAM.
     fn held_on(&self, device: &str) -> u64 {
